@@ -1,0 +1,62 @@
+"""Adder compute backends and their selection.
+
+A backend is chosen by name (``reference``, ``cpu``, ``triton``) or ``auto``, which picks the fastest
+backend that is correct on the tensor's device. Backends are registered in preference order: ``auto``
+takes the first available one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+from .base import GRAD_MODES, AdderBackend, GradMode, output_size
+from .reference import ReferenceBackend
+
+__all__ = [
+    "GRAD_MODES",
+    "AdderBackend",
+    "GradMode",
+    "ReferenceBackend",
+    "backend_names",
+    "get_backend",
+    "output_size",
+    "register_backend",
+]
+
+# name -> backend, in ``auto`` preference order (fastest first); the reference is always last.
+_REGISTRY: dict[str, AdderBackend] = {}
+
+
+def register_backend(backend: AdderBackend, *, preferred: bool = True) -> None:
+    """Add a backend; ``preferred`` puts it ahead of those already registered for ``auto``."""
+    global _REGISTRY
+    others = {k: v for k, v in _REGISTRY.items() if k != backend.name}
+    _REGISTRY = {backend.name: backend, **others} if preferred else {**others, backend.name: backend}
+
+
+def backend_names() -> tuple[str, ...]:
+    """Names accepted by ``--backend``."""
+    return ("auto", *_REGISTRY)
+
+
+def get_backend(name: str | AdderBackend, device: torch.device | str = "cpu") -> AdderBackend:
+    """Resolve a backend name (or ``auto``) for ``device``; a user-chosen one must be available there."""
+    if isinstance(name, AdderBackend):
+        return name
+    device = torch.device(device)
+    if name == "auto":
+        for backend in _REGISTRY.values():
+            if backend.available(device)[0]:
+                return backend
+        raise RuntimeError(f"no adder backend available on {device}")  # the reference always is
+    if name not in _REGISTRY:
+        raise UserError(f"unknown adder backend '{name}': choose one of {', '.join(backend_names())}")
+    backend = _REGISTRY[name]
+    ok, why = backend.available(device)
+    if not ok:
+        raise UserError(f"adder backend '{name}' cannot run on {device}: {why}; use --backend auto")
+    return backend
+
+
+register_backend(ReferenceBackend())

@@ -1,0 +1,123 @@
+"""The model zoo: names for checkpoints, described by data in ``models/zoo.toml``.
+
+As in timm, architectures live in code and weights are described by data (source, sha256, recorded
+accuracy). A zoo name resolves to a verified local file — the project's own checkpoints sit next to the
+manifest, downloaded ones in ``$ROBUSTADDER_HOME/weights`` — and then loads like any user checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._compat import tomllib
+from ..errors import UserError
+from ..fetch import download, file_digest, weights_dir
+from .checkpoint import LoadedModel, load_checkpoint, parse_arch
+from .resnet import ArchSpec, create_model
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "zoo.toml"
+
+
+def manifest_path() -> Path:
+    """The zoo manifest in use: ``$ROBUSTADDER_ZOO`` or the project's ``models/zoo.toml``."""
+    return Path(os.environ.get("ROBUSTADDER_ZOO") or DEFAULT_MANIFEST)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One named model of the zoo."""
+
+    name: str
+    arch: str
+    sha256: str
+    description: str = ""
+    url: str | None = None
+    path: str | None = None
+    filename: str | None = None
+    accuracy: float | None = None
+    accuracy_source: str = ""
+    dataset: str = "cifar10"
+    manifest_dir: Path = Path(".")
+
+    @property
+    def spec(self) -> ArchSpec:
+        """Architecture of the entry."""
+        return parse_arch(self.arch)
+
+    @property
+    def source(self) -> str:
+        """Where the weights come from, for listings."""
+        return self.url or f"models/{self.path}"
+
+    def local_path(self) -> Path:
+        """Where the weights are (or will be, once downloaded)."""
+        if self.path:
+            return self.manifest_dir / self.path
+        return weights_dir() / (self.filename or Path(self.url or self.name).name)
+
+    def present(self) -> bool:
+        """Whether the weights are on this machine (not verified)."""
+        return self.local_path().is_file()
+
+    def ensure(self) -> Path:
+        """Path of verified weights, downloading them first if needed."""
+        path = self.local_path()
+        if not path.is_file():
+            if not self.url:
+                raise UserError(f"zoo model '{self.name}': weights file {path} is missing (restore it from git)")
+            download(self.url, path, digest=self.sha256)
+        got = file_digest(path)
+        if got != self.sha256:
+            raise UserError(
+                f"zoo model '{self.name}': {path} has sha256 {got[:12]}…, expected {self.sha256[:12]}…; "
+                "delete the file and rerun to fetch it again"
+            )
+        return path
+
+    def load(self) -> LoadedModel:
+        """Verified, evaluation-ready model."""
+        loaded = load_checkpoint(self.ensure(), arch=self.arch, name=self.name)
+        loaded.meta.setdefault("zoo", self.name)
+        return loaded
+
+
+def load_zoo(manifest: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
+    """Read the manifest; a broken manifest is a user error (it may be ``$ROBUSTADDER_ZOO``)."""
+    path = Path(manifest) if manifest else manifest_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"zoo manifest {path} is not valid TOML: {exc}") from None
+    entries: dict[str, ZooEntry] = {}
+    for name, raw in (data.get("models") or {}).items():
+        fields: dict[str, Any] = {k: v for k, v in raw.items() if k in ZooEntry.__dataclass_fields__}
+        if "arch" not in fields or "sha256" not in fields or not (fields.get("url") or fields.get("path")):
+            raise UserError(f"zoo manifest {path}: model '{name}' needs arch, sha256 and url or path")
+        entries[name] = ZooEntry(name=name, manifest_dir=path.parent, **fields)
+    return entries
+
+
+def count_parameters(arch: str) -> int:
+    """Number of trainable parameters of an architecture."""
+    return sum(p.numel() for p in create_model(arch).parameters())
+
+
+def resolve_model(name_or_path: str, arch: str | None = None) -> LoadedModel:
+    """A zoo name or a checkpoint path → a loaded model (the one entry point the CLI uses)."""
+    zoo = load_zoo()
+    if name_or_path in zoo:
+        if arch:
+            raise UserError(f"--arch applies to checkpoint files, not to zoo model '{name_or_path}'")
+        return zoo[name_or_path].load()
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return load_checkpoint(path, arch=arch)
+    if path.suffix or os.sep in name_or_path:
+        raise UserError(f"checkpoint not found: {name_or_path}")
+    known = ", ".join(zoo) or "none"
+    raise UserError(f"unknown model '{name_or_path}': not a zoo name (known: {known}) nor an existing file")

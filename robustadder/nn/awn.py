@@ -1,0 +1,43 @@
+"""Adaptive Weight Normalization (AWN), as this project reads "Towards Stable and Robust AdderNets".
+
+No official code is public; DESIGN §4 fixes the reading used here:
+
+    Ŵ_o = γ_o · (W_o − mean(W_o)) / sqrt(var(W_o) + ε)        for each output filter o
+
+with a learnable per-filter gain γ (initialised to 1), ε = 1e-5 and the *population* variance (as
+batch norm and weight standardization use). The layer stores the raw weight and γ (``awn_gain``); the
+forward uses Ŵ. Trained adder weights otherwise drift to per-layer std 5–10 and push the following BN
+statistics to hundreds, which is the instability AWN is meant to remove.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+AWN_EPS = 1e-5
+
+
+def awn_weight(weight: torch.Tensor, gain: torch.Tensor, eps: float = AWN_EPS) -> torch.Tensor:
+    """Per-filter standardized weight scaled by ``gain``; differentiable in both arguments."""
+    flat = weight.reshape(weight.shape[0], -1)
+    mean = flat.mean(dim=1, keepdim=True)
+    var = flat.var(dim=1, unbiased=False, keepdim=True)
+    return (gain.view(-1, 1) * (flat - mean) / torch.sqrt(var + eps)).view_as(weight)
+
+
+class AWNConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose forward uses the AWN-reparametrized weight (the "CNN + AWN" variant)."""
+
+    def __init__(self, *args, awn_eps: float = AWN_EPS, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.awn_eps = awn_eps
+        self.awn_gain = nn.Parameter(torch.ones(self.out_channels))
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the forward actually uses."""
+        return awn_weight(self.weight, self.awn_gain, self.awn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
