@@ -9,6 +9,7 @@ import pandas as pd
 from .data import load_cifar10
 from .engine import Settings, clean_eval
 from .errors import UserError
+from .kernels import get_backend
 from .models import LoadedModel, resolve_model
 
 
@@ -43,6 +44,7 @@ def evaluate(
         variant=loaded.arch.variant,
         weights_sha256=loaded.weights_sha256,
         data=dataset.source,
+        backend=get_backend(settings.backend, settings.device).name,
         seconds=seconds,
     )
     return frame

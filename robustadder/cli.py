@@ -48,7 +48,7 @@ def _fmt_pct(value: float) -> str:
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
 @click.option("--arch", default=None, help="Architecture of a checkpoint without metadata (e.g. resnet20_adder).")
-@click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, reference, ...")
+@click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, cpu, triton, reference.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"]))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -79,6 +79,7 @@ def eval_cmd(model_name, attack, n, batch_size, data, arch, backend, device, dty
         "clean_accuracy": round(clean, 4),
         "seconds": round(meta["seconds"], 3),
         "data": meta["data"],
+        "backend": meta["backend"],
     }
     if as_json:
         click.echo(json.dumps(result))
@@ -86,7 +87,7 @@ def eval_cmd(model_name, attack, n, batch_size, data, arch, backend, device, dty
     click.echo(f"model           {result['model']} ({result['arch']}, {result['variant']})")
     click.echo(f"samples         {result['n']} (ids {frame['sample_id'].min()}..{frame['sample_id'].max()})")
     click.echo(f"clean accuracy  {_fmt_pct(clean)}")
-    click.echo(f"time            {meta['seconds']:.1f} s")
+    click.echo(f"time            {meta['seconds']:.1f} s (adder backend: {meta['backend']})")
 
 
 @main.command("models")
@@ -136,3 +137,43 @@ def data_download(data) -> None:
     from .data import download_cifar10
 
     click.echo(f"CIFAR-10 is in {download_cifar10(data)}")
+
+
+@main.group("bench")
+def bench_cmd() -> None:
+    """Benchmarks (timings are measured in the run that prints them)."""
+
+
+@bench_cmd.command("kernels")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--backends",
+    default=None,
+    help="Comma-separated: cpu, triton, reference, official (the official formula). "
+    "Default: the fast backend of the device plus reference and official.",
+)
+@click.option("--repeats", type=int, default=9, show_default=True, help="Timed repeats of fast ops (median).")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 for the end-to-end rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows on stdout.")
+def bench_kernels(batch_size, device, backends, repeats, data, as_json) -> None:
+    """Adder backends vs F.conv2d on every ResNet-20 adder-layer shape, plus end-to-end rows."""
+    import torch
+
+    from . import bench
+    from .engine import Settings
+
+    Settings(batch_size=batch_size, device=device).validate()
+    fast = "triton" if torch.device(device).type == "cuda" else "cpu"
+    names = tuple(b.strip() for b in (backends or f"{fast},reference,official").split(",") if b.strip())
+    say = (lambda msg: click.echo(f"  measuring {msg}", err=True)) if not as_json else None
+    rows = bench.kernel_rows(batch_size, names, device, repeats, progress=say)
+    if torch.device(device).type == "cpu" and "cpu" in names:
+        rows += bench.compile_rows()
+    rows += bench.end_to_end_rows(1000, batch_size, fast, device, data)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    import pandas as pd
+
+    click.echo(pd.DataFrame(rows).to_string(index=False))

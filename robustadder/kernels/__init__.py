@@ -1,8 +1,9 @@
 """Adder compute backends and their selection.
 
 A backend is chosen by name (``reference``, ``cpu``, ``triton``) or ``auto``, which picks the fastest
-backend that is correct on the tensor's device. Backends are registered in preference order: ``auto``
-takes the first available one.
+backend that is correct on the tensor's device: ``cpu`` (tiled SIMD kernel) on CPUs, ``triton`` on CUDA
+GPUs, and the chunked ``reference`` wherever neither can run (no C++ compiler, other devices). All agree
+with the reference to float rounding; the tests hold them to it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import torch
 
 from ..errors import UserError
 from .base import GRAD_MODES, AdderBackend, GradMode, output_size
+from .cpu import CpuBackend
+from .gpu import TritonBackend
 from .reference import ReferenceBackend
 
 __all__ = [
     "GRAD_MODES",
     "AdderBackend",
+    "CpuBackend",
     "GradMode",
     "ReferenceBackend",
+    "TritonBackend",
     "backend_names",
     "get_backend",
     "output_size",
@@ -59,4 +64,7 @@ def get_backend(name: str | AdderBackend, device: torch.device | str = "cpu") ->
     return backend
 
 
+# auto order: cpu, triton, reference
 register_backend(ReferenceBackend())
+register_backend(TritonBackend())
+register_backend(CpuBackend())

@@ -1,0 +1,292 @@
+"""Kernel benchmark: adder backends against ``F.conv2d`` of the same shape, measured in one run.
+
+Every number is measured in the run that prints it, against a baseline timed the same way in the same
+process: for each distinct adder-layer shape of ResNet-20 on 32×32 inputs, the backend's op and the
+convolution's op are timed alternately (warm-up first, then the median of the repeats), so that
+machine noise hits both alike and ``ratio_to_conv`` is meaningful even where absolute times drift.
+
+Rows: ``{"layer", "op", "backend", "ms", "conv_ms", "ratio_to_conv", "peak_mib"}`` where ``op`` is
+``forward``, ``forward+grad_input(surrogate)`` or ``forward+grad_input(exact)``. Baselines besides the
+convolution: ``reference`` (this project's chunked formula) and ``official`` (the formula of the
+official AdderNet code, materializing the (O, C·k², N·L) difference). Extra rows: the first-use compile
+cost of the CPU kernel (cold, in a fresh cache, and cached, each in a fresh process) and end-to-end
+clean evaluation of 1,000 images by ANN-20 vs CNN-20 of the same architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .kernels import get_backend
+from .models import create_model
+from .nn import Adder2d, adder_layers, set_backend, set_grad_mode
+
+OPS = ("forward", "forward+grad_input(surrogate)", "forward+grad_input(exact)")
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One distinct adder-layer shape: input (C, H, W), filters O, kernel k, stride, padding."""
+
+    name: str
+    c: int
+    h: int
+    o: int
+    k: int
+    stride: int
+    padding: int
+
+
+def resnet20_layer_shapes() -> list[LayerShape]:
+    """Distinct adder-layer shapes of ResNet-20 on 32×32 inputs, found by running the model."""
+    model = create_model("resnet20_adder").eval()
+    set_backend(model, "cpu")
+    names = {m: n for n, m in model.named_modules()}
+    seen: dict[tuple, LayerShape] = {}
+
+    def hook(module: Adder2d, inputs, _out) -> None:
+        x = inputs[0]
+        key = (x.shape[1], x.shape[2], module.out_channels, module.kernel_size, module.stride, module.padding)
+        seen.setdefault(key, LayerShape(names[module], *key))
+
+    handles = [m.register_forward_hook(hook) for m in adder_layers(model)]
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 32))
+    for h in handles:
+        h.remove()
+    return list(seen.values())
+
+
+def _official_forward(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """The official AdderNet formula (adder.py), as a speed/memory baseline: no chunking."""
+    n, _, h, wd = x.shape
+    o, _, k, _ = w.shape
+    ho, wo = (h - k + 2 * padding) // stride + 1, (wd - k + 2 * padding) // stride + 1
+    cols = F.unfold(x, k, padding=padding, stride=stride).permute(1, 2, 0).reshape(-1, ho * wo * n)
+    out = -(w.reshape(o, -1).unsqueeze(2) - cols.unsqueeze(0)).abs().sum(1)
+    return out.view(o, ho, wo, n).permute(3, 0, 1, 2).contiguous()
+
+
+def _official_grad_input(x, w, g, stride, padding, mode):
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    cols = F.unfold(x, k, padding=padding, stride=stride).permute(1, 2, 0).reshape(c * k * k, -1)
+    gcol = g.permute(1, 2, 3, 0).reshape(o, -1)
+    d = w.reshape(o, -1).unsqueeze(2) - cols.unsqueeze(0)
+    f = d.clamp(-1, 1) if mode == "surrogate" else d.sign()
+    dcols = (f * gcol.unsqueeze(1)).sum(0)  # (C·k², L·N)
+    dcols = dcols.view(c * k * k, -1, n).permute(2, 0, 1)
+    return F.fold(dcols, (h, wd), k, padding=padding, stride=stride)
+
+
+def _peak_tracker(device: torch.device) -> tuple[Callable[[], None], Callable[[], float]]:
+    """(reset, read peak MiB above the level at reset) for the device's memory."""
+    if device.type == "cuda":
+
+        def reset() -> None:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            reset.base = torch.cuda.memory_allocated()  # type: ignore[attr-defined]
+
+        def read() -> float:
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - reset.base) / 2**20  # type: ignore[attr-defined]
+
+        return reset, read
+
+    def status(field: str) -> float:
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return float(line.split()[1]) / 1024
+        return float("nan")
+
+    def reset_cpu() -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # resets the peak RSS (VmHWM) of this process
+        except OSError:
+            pass
+        reset_cpu.base = status("VmRSS:")  # type: ignore[attr-defined]
+
+    def read_cpu() -> float:
+        return max(0.0, status("VmHWM:") - reset_cpu.base)  # type: ignore[attr-defined]
+
+    return reset_cpu, read_cpu
+
+
+def _time_pair(fn: Callable[[], object], base: Callable[[], object], device, repeats: int, budget_s: float):
+    """Median ms of ``fn`` and ``base``, timed alternately after one warm-up each; stops early on budget."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn(), base()
+    a, b = [], []
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for f, out in ((fn, a), (base, b)):
+            sync()
+            t = time.perf_counter()
+            f()
+            sync()
+            out.append(1000 * (time.perf_counter() - t))
+        if time.perf_counter() - start > budget_s and len(a) >= 3:
+            break
+    return statistics.median(a), statistics.median(b)
+
+
+def _op_fns(backend_name: str, x, w, g, stride, padding):
+    """Callables for the three ops of one backend (``official`` is the official formula)."""
+    if backend_name == "official":
+        fwd, gin = _official_forward, _official_grad_input
+    else:
+        impl = get_backend(backend_name, x.device)
+        fwd, gin = impl.forward, impl.grad_input
+    return {
+        "forward": lambda: fwd(x, w, stride, padding),
+        "forward+grad_input(surrogate)": lambda: (
+            fwd(x, w, stride, padding),
+            gin(x, w, g, stride, padding, "surrogate"),
+        ),
+        "forward+grad_input(exact)": lambda: (fwd(x, w, stride, padding), gin(x, w, g, stride, padding, "exact")),
+    }
+
+
+def _conv_fns(x, w, g, stride, padding):
+    xr = x.clone().requires_grad_()
+
+    def fwd_bwd():
+        y = F.conv2d(xr, w, stride=stride, padding=padding)
+        return torch.autograd.grad(y, xr, g)
+
+    return {op: (lambda: F.conv2d(x, w, stride=stride, padding=padding)) if op == "forward" else fwd_bwd for op in OPS}
+
+
+def kernel_rows(
+    batch_size: int = 128,
+    backends: tuple[str, ...] = ("cpu", "reference", "official"),
+    device: str = "cpu",
+    repeats: int = 9,
+    slow_budget_s: float = 20.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Per-layer rows for every backend and op (see module docstring)."""
+    dev = torch.device(device)
+    reset, read = _peak_tracker(dev)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for shape in resnet20_layer_shapes():
+        x = torch.rand(batch_size, shape.c, shape.h, shape.h, generator=gen).to(dev)
+        w = (5 * torch.randn(shape.o, shape.c, shape.k, shape.k, generator=gen)).to(dev)
+        ho = (shape.h + 2 * shape.padding - shape.k) // shape.stride + 1
+        g = torch.randn(batch_size, shape.o, ho, ho, generator=gen).to(dev)
+        conv = _conv_fns(x, w, g, shape.stride, shape.padding)
+        label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
+        for backend in backends:
+            fns = _op_fns(backend, x, w, g, shape.stride, shape.padding)
+            slow = backend in ("reference", "official")
+            for op in OPS:
+                if progress:
+                    progress(f"{label} {backend} {op}")
+                reset()
+                fns[op]()
+                peak = read()
+                ms, conv_ms = _time_pair(fns[op], conv[op], dev, 3 if slow else repeats, slow_budget_s)
+                rows.append(
+                    {
+                        "layer": label,
+                        "op": op,
+                        "backend": backend,
+                        "ms": round(ms, 3),
+                        "conv_ms": round(conv_ms, 3),
+                        "ratio_to_conv": round(ms / conv_ms, 3),
+                        "peak_mib": round(peak, 1),
+                    }
+                )
+    return rows
+
+
+def compile_rows() -> list[dict]:
+    """First-use cost of the CPU kernel: a cold compile into an empty cache, then a cached load.
+
+    Each runs in a fresh process (what a user's first and second command see).
+    """
+    code = (
+        "from robustadder.kernels.cpu import load_library, BUILD_INFO;"
+        "load_library(); print(BUILD_INFO['compiled'], 1000 * BUILD_INFO['seconds'])"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "ROBUSTADDER_KERNEL_CACHE": cache}
+        for op in ("compile(cold cache)", "load(cached)"):
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            compiled, ms = out.stdout.split()
+            rows.append(
+                {"layer": "cpu kernel library", "op": f"{op}, compiled={compiled}", "backend": "cpu",
+                 "ms": round(float(ms), 1), "conv_ms": None, "ratio_to_conv": None, "peak_mib": None}
+            )  # fmt: skip
+    return rows
+
+
+def end_to_end_rows(
+    n_images: int = 1000, batch_size: int = 128, backend: str = "auto", device: str = "cpu", data=None
+) -> list[dict]:
+    """Clean evaluation of ``n_images`` by ANN-20 vs CNN-20, and one attack step (fwd + input grad).
+
+    Uses the CIFAR-10 test images when the data is available, random images otherwise (timing does not
+    depend on the pixels). Untrained weights: speed does not depend on them either.
+    """
+    from .data import load_cifar10
+    from .errors import UserError
+
+    try:
+        x, _ = load_cifar10("test", data).first(n_images).tensors()
+        source = "CIFAR-10 test images"
+    except UserError:
+        x, source = torch.rand(n_images, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "random images"
+    x = x.to(device)
+    models = {}
+    for kind in ("adder", "conv"):
+        m = create_model(f"resnet20_{kind}").to(device).eval()
+        set_backend(m, backend)
+        set_grad_mode(m, "surrogate")
+        for p in m.parameters():
+            p.requires_grad_(False)
+        models[kind] = m
+    dev = torch.device(device)
+
+    def clean(kind: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                for i in range(0, len(x), batch_size):
+                    models[kind](x[i : i + batch_size])
+
+        return run
+
+    def step(kind: str) -> Callable[[], None]:
+        xb = x[:batch_size].clone().requires_grad_()
+        y = torch.zeros(len(xb), dtype=torch.long, device=dev)
+
+        def run() -> None:
+            torch.autograd.grad(F.cross_entropy(models[kind](xb), y), xb)
+
+        return run
+
+    rows = []
+    for op, make, reps in (
+        (f"clean eval, {len(x)} {source}", clean, 3),
+        (f"fwd+input grad, batch {batch_size}", step, 5),
+    ):
+        ann, cnn = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+        rows.append(
+            {"layer": "resnet20 end-to-end", "op": op, "backend": get_backend(backend, dev).name,
+             "ms": round(ann, 1), "conv_ms": round(cnn, 1), "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}
+        )  # fmt: skip
+    return rows
