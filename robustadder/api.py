@@ -1,50 +1,158 @@
-"""The library entry point that the CLI is a thin layer over."""
+"""The library entry point that the CLI is a thin layer over: ``robustadder.evaluate``."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
-from .data import load_cifar10
-from .engine import Settings, clean_eval
+from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
+from .data import ImageSet, load_cifar10
+from .engine import Settings, prepare, run_cell
 from .errors import UserError
-from .kernels import get_backend
 from .models import LoadedModel, resolve_model
+from .store import Store
+from .summary import attack_summary, worst_case_accuracy
+
+
+def resolve_attacks(
+    attacks: str | AttackConfig | Sequence[str | AttackConfig],
+    *,
+    eps: Any = None,
+    norm: str | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> list[AttackConfig]:
+    """Turn user attack choices into validated configs.
+
+    ``attacks`` items are names, ``name:key=value,...`` strings or ready configs. ``params`` apply to
+    every listed attack that has such an option (inline options win); an option no listed attack
+    understands is an error rather than silently ignored.
+    """
+    items = [attacks] if isinstance(attacks, (str, AttackConfig)) else list(attacks)
+    if not items:
+        raise UserError("no attack given (use --attack none for clean accuracy)")
+    params = dict(params or {})
+    configs: list[AttackConfig] = []
+    used: set[str] = set()
+    for item in items:
+        if isinstance(item, AttackConfig):
+            configs.append(item)
+            continue
+        name, inline = parse_attack_option(item)
+        if name not in ATTACKS:
+            raise UserError(f"unknown attack '{name}': choose one of {', '.join(ATTACKS)}")
+        accepted = {k: v for k, v in params.items() if k in ATTACKS[name].params}
+        used |= set(accepted)
+        configs.append(make_config(name, eps=eps, norm=norm, params={**accepted, **inline}))
+    unused = sorted(set(params) - used)
+    if unused:
+        raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
+    return configs
+
+
+def _source_loader(settings: Settings, target: LoadedModel, arch: str | None):
+    """Loader for transfer sources: same settings as the target, same input shape and classes required."""
+    cache: dict[str, tuple] = {}
+
+    def load(name: str):
+        if name not in cache:
+            source = resolve_model(name)
+            if source.model.input_shape != target.model.input_shape:
+                raise UserError(
+                    f"transfer source {name} takes inputs of shape {source.model.input_shape}, the target "
+                    f"{target.name} takes {target.model.input_shape}; choose a source for the same data"
+                )
+            if source.arch.num_classes != target.arch.num_classes:
+                raise UserError(
+                    f"transfer source {name} has {source.arch.num_classes} classes, the target {target.arch.num_classes}"
+                )
+            cache[name] = (prepare(source, settings), {"name": source.name, "weights_sha256": source.weights_sha256})
+        return cache[name]
+
+    return load
 
 
 def evaluate(
     model: str | LoadedModel,
-    attack: str = "none",
+    attacks: str | AttackConfig | Sequence[str | AttackConfig] = "none",
     *,
+    eps: Any = None,
+    norm: str | None = None,
+    params: Mapping[str, Any] | None = None,
     n: int | None = None,
-    data: str | os.PathLike | None = None,
+    data: str | os.PathLike | ImageSet | None = None,
+    store: str | os.PathLike | Store | None = None,
+    force: bool = False,
     batch_size: int = 128,
     backend: str = "auto",
     device: str = "cpu",
     dtype: str = "float32",
+    bn: str = "eval",
+    shuffle: bool = False,
+    seed: int = 0,
+    grad: str = "surrogate",
     arch: str | None = None,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> pd.DataFrame:
-    """Evaluate a model (zoo name, checkpoint path or loaded model) on the CIFAR-10 test set.
+    """Evaluate a model (zoo name, checkpoint path or loaded model) under attacks on CIFAR-10 test images.
 
-    Returns one row per sample (``sample_id``, ``label``, ``clean_pred``, ``clean_correct``); the
-    frame's ``attrs`` carry the model name, architecture, weights sha256 and wall time in seconds.
+    Every (attack, eps, settings) is a cell in the results store: computed once, resumed after an
+    interruption, reused afterwards (``force=True`` recomputes). Returns one row per (attack, sample)
+    with ``attack`` (label), ``attack_name``, ``eps``, ``norm``, ``cell_id``, ``sample_id``, ``label``,
+    ``clean_pred``, ``adv_pred``, ``clean_correct``, ``adv_correct``, ``linf``, ``l2``; ``attrs`` carries
+    the model identity, settings, store path, a per-attack ``summary`` and, with several attacks, the
+    per-sample ``worst_case_robust_accuracy``.
     """
-    if attack != "none":
-        raise UserError(f"unknown attack '{attack}': only 'none' (clean accuracy) is available")
-    settings = Settings(batch_size=batch_size, backend=backend, device=device, dtype=dtype)
+    started = time.perf_counter()
+    settings = Settings(batch_size, backend, device, dtype, bn, shuffle, seed, grad)
     settings.validate()
+    configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
     loaded = model if isinstance(model, LoadedModel) else resolve_model(model, arch=arch)
-    dataset = load_cifar10("test", data).first(n)
-    frame, seconds = clean_eval(loaded, dataset, settings, progress=progress)
-    frame.attrs.update(
+    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
+    context = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
+    runners = [build_runner(c, context) for c in configs]  # validates sources before the store is touched
+    for c in configs:
+        if c.name == "transfer":  # the source's weights are part of what the cell means
+            c.params["source_sha256"] = context.load_model(c.params["source"])[1]["weights_sha256"]
+    prepared = prepare(loaded, settings)
+    own_store = not isinstance(store, Store)
+    db = Store.open(store) if own_store else store
+    try:
+        if db.run_id is None:
+            db.start_run("evaluate", settings.resolved()["device"])
+        results = [
+            run_cell(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress, shard=shard)
+            for cfg, runner in zip(configs, runners, strict=True)
+        ]
+        store_path = str(db.path)
+    finally:
+        if own_store:
+            db.close()
+    frames, summary = [], []
+    for cfg, res in zip(configs, results, strict=True):
+        frame = res.frame.assign(attack=cfg.label, attack_name=cfg.name, eps=cfg.eps, norm=cfg.norm)
+        frames.append(frame)
+        summary.append({"attack": cfg.label, "name": cfg.name, "eps": cfg.eps, "norm": cfg.norm, "cell_id": res.cell_id,
+                        "reused": res.reused, "params": dict(cfg.params), **attack_summary(res.frame, res.seconds)})  # fmt: skip
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs.update(
         model=loaded.name,
         arch=loaded.arch.name,
         variant=loaded.arch.variant,
         weights_sha256=loaded.weights_sha256,
         data=dataset.source,
-        backend=get_backend(settings.backend, settings.device).name,
-        seconds=seconds,
+        settings=settings.resolved(),
+        backend=settings.resolved()["backend"],
+        store=store_path,
+        summary=summary,
+        seconds=sum(s["seconds"] for s in summary),
+        wall_seconds=time.perf_counter() - started,
     )
-    return frame
+    attacked = [res.frame for cfg, res in zip(configs, results, strict=True) if cfg.name != "none"]
+    if len(attacked) > 1:
+        out.attrs["worst_case_robust_accuracy"] = worst_case_accuracy(attacked)
+    return out

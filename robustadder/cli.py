@@ -37,57 +37,149 @@ def main() -> None:
     """Adversarial-robustness evaluation of Adder Neural Networks (and their CNN counterparts)."""
 
 
+def _round_or_none(value: float, digits: int = 4) -> float | None:
+    """JSON has no NaN: undefined rates (no clean-correct sample) become null."""
+    return None if value != value else round(value, digits)
+
+
 def _fmt_pct(value: float) -> str:
     return f"{value:.2f} %"
 
 
+def _fmt_eps(eps: float, norm: str) -> str:
+    if eps == 0:
+        return "-"
+    k = eps * 255
+    if norm == "Linf" and eps and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+def settings_options(fn):
+    """The inference-settings flags shared by eval and sweep-like commands."""
+    options = [
+        click.option("--bn", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
+                     help="BN statistics: running (eval) or of the current batch (train), at attack and prediction."),
+        click.option("--shuffle/--no-shuffle", default=False, show_default=True,
+                     help="Shuffle the test-set order (hence batch composition) with --seed."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Order and attack randomness."),
+        click.option("--batch-size", type=int, default=128, show_default=True),
+        click.option("--grad", type=click.Choice(["surrogate", "exact"]), default="surrogate", show_default=True,
+                     help="Adder input gradient used by white-box attacks."),
+        click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, cpu, triton, reference."),
+        click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])),
+        click.option("--device", default="cpu", show_default=True),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @main.command("eval")
 @click.option("--model", "model_name", required=True, help="Zoo name (see 'robustadder models') or checkpoint path.")
-@click.option("--attack", default="none", show_default=True, help="Attack to run; 'none' measures clean accuracy.")
+@click.option("--attack", "attacks", multiple=True, default=("none",), show_default=True,
+              help="Attack name, optionally with options: pgd:steps=7,alpha=2/255. Repeat for several "
+              "(a per-sample worst case is added). 'none' measures clean accuracy.")  # fmt: skip
+@click.option("--eps", default=None, help="Perturbation budget, e.g. 8/255 or 0.031 [default: 8/255, L2 0.5].")
+@click.option("--norm", type=click.Choice(["Linf", "L2"]), default=None, help="Threat model [default: Linf].")
+@click.option("--steps", default=None, help="Iterations of iterative attacks.")
+@click.option("--step-size", "alpha", default=None, help="Step size alpha, e.g. 2/255.")
+@click.option("--restarts", default=None, help="Random restarts (pgd, apgd-*, square).")
+@click.option("--random-start/--no-random-start", default=None, help="PGD random start [default: on].")
+@click.option("--version", "aa_version", default=None, help="AutoAttack version: standard, plus, rand.")
+@click.option("--source", default=None, help="Source model of the transfer attack.")
+@click.option("--queries", default=None, help="Square Attack query budget.")
+@click.option("--param", "extra", multiple=True, help="Any other attack option as KEY=VALUE.")
 @click.option("--n", "n", type=int, default=None, help="Evaluate the first N test images (original order).")
-@click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
+@click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
 @click.option("--arch", default=None, help="Architecture of a checkpoint without metadata (e.g. resnet20_adder).")
-@click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, cpu, triton, reference.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"]))
+@settings_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def eval_cmd(model_name, attack, n, batch_size, data, arch, backend, device, dtype, as_json) -> None:
-    """Evaluate a model on the CIFAR-10 test set."""
+def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_start, aa_version, source, queries,
+             extra, n, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype, device,
+             as_json) -> None:  # fmt: skip
+    """Evaluate a model on the CIFAR-10 test set, clean or under attack."""
     from .api import evaluate
 
+    given = {"steps": steps, "alpha": alpha, "restarts": restarts, "random_start": random_start,
+             "version": aa_version, "source": source, "queries": queries}  # fmt: skip
+    params = {k: v for k, v in given.items() if v is not None}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--param '{item}' must look like KEY=VALUE")
+        params[key.strip().replace("-", "_")] = value.strip()
     frame = evaluate(
-        model_name,
-        attack,
-        n=n,
-        data=data,
-        batch_size=batch_size,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        arch=arch,
-        progress=not as_json or sys.stderr.isatty(),
-    )
+        model_name, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
+        batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
+        grad=grad, arch=arch, progress=not as_json or sys.stderr.isatty(),
+    )  # fmt: skip
     meta = frame.attrs
-    clean = 100.0 * float(frame["clean_correct"].mean())
+    summary = meta["summary"]
+    first = frame[frame["cell_id"] == summary[0]["cell_id"]]
+    clean = 100.0 * float(first["clean_correct"].mean())
     result = {
         "model": meta["model"],
         "arch": meta["arch"],
         "variant": meta["variant"],
         "weights_sha256": meta["weights_sha256"],
-        "n": len(frame),
+        "n": len(first),
         "clean_accuracy": round(clean, 4),
-        "seconds": round(meta["seconds"], 3),
+        "seconds": round(meta["wall_seconds"], 3),
         "data": meta["data"],
         "backend": meta["backend"],
+        "settings": meta["settings"],
+        "store": meta["store"],
+        "attacks": [],
     }
+    worst = meta.get("worst_case_robust_accuracy")
+    for s in summary:
+        entry = {
+            "attack": s["attack"], "name": s["name"], "norm": s["norm"], "eps": s["eps"], "params": s["params"],
+            "robust_accuracy": round(s["robust_accuracy"], 4),
+            "attack_success_rate": _round_or_none(s["attack_success_rate"]),
+            "mean_linf": s["mean_linf"], "mean_l2": s["mean_l2"], "max_linf": s["max_linf"], "max_l2": s["max_l2"],
+            "seconds": round(s["seconds"], 3), "reused": s["reused"], "cell_id": s["cell_id"],
+        }  # fmt: skip
+        if worst is not None:
+            entry["worst_case_robust_accuracy"] = round(worst, 4)
+        result["attacks"].append(entry)
+    if worst is not None:
+        result["worst_case_robust_accuracy"] = round(worst, 4)
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"model           {result['model']} ({result['arch']}, {result['variant']})")
-    click.echo(f"samples         {result['n']} (ids {frame['sample_id'].min()}..{frame['sample_id'].max()})")
+    st = meta["settings"]
+    click.echo(
+        f"model           {result['model']} ({result['arch']}, {result['variant']}), weights {result['weights_sha256'][:12]}"
+    )
+    click.echo(
+        f"samples         {result['n']} (ids {first['sample_id'].min()}..{first['sample_id'].max()}) from {result['data']}"
+    )
+    click.echo(
+        f"settings        bn={st['bn']} shuffle={'yes' if st['shuffle'] else 'no'} seed={st['seed']} "
+        f"batch={st['batch_size']} grad={st['grad']} backend={st['backend']} dtype={st['dtype']} device={st['device']}"
+    )
     click.echo(f"clean accuracy  {_fmt_pct(clean)}")
-    click.echo(f"time            {meta['seconds']:.1f} s (adder backend: {meta['backend']})")
+    if any(s["name"] != "none" for s in summary):
+        import pandas as pd
+
+        rows = [
+            {"attack": s["attack"], "eps": _fmt_eps(s["eps"], s["norm"]) + ("" if s["norm"] == "Linf" or not s["eps"] else " L2"),
+             "robust acc": _fmt_pct(s["robust_accuracy"]),
+             "success rate": "-" if s["attack_success_rate"] != s["attack_success_rate"] else _fmt_pct(s["attack_success_rate"]),
+             "mean Linf": f"{s['mean_linf'] * 255:.2f}/255", "mean L2": f"{s['mean_l2']:.3f}",
+             "time": f"{s['seconds']:.1f} s" + (" (stored)" if s["reused"] else "")}
+            for s in summary
+        ]  # fmt: skip
+        click.echo("")
+        click.echo(pd.DataFrame(rows).to_string(index=False))
+        if worst is not None:
+            click.echo(f"\nworst case over the attacks (per sample): {_fmt_pct(worst)} robust accuracy")
+    click.echo(f"\ntime            {meta['wall_seconds']:.1f} s (adder backend: {result['backend']})")
+    click.echo(f"store           {result['store']}")
 
 
 @main.command("models")

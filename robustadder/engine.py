@@ -1,27 +1,54 @@
-"""Evaluation engine: runs models over sample ids, batch by batch.
+"""Evaluation engine: runs cells batch by batch, verifies every adversarial batch, stores per-sample rows.
 
-This module owns how a model is run for evaluation — device, dtype, backend, batching — so that every
-command computes accuracy the same way. Clean evaluation lives here; attacks build on the same
-batching (DESIGN §1).
+A *cell* is (model weights, attack + parameters, eps, inference settings, sample ids). Its identity is a
+stable hash of that configuration, so rerunning an identical cell resumes it (finished batches are
+never recomputed nor duplicated) and a finished cell is reused.
+
+Inference settings (recorded with every result):
+
+* ``bn``: ``eval`` uses the BN running statistics; ``train`` normalizes with the statistics of the
+  current batch at attack *and* prediction time (running statistics are never updated, and the model's
+  own modes are restored afterwards) — the setting under which batch composition changes predictions;
+* ``shuffle`` + ``seed``: the order of the sample ids, hence which samples share a batch; the seed also
+  seeds the attacks' randomness (per sample, see :mod:`robustadder.attacks.gradient`);
+* ``batch_size``; ``grad``: the adder input gradient used by white-box attacks (``surrogate`` |
+  ``exact``); ``backend``, ``dtype``, ``device``.
+
+Every adversarial batch is checked before anything is stored: ‖x_adv − x‖ ≤ eps (+1e-6) in the
+attack's norm, x_adv ∈ [0, 1], all finite. A violation fails the cell with a clear error — a bound
+violation is a bug in an attack, and a number computed from it would be silently wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .attacks import AttackConfig, Runner
 from .data import ImageSet
 from .errors import UserError
-from .kernels import get_backend
+from .kernels import GRAD_MODES, get_backend
 from .models import LoadedModel
-from .nn import set_backend
+from .nn import adder_settings, set_backend
+from .store import Store
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BN_MODES = ("eval", "train")
+BOUND_TOLERANCE = 1e-6
+ENGINE_VERSION = 1  # bump when a change alters per-sample results of an unchanged configuration
+
+
+class BoundViolation(UserError):
+    """An attack returned an example outside its threat model; the cell is failed, nothing stored."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +59,10 @@ class Settings:
     backend: str = "auto"
     device: str = "cpu"
     dtype: str = "float32"
+    bn: str = "eval"
+    shuffle: bool = False
+    seed: int = 0
+    grad: str = "surrogate"
 
     def validate(self) -> None:
         """Reject settings a user can get wrong before any work starts."""
@@ -39,6 +70,12 @@ class Settings:
             raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.dtype not in DTYPES:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype}")
+        if self.bn not in BN_MODES:
+            raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn}")
+        if self.grad not in GRAD_MODES:
+            raise UserError(f"--grad must be one of {', '.join(GRAD_MODES)}, not {self.grad}")
+        if self.seed < 0:
+            raise UserError(f"--seed must not be negative, not {self.seed}")
         try:
             device = torch.device(self.device)
         except RuntimeError:
@@ -47,11 +84,21 @@ class Settings:
             raise UserError(f"--device {self.device}: no CUDA GPU is available on this machine; use --device cpu")
         get_backend(self.backend, device)  # raises UserError for unknown/unavailable backends
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def resolved(self) -> dict:
+        """The settings as recorded: backend resolved to the one that actually runs."""
+        d = asdict(self)
+        d["backend"] = get_backend(self.backend, torch.device(self.device)).name
+        d["device"] = torch.device(self.device).type
+        return d
+
 
 def prepare(loaded: LoadedModel, settings: Settings) -> torch.nn.Module:
     """Move the model to the settings' device/dtype and backend, in eval mode, weights frozen."""
-    settings.validate()
-    model = loaded.model.to(device=settings.device, dtype=DTYPES[settings.dtype])
+    model = loaded.model.to(device=settings.device, dtype=settings.torch_dtype)
     set_backend(model, settings.backend)
     model.eval()
     for p in model.parameters():
@@ -59,25 +106,180 @@ def prepare(loaded: LoadedModel, settings: Settings) -> torch.nn.Module:
     return model
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, settings: Settings) -> torch.Tensor:
-    """Predicted labels for a batch already on the device."""
-    return model(x.to(device=settings.device, dtype=DTYPES[settings.dtype])).argmax(1).cpu()
+@contextmanager
+def inference_mode(model: torch.nn.Module, bn: str) -> Iterator[Callable[[], None]]:
+    """Put the model in the cell's mode; yields ``apply`` to re-establish it; restores everything after.
+
+    ``bn='train'``: BN layers normalize with batch statistics but do not update their running
+    statistics (``track_running_stats`` off while inside), so evaluating never changes the model.
+    """
+    modules = list(model.modules())
+    saved = [(m, m.training) for m in modules]
+    norms = [m for m in modules if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    tracked = [(m, m.track_running_stats) for m in norms]
+
+    def apply() -> None:
+        model.eval()
+        if bn == "train":
+            for m in norms:
+                m.train()
+                m.track_running_stats = False
+
+    try:
+        apply()
+        yield apply
+    finally:
+        for m, flag in tracked:
+            m.track_running_stats = flag
+        for m, training in saved:
+            m.training = training
 
 
-def clean_eval(
-    loaded: LoadedModel, data: ImageSet, settings: Settings, *, progress: bool = True
-) -> tuple[pd.DataFrame, float]:
-    """Per-sample clean predictions (sample_id, label, clean_pred, clean_correct) and wall time."""
-    model = prepare(loaded, settings)
-    preds = np.empty(len(data), dtype=np.int64)
-    start = time.perf_counter()
-    bs = settings.batch_size
-    for i in tqdm(range(0, len(data), bs), desc=f"clean {loaded.name}", unit="batch", disable=not progress):
-        x, _ = data.tensors(slice(i, i + bs))
-        preds[i : i + bs] = predict(model, x, settings).numpy()
-    seconds = time.perf_counter() - start
-    frame = pd.DataFrame(
-        {"sample_id": data.ids, "label": data.y, "clean_pred": preds, "clean_correct": preds == data.y}
-    )
-    return frame, seconds
+def sample_order(ids: np.ndarray, shuffle: bool, seed: int) -> np.ndarray:
+    """Order in which samples are batched: original, or a permutation fixed by the seed."""
+    if not shuffle:
+        return ids.copy()
+    return ids[np.random.default_rng(seed).permutation(len(ids))]
+
+
+def make_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive chunks of the order: the batches of a cell (fixed by its configuration)."""
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def data_fingerprint(data: ImageSet) -> str:
+    """Content hash of the samples a cell sees (ids, images, labels)."""
+    h = hashlib.sha256()
+    for arr in (data.ids, data.x, data.y):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, data: ImageSet) -> dict:
+    """The full configuration of a cell, as stored."""
+    return {
+        "engine": ENGINE_VERSION,
+        "model": {"name": loaded.name, "arch": loaded.arch.name, "weights_sha256": loaded.weights_sha256},
+        "attack": attack.to_json(),
+        "settings": settings.resolved(),
+        "data": {"source": data.source, "fingerprint": data_fingerprint(data), "n": len(data),
+                 "first_id": int(data.ids.min()), "last_id": int(data.ids.max())},
+    }  # fmt: skip
+
+
+def cell_hash(config: dict) -> str:
+    """Stable id of a cell: names and labels excluded (same weights under two names are one cell)."""
+    key = json.loads(json.dumps(config))
+    key["model"].pop("name", None)
+    key["attack"].pop("label", None)
+    key["data"].pop("source", None)
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def verify_batch(x_adv: torch.Tensor, x: torch.Tensor, attack: AttackConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Check the threat model for one batch; returns per-sample L∞ and L2 norms of the perturbation."""
+    name = attack.label
+    x_adv, x = x_adv.detach(), x.detach()
+    if x_adv.shape != x.shape:
+        raise BoundViolation(f"{name} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
+    if not torch.isfinite(x_adv).all():
+        raise BoundViolation(f"{name} returned NaN or infinite pixels")
+    lo, hi = float(x_adv.min()), float(x_adv.max())
+    if lo < 0.0 or hi > 1.0:
+        raise BoundViolation(f"{name} left the image box [0, 1] (pixels in [{lo:.6g}, {hi:.6g}])")
+    delta = (x_adv.double() - x.double()).flatten(1)
+    linf = delta.abs().amax(1).cpu().numpy()
+    l2 = delta.norm(dim=1).cpu().numpy()
+    norms = linf if attack.norm == "Linf" else l2
+    worst = float(norms.max()) if len(norms) else 0.0
+    if worst > attack.eps + BOUND_TOLERANCE:
+        raise BoundViolation(
+            f"{name} exceeded its {attack.norm} budget: perturbation {worst:.8g} > eps {attack.eps:.8g} "
+            f"(+{BOUND_TOLERANCE:g}); the cell is failed and nothing of this batch was stored"
+        )
+    return linf, l2
+
+
+@dataclass
+class CellResult:
+    """A finished cell: its id, configuration and per-sample rows."""
+
+    cell_id: str
+    config: dict
+    frame: pd.DataFrame
+    seconds: float
+    reused: bool
+
+
+def run_cell(
+    store: Store,
+    loaded: LoadedModel,
+    model: torch.nn.Module,
+    attack: AttackConfig,
+    runner: Runner,
+    settings: Settings,
+    data: ImageSet,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+) -> CellResult:
+    """Run (or resume, or reuse) one cell and return its rows.
+
+    ``shard=(rank, world)`` computes only the batches with ``index % world == rank`` (batches are fixed
+    by the configuration, so shards reproduce exactly the rows of a single process).
+    """
+    config = cell_config(loaded, attack, settings, data)
+    cell_id = cell_hash(config)
+    record = store.begin_cell(cell_id, config, len(data), force=force)
+    if record.status == "done":
+        return CellResult(cell_id, config, store.samples([cell_id]), record.seconds, True)
+    done = store.done_sample_ids(cell_id)
+    position = {int(sid): i for i, sid in enumerate(data.ids)}
+    batches = make_batches(sample_order(data.ids, settings.shuffle, settings.seed), settings.batch_size)
+    rank, world = shard
+    todo = [(b, ids) for b, ids in enumerate(batches) if b % world == rank]
+    pending = []
+    for b, ids in todo:
+        present = sum(int(i) in done for i in ids)
+        if present == len(ids):
+            continue
+        if present:
+            raise UserError(f"store {store.path}: cell {cell_id} holds a partial batch; the file is corrupt")
+        pending.append((b, ids))
+    device, dtype = torch.device(settings.device), settings.torch_dtype
+    bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc=f"{attack.label} eps={attack.eps:.4g}",
+               unit="batch", disable=not progress, leave=False)  # fmt: skip
+    try:
+        for b, ids in pending:
+            positions = np.array([position[int(i)] for i in ids])
+            x, y = data.tensors(positions)
+            x, y = x.to(device=device, dtype=dtype), y.to(device)
+            start = time.perf_counter()
+            with inference_mode(model, settings.bn) as apply, adder_settings(model, grad_mode=settings.grad):
+                with torch.no_grad():
+                    clean_pred = model(x).argmax(1)
+                x_adv = runner(model, x, y, ids, settings.seed).detach()
+                apply()  # library attacks may have switched modes
+                try:
+                    linf, l2 = verify_batch(x_adv, x, attack)
+                except BoundViolation as exc:
+                    store.finish_cell(cell_id, error=str(exc))
+                    raise
+                with torch.no_grad():
+                    adv_pred = model(x_adv).argmax(1)
+            seconds = time.perf_counter() - start
+            clean_pred, adv_pred, labels = clean_pred.cpu().numpy(), adv_pred.cpu().numpy(), y.cpu().numpy()
+            rows = [
+                (int(ids[i]), int(labels[i]), int(clean_pred[i]), int(adv_pred[i]), int(clean_pred[i] == labels[i]),
+                 int(adv_pred[i] == labels[i]), float(linf[i]), float(l2[i]), b, seconds)
+                for i in range(len(ids))
+            ]  # fmt: skip
+            store.add_batch(cell_id, rows, seconds)
+            bar.update(1)
+    finally:
+        bar.close()
+    if world == 1 or len(store.done_sample_ids(cell_id)) == len(data):
+        store.finish_cell(cell_id)
+    record = store.cell(cell_id)
+    return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, not pending)

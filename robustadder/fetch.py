@@ -57,8 +57,7 @@ def download(url: str, dest: Path, *, digest: str, algorithm: str = "sha256", ti
         got = h.hexdigest()
         if got != digest:
             raise UserError(
-                f"download of {url} has {algorithm} {got}, expected {digest}; nothing was saved "
-                "(retry, or check the source)"
+                f"download of {url} has {algorithm} {got}, expected {digest}; nothing was saved (retry, or check the source)"
             )
         os.replace(tmp, dest)
         return dest

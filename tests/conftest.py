@@ -53,3 +53,35 @@ def thirdparty() -> Path:
 def tree(path: Path) -> list[str]:
     """Every file below ``path`` (to assert that nothing was written)."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def make_tiny(kind: str = "adder", seed: int = 0, n: int = 24):
+    """A small trained-looking CIFAR ResNet-8 and images it classifies correctly (labels = its predictions).
+
+    Random weights, BN statistics taken from random images so that BN in eval mode is sane; the labels
+    are the model's own clean predictions so that clean accuracy is 100 % and attacks have work to do.
+    """
+    import numpy as np
+
+    from robustadder.data import ImageSet
+    from robustadder.models import CifarResNet
+    from robustadder.models.checkpoint import LoadedModel, weights_sha256
+
+    torch.manual_seed(seed)
+    model = CifarResNet(8, kind)
+    model.train()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None  # cumulative average
+        for _ in range(3):
+            model(torch.rand(32, 3, 32, 32))
+    model.eval()
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    data = ImageSet(x, np.zeros(n, dtype=np.int64), np.arange(100, 100 + n, dtype=np.int64), "tiny")
+    with torch.no_grad():
+        y = model(data.tensors()[0]).argmax(1).numpy()
+    data = ImageSet(x, y.astype(np.int64), data.ids, "tiny")
+    state = model.state_dict()
+    return LoadedModel(model, f"tiny-{kind}", model.spec, weights_sha256(state), "memory"), data

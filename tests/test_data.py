@@ -107,8 +107,7 @@ def test_download_checks_md5_and_unpacks(tmp_path, isolated_home):
     download_cifar10(dest, url=archive.as_uri(), md5=md5)
     np.testing.assert_array_equal(load_cifar10("test", dest).x, x)
     assert tree(dest) == sorted(
-        ["cifar-10-batches-py"]
-        + [f"cifar-10-batches-py/{n}" for n in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]]
+        ["cifar-10-batches-py"] + [f"cifar-10-batches-py/{n}" for n in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]]
     )
 
 

@@ -48,9 +48,7 @@ def _agree(backend_name, shape, dtype):
     torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
     g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
     for mode in ("surrogate", "exact"):
-        torch.testing.assert_close(
-            backend.grad_input(x, w, g, s, p, mode), REF.grad_input(x, w, g, s, p, mode), **_tol(dtype)
-        )
+        torch.testing.assert_close(backend.grad_input(x, w, g, s, p, mode), REF.grad_input(x, w, g, s, p, mode), **_tol(dtype))
     # the weight gradient through the layer (adaptive scaling off) against the reference's direct formula
     ww = w.clone().requires_grad_()
     adder2d(x, ww, s, p, eta=None, backend=backend).backward(g)

@@ -51,11 +51,7 @@ def test_input_normalization_lives_in_the_model():
     mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
     std = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)
     inner = model.bn2(
-        model.fc(
-            model.avgpool(
-                model.layer3(model.layer2(model.layer1(model.relu(model.bn1(model.conv1((x - mean) / std))))))
-            )
-        )
+        model.fc(model.avgpool(model.layer3(model.layer2(model.layer1(model.relu(model.bn1(model.conv1((x - mean) / std))))))))
     )
     torch.testing.assert_close(model(x), inner.flatten(1))
     assert "input_mean" not in model.state_dict()

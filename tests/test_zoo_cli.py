@@ -170,8 +170,6 @@ def test_bad_input_one_line_exit_2(tmp_path, thirdparty, shared_data, isolated_h
 def test_real_process_exit_code_and_stderr(tmp_path):
     bad = tmp_path / "random.pt"
     bad.write_bytes(np.random.default_rng(0).bytes(2048))
-    proc = subprocess.run(
-        [sys.executable, "-m", "robustadder", "eval", "--model", str(bad)], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "robustadder", "eval", "--model", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "random.pt" in proc.stderr

@@ -56,9 +56,7 @@ class AdderBackend(ABC):
     ) -> torch.Tensor:
         """dL/dX in the given mode; shape of ``x``."""
 
-    def grad_weight(
-        self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int
-    ) -> torch.Tensor:
+    def grad_weight(self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
         """Full-precision dL/dW = Σ (X − W)·g, unscaled; shape of ``w``.
 
         Σ_{n,pos} X·g is exactly the convolution weight gradient and Σ W·g factorizes, so this is one

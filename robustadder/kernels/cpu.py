@@ -136,9 +136,7 @@ class CpuBackend(AdderBackend):
         lib, sfx, geom, scratch, threads = self._prepare(x, w, stride, padding)
         wt = w.reshape(w.shape[0], -1).t().contiguous()
         y = torch.empty(geom[0], geom[-1], geom[8], geom[9], dtype=x.dtype)
-        getattr(lib, f"adder_forward_{sfx}")(
-            x.data_ptr(), wt.data_ptr(), y.data_ptr(), scratch.data_ptr(), *geom, threads
-        )
+        getattr(lib, f"adder_forward_{sfx}")(x.data_ptr(), wt.data_ptr(), y.data_ptr(), scratch.data_ptr(), *geom, threads)
         return y
 
     def grad_input(

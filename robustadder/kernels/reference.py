@@ -123,9 +123,7 @@ class ReferenceBackend(AdderBackend):
             for o0, o1 in _ranges(o, plan.filters):
                 diff = cols.unsqueeze(2) - wcol[o0:o1]  # (n, P, oc, K)
                 dist = diff.abs_().sum(-1)  # (n, P, oc)
-                out[ch.n0 : ch.n1, o0:o1, ch.r0 : ch.r1, ch.c0 : ch.c1] = -dist.transpose(1, 2).reshape(
-                    n, o1 - o0, rows, ncols
-                )
+                out[ch.n0 : ch.n1, o0:o1, ch.r0 : ch.r1, ch.c0 : ch.c1] = -dist.transpose(1, 2).reshape(n, o1 - o0, rows, ncols)
         return out
 
     def grad_input(
@@ -156,9 +154,7 @@ class ReferenceBackend(AdderBackend):
             grad_x[ch.n0 : ch.n1, :, a:b, e:f] += dwin[:, :, pt : pt + b - a, pl : pl + f - e]
         return grad_x
 
-    def grad_weight(
-        self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int
-    ) -> torch.Tensor:
+    def grad_weight(self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
         o, _, kh, kw = w.shape
         plan, _, _, chunks = self._chunks(x, w, stride, padding)
         wcol = w.reshape(o, -1)

@@ -125,9 +125,7 @@ if interpreting():  # autotuning times kernels with CUDA events: not in the inte
     _grad_input_kernel = _adder_grad_input_kernel
 else:  # pragma: no cover - needs a GPU
     _forward_kernel = triton.autotune(_FWD_CONFIGS, key=["C", "OC", "Ho", "Wo", "KH", "stride"])(_adder_forward_kernel)
-    _grad_input_kernel = triton.autotune(_BWD_CONFIGS, key=["C", "OC", "H", "W", "KH", "stride"])(
-        _adder_grad_input_kernel
-    )
+    _grad_input_kernel = triton.autotune(_BWD_CONFIGS, key=["C", "OC", "H", "W", "KH", "stride"])(_adder_grad_input_kernel)
 
 
 def forward(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> torch.Tensor:

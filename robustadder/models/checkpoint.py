@@ -69,9 +69,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
                 f"refusing to load {path}: it contains Python objects beyond tensors and plain "
                 "containers, which could run code when unpickled; re-save its state_dict with torch.save"
             ) from None
-        raise UserError(
-            f"{path} is not a readable PyTorch checkpoint (unreadable pickle data; truncated or corrupt?)"
-        ) from None
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (unreadable pickle data; truncated or corrupt?)") from None
     except Exception as exc:  # zip errors, EOF, bad magic numbers: all mean "not a usable file"
         reason = str(exc).split("\n")[0][:160] or type(exc).__name__
         raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt? {reason})") from None
@@ -154,14 +152,11 @@ def build_model(
     """Instantiate ``spec`` with the normalization from ``meta`` and load ``state`` strictly."""
     meta = meta or {}
     norm = meta.get("normalization") or {}
-    model = CifarResNet(
-        spec.depth,
-        spec.kind,
-        spec.awn,
-        num_classes=spec.num_classes,
-        mean=tuple(norm.get("mean", CIFAR10_MEAN)),
-        std=tuple(norm.get("std", CIFAR10_STD)),
-    )
+    channels = int(state["conv1.weight"].shape[1]) if "conv1.weight" in state else 3
+    mean, std = tuple(norm.get("mean", CIFAR10_MEAN)), tuple(norm.get("std", CIFAR10_STD))
+    if len(mean) != channels:  # e.g. a grayscale model without metadata: channel-averaged CIFAR statistics
+        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    model = CifarResNet(spec.depth, spec.kind, spec.awn, num_classes=spec.num_classes, mean=mean, std=std, in_channels=channels)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -175,8 +170,7 @@ def build_model(
     for key, t in state.items():
         if tuple(t.shape) != tuple(expected[key].shape):
             raise UserError(
-                f"{source}: '{key}' has shape {tuple(t.shape)} but {spec.name} expects "
-                f"{tuple(expected[key].shape)}; check --arch"
+                f"{source}: '{key}' has shape {tuple(t.shape)} but {spec.name} expects {tuple(expected[key].shape)}; check --arch"
             )
     # very old checkpoints (torch < 0.4.1) lack num_batches_tracked; it does not affect inference
     full = {k: state.get(k, expected[k]) for k in expected}

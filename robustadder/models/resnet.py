@@ -103,6 +103,7 @@ class CifarResNet(nn.Module):
         num_classes: int = 10,
         mean: tuple[float, ...] = CIFAR10_MEAN,
         std: tuple[float, ...] = CIFAR10_STD,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
@@ -118,7 +119,7 @@ class CifarResNet(nn.Module):
             return make_layer(kind, awn, i, o, k, s, p)
 
         self.inplanes = 16
-        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = self._make_layer(layer, 16, blocks)
@@ -140,6 +141,11 @@ class CifarResNet(nn.Module):
         self.inplanes = planes
         layers += [BasicBlock(layer, planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes (the 8×8 average pool fixes 32×32)."""
+        return (self.conv1.in_channels, 32, 32)
 
     @property
     def normalization(self) -> dict[str, list[float]]:

@@ -1,0 +1,309 @@
+"""Results store: one SQLite file (standard library) holding runs, cells and per-sample rows.
+
+* ``runs``: one row per process that wrote results — library versions, device, host, start/end.
+* ``cells``: one row per (model, attack + parameters, eps, settings, sample ids), keyed by a stable
+  hash of that configuration; the full configuration as JSON, the weights sha256, status
+  (``running`` / ``done`` / ``failed``), sample count, compute seconds.
+* ``samples``: one row per (cell, sample id): label, clean and adversarial prediction and correctness,
+  L∞ and L2 norm of the perturbation, the batch it was computed in and that batch's seconds.
+
+Every batch is written in one transaction, so a reader (WAL mode) never sees half a batch and an
+interrupted run leaves only whole batches; ``INSERT`` on the (cell, sample) primary key makes a rerun
+unable to duplicate rows. Errors a user can cause (not a SQLite file, read-only, newer schema) are
+reported before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+DEFAULT_STORE = "robustadder.sqlite"
+SAMPLE_COLUMNS = (
+    "sample_id",
+    "label",
+    "clean_pred",
+    "adv_pred",
+    "clean_correct",
+    "adv_correct",
+    "linf",
+    "l2",
+    "batch",
+    "batch_seconds",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    ended REAL,
+    command TEXT,
+    versions TEXT NOT NULL,
+    device TEXT,
+    host TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    model TEXT NOT NULL,
+    weights_sha256 TEXT NOT NULL,
+    attack TEXT NOT NULL,
+    eps REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    n_samples INTEGER NOT NULL,
+    seconds REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    run_id INTEGER REFERENCES runs(run_id)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    cell_id TEXT NOT NULL REFERENCES cells(cell_id),
+    sample_id INTEGER NOT NULL,
+    label INTEGER NOT NULL,
+    clean_pred INTEGER NOT NULL,
+    adv_pred INTEGER NOT NULL,
+    clean_correct INTEGER NOT NULL,
+    adv_correct INTEGER NOT NULL,
+    linf REAL NOT NULL,
+    l2 REAL NOT NULL,
+    batch INTEGER NOT NULL,
+    batch_seconds REAL NOT NULL,
+    run_id INTEGER REFERENCES runs(run_id),
+    PRIMARY KEY (cell_id, sample_id)
+) WITHOUT ROWID;
+"""
+
+
+def default_store_path() -> Path:
+    """``$ROBUSTADDER_STORE``, else ``robustadder.sqlite`` in the current directory."""
+    return Path(os.environ.get("ROBUSTADDER_STORE") or DEFAULT_STORE)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that can change a number, recorded with every run."""
+    import numpy
+    import torch
+
+    from . import __version__
+
+    versions = {"robustadder": __version__, "python": sys.version.split()[0], "torch": torch.__version__}
+    versions["numpy"] = numpy.__version__
+    for name in ("torchattacks", "pyautoattack", "autoattack", "triton"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:  # not installed
+            continue
+    return versions
+
+
+@dataclass
+class CellRecord:
+    """A cell as stored."""
+
+    cell_id: str
+    config: dict[str, Any]
+    status: str
+    n_samples: int
+    seconds: float
+    error: str | None
+
+
+class Store:
+    """Connection to one results file. Use :meth:`open` (validates) rather than the constructor."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self.run_id: int | None = None
+
+    # -- opening ----------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, *, readonly: bool = False) -> Store:
+        """Open (creating when allowed) and validate a store; every failure is a one-line UserError."""
+        path = Path(path) if path else default_store_path()
+        if path.exists() and not path.is_file():
+            raise UserError(f"store {path} is not a file")
+        if readonly:
+            if not path.is_file():
+                raise UserError(f"store {path} does not exist; run 'robustadder eval' or 'sweep' first, or pass --store")
+            uri = f"file:{path.resolve()}?mode=ro"
+        else:
+            if path.exists() and not os.access(path, os.W_OK):
+                raise UserError(f"store {path} is read-only; pass --store with a writable file")
+            if not path.exists() and not os.access(path.parent.resolve() if str(path.parent) else Path("."), os.W_OK):
+                raise UserError(f"cannot create store {path}: directory {path.parent} is not writable")
+            uri = f"file:{path.resolve()}?mode=rwc"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"store {path} is not a robustadder results file ({exc}); pass another --store") from None
+        store = cls(path, conn)
+        if tables and not {"meta", "cells", "samples", "runs"} <= tables:
+            conn.close()
+            raise UserError(f"store {path} is an SQLite file of something else (tables {sorted(tables)})")
+        if tables:
+            version = int(dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", 0))
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise UserError(f"store {path} has schema {version}, newer than this robustadder; upgrade it")
+        elif not readonly:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                with store.transaction():
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):  # executescript would COMMIT
+                        conn.execute(stmt)
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise UserError(f"cannot initialize store {path}: {exc}") from None
+        return store
+
+    def close(self) -> None:
+        """End the run (if one was started) and close the connection."""
+        if self.run_id is not None:
+            with self.transaction():
+                self.conn.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), self.run_id))
+            self.run_id = None
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def transaction(self):
+        """``with store.transaction():`` — BEGIN IMMEDIATE … COMMIT, ROLLBACK on any exception."""
+        conn = self.conn
+
+        class _Tx:
+            def __enter__(self_inner):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    # -- writing ----------------------------------------------------------------------------------------
+    def start_run(self, command: str, device: str) -> int:
+        """Record this process as a run; returns its id."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO runs (started, command, versions, device, host) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), command, json.dumps(library_versions()), device, socket.gethostname() or platform.node()),
+            )
+        self.run_id = int(cur.lastrowid)
+        return self.run_id
+
+    def begin_cell(self, cell_id: str, config: dict[str, Any], n_samples: int, *, force: bool = False) -> CellRecord:
+        """Create the cell (or reset it with ``force``); returns what is stored."""
+        now = time.time()
+        with self.transaction():
+            if force:
+                self.conn.execute("DELETE FROM samples WHERE cell_id = ?", (cell_id,))
+                self.conn.execute("DELETE FROM cells WHERE cell_id = ?", (cell_id,))
+            row = self.conn.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO cells (cell_id, config, model, weights_sha256, attack, eps, status, n_samples,"
+                    " created, updated, run_id) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                    (cell_id, json.dumps(config, sort_keys=True), config["model"]["name"],
+                     config["model"]["weights_sha256"], config["attack"]["name"], config["attack"]["eps"],
+                     n_samples, now, now, self.run_id),
+                )  # fmt: skip
+            elif row[0] == "failed":
+                self.conn.execute(
+                    "UPDATE cells SET status = 'running', error = NULL, updated = ? WHERE cell_id = ?", (now, cell_id)
+                )
+        return self.cell(cell_id)  # type: ignore[return-value]
+
+    def add_batch(self, cell_id: str, rows: Sequence[Sequence[Any]], seconds: float) -> None:
+        """Write one batch of per-sample rows (ordered as SAMPLE_COLUMNS) in one transaction."""
+        with self.transaction():
+            self.conn.executemany(
+                f"INSERT INTO samples (cell_id, {', '.join(SAMPLE_COLUMNS)}, run_id) "
+                f"VALUES (?, {', '.join('?' * len(SAMPLE_COLUMNS))}, ?)",
+                [(cell_id, *r, self.run_id) for r in rows],
+            )
+            self.conn.execute(
+                "UPDATE cells SET seconds = seconds + ?, updated = ? WHERE cell_id = ?", (seconds, time.time(), cell_id)
+            )
+
+    def finish_cell(self, cell_id: str, *, error: str | None = None) -> None:
+        """Mark a cell done (all rows present) or failed (with the reason)."""
+        with self.transaction():
+            if error is None:
+                n = self.conn.execute("SELECT count(*) FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()[0]
+                expected = self.conn.execute("SELECT n_samples FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()[0]
+                if n != expected:
+                    raise RuntimeError(f"cell {cell_id}: {n} rows stored, {expected} expected")
+            self.conn.execute(
+                "UPDATE cells SET status = ?, error = ?, updated = ? WHERE cell_id = ?",
+                ("failed" if error else "done", error, time.time(), cell_id),
+            )
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def cell(self, cell_id: str) -> CellRecord | None:
+        """One cell, or None."""
+        row = self.conn.execute(
+            "SELECT cell_id, config, status, n_samples, seconds, error FROM cells WHERE cell_id = ?", (cell_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return CellRecord(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5])
+
+    def done_sample_ids(self, cell_id: str) -> set[int]:
+        """Sample ids already stored for a cell."""
+        return {r[0] for r in self.conn.execute("SELECT sample_id FROM samples WHERE cell_id = ?", (cell_id,))}
+
+    def samples(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Per-sample rows (all cells, or the given ones), with the cell id."""
+        cols = ", ".join(("cell_id", *SAMPLE_COLUMNS))
+        if cell_ids is None:
+            query, args = f"SELECT {cols} FROM samples ORDER BY cell_id, sample_id", ()
+        else:
+            ids = list(cell_ids)
+            query = f"SELECT {cols} FROM samples WHERE cell_id IN ({', '.join('?' * len(ids))}) ORDER BY cell_id, sample_id"
+            args = tuple(ids)
+        frame = pd.read_sql_query(query, self.conn, params=args)
+        for col in ("clean_correct", "adv_correct"):
+            frame[col] = frame[col].astype(bool)
+        return frame
+
+    def cells(self) -> pd.DataFrame:
+        """All cells with their configuration (parsed) and status."""
+        frame = pd.read_sql_query(
+            "SELECT cell_id, config, model, weights_sha256, attack, eps, status, n_samples, seconds, error, "
+            "created, updated FROM cells ORDER BY created",
+            self.conn,
+        )
+        frame["config"] = frame["config"].map(json.loads)
+        return frame
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, versions parsed."""
+        frame = pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self.conn)
+        frame["versions"] = frame["versions"].map(json.loads)
+        return frame
