@@ -20,7 +20,7 @@ $(VENV)/.setup-done: requirements.txt requirements-dev.txt pyproject.toml Makefi
 	touch $@
 
 demo: setup
-	$(BIN)/robustadder eval --model $(SHARED)/checkpoints/thirdparty-addernet-resnet20-cifar10.pt --attack none --n 1000
+	$(BIN)/robustadder eval --model $(SHARED)/checkpoints/thirdparty-addernet-resnet20-cifar10.pt --attack none --attack pgd --n 1000
 
 lint: setup
 	$(BIN)/ruff check robustadder tests

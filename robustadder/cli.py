@@ -269,3 +269,37 @@ def bench_kernels(batch_size, device, backends, repeats, data, as_json) -> None:
     import pandas as pd
 
     click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
+@main.command("train")
+@click.option("--arch", default="resnet20", show_default=True, type=click.Choice(["resnet20", "resnet32", "resnet56"]))
+@click.option("--kind", required=True, type=click.Choice(["adder", "conv"]), help="AdderNet or its CNN counterpart.")
+@click.option("--awn/--no-awn", default=False, show_default=True, help="Adaptive weight normalization.")
+@click.option("--epochs", type=int, default=400, show_default=True, help="Length of the cosine schedule.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--eta", type=float, default=0.2, show_default=True, help="Adaptive learning-rate scale of adder layers.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-subset", type=int, default=None, help="Train on the first N training images only.")
+@click.option("--test-subset", type=int, default=None, help="Measure on the first N test images only.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Final checkpoint path.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.state.")
+@click.option("--stop-after", type=int, default=None, help="Stop (resumably) after this many epochs in this process.")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, train_subset, test_subset,
+              out, resume, stop_after, data) -> None:  # fmt: skip
+    """Train a CIFAR ResNet (adder or conv, ±AWN) with the official recipe; resumable each epoch."""
+    from .train import TrainConfig, Trainer
+
+    config = TrainConfig(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed,
+                         train_subset=train_subset, test_subset=test_subset)  # fmt: skip
+    trainer = Trainer(config, out, data)
+    meta = trainer.run(resume=resume, stop_after=stop_after)
+    if meta is None:
+        click.echo(f"stopped after epoch {trainer.epoch}/{epochs}; continue with --resume (state: {trainer.state_path})")
+        return
+    click.echo(f"wrote {out}: {meta['arch']}, test accuracy {meta['accuracy']:.2f} % on {meta['accuracy_n']} images, "
+               f"{meta['seconds_per_epoch']:.0f} s/epoch, weights sha256 {meta['weights_sha256'][:12]}")  # fmt: skip
+    click.echo(f"metrics: {trainer.metrics_path}")
