@@ -5,9 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED ?= ../shared
 TORCHATTACKS := torchattacks==3.5.1
+SYSTEM_TOOLS := texlive-latex-base texlive-latex-recommended texlive-fonts-recommended chromium
 export ROBUSTADDER_DATA ?= $(abspath $(SHARED)/data)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint tools
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: requirements.txt requirements-dev.txt pyproject.toml Makefile
@@ -22,8 +23,16 @@ $(VENV)/.setup-done: requirements.txt requirements-dev.txt pyproject.toml Makefi
 demo: setup
 	$(BIN)/robustadder eval --model $(SHARED)/checkpoints/thirdparty-addernet-resnet20-cifar10.pt --attack none --attack pgd --n 1000
 
+# pdflatex and chromium let the tests compile the LaTeX tables and render the HTML report; installed
+# from Debian when missing and possible (root), otherwise those two tests skip (CI requires them).
+tools:
+	@if command -v pdflatex >/dev/null && command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_TOOLS) >/dev/null; \
+	else echo "note: pdflatex/chromium missing; the LaTeX-compile and HTML-render tests will skip"; fi
+
 lint: setup
 	$(BIN)/ruff check robustadder tests
 
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest -q

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -303,3 +304,99 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     click.echo(f"wrote {out}: {meta['arch']}, test accuracy {meta['accuracy']:.2f} % on {meta['accuracy_n']} images, "
                f"{meta['seconds_per_epoch']:.0f} s/epoch, weights sha256 {meta['weights_sha256'][:12]}")  # fmt: skip
     click.echo(f"metrics: {trainer.metrics_path}")
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@main.command("sweep")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the plan (cells, done, skipped, cost estimate) and stop.")
+@click.option("--n", "n", type=int, default=None, help="Override the sweep's number of test images.")
+@click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
+def sweep_cmd(config, dry_run, n, store, data, force) -> None:
+    """Run every missing cell of a sweep grid (models x attacks x eps x settings x seeds)."""
+    from .store import Store
+    from .sweep import estimate, load_sweep, plan_sweep, run_sweep
+
+    cfg = load_sweep(config)
+    if n is not None:
+        if n < 1:
+            raise UserError("--n must be at least 1")
+        cfg.n = n
+    db = Store.open(store)
+    try:
+        plan = plan_sweep(cfg, data=data, store=db)
+        cells = plan.cells
+        done = sum(c.status == "done" for c in cells)
+        skipped = sum(c.status == "skipped" for c in cells)
+        click.echo(f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
+                   f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} images")  # fmt: skip
+        click.echo(f"  done {done}, to run {len(cells) - done - skipped}, skipped {skipped}")
+        for model, reason in plan.skipped.items():
+            click.echo(f"  skipped model {model}: {reason}")
+        if dry_run:
+            est = estimate(plan)
+            click.echo(f"  estimated cost of the cells to run: {est['adder_gops']:.1f} G adder ops, "
+                       f"about {_fmt_duration(est['seconds'])} on this machine (calibrated by a short measurement; "
+                       f"AutoAttack/Square as upper bounds)")  # fmt: skip
+            for c in cells:
+                if c.status not in ("done", "skipped"):
+                    click.echo(f"    {c.model.label:24s} {c.attack.label:28s} {c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
+                               f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}")  # fmt: skip
+            return
+        if db.run_id is None:
+            db.start_run(f"sweep {config}", "mixed")
+        run_sweep(plan, db, force=force, progress=True)
+        failed = [c for c in cells if c.status == "failed"]
+        click.echo(f"sweep {cfg.name}: {sum(c.status == 'done' for c in cells)} cells done, {len(failed)} failed, "
+                   f"{skipped} skipped; store {db.path}")  # fmt: skip
+    finally:
+        db.close()
+
+
+@main.command("report")
+@click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
+@click.option("--preset", "presets", multiple=True, type=click.Choice(["paper", "eps", "settings", "smoke"]),
+              help="Preset sweep(s) of attacks/ [default: paper].")  # fmt: skip
+@click.option("--sweep", "sweeps", multiple=True, type=click.Path(dir_okay=False), help="Sweep file(s) instead of presets.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "latex", "md", "html"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
+@click.option("--n", "n", type=int, default=None, help="The number of test images the sweep was run with.")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+def report_cmd(store, presets, sweeps, fmt, output, n, data) -> None:
+    """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots)."""
+    from . import report as rep
+    from .store import Store
+    from .sweep import load_sweep, plan_sweep
+
+    sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
+    if not sources:
+        sources = [rep.preset_path("paper")]
+    if len(sources) > 1 and fmt in ("csv", "latex"):
+        raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
+    with Store.open(store, readonly=True) as db:
+        reports = []
+        for path in sources:
+            cfg = load_sweep(path)
+            if n is not None:
+                cfg.n = n
+            reports.append(rep.build(db, plan_sweep(cfg, data=data, store=db)))
+    if fmt == "html":
+        text = rep.to_html(reports, title="robustadder report")
+    else:
+        text = "\n".join(rep.render(r, fmt) for r in reports)
+    if output:
+        from .models.checkpoint import atomic_write
+
+        atomic_write(output, lambda fh: fh.write(text.encode()))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)

@@ -167,6 +167,9 @@ class AttackDef:
     label: Callable[[AttackConfig], str]
     kind: str = "white-box"  # white-box | black-box | baseline | clean
     randomized: bool = False
+    #: (forward passes, forward+backward passes) per sample for the attack itself — an upper bound for
+    #: attacks that stop early (AutoAttack only attacks samples that are still robust)
+    passes: Callable[[AttackConfig], tuple[float, float]] = lambda c: (0.0, 0.0)
 
 
 @dataclass
@@ -354,53 +357,66 @@ def _steps_label(base: str):
     )
 
 
+def _iterations(c: AttackConfig) -> tuple[float, float]:
+    """(forward, forward+backward) passes per sample of a plain iterative attack."""
+    restarts = c.params.get("restarts", 1)
+    return (restarts if restarts > 1 else 0, c.params["steps"] * restarts)
+
+
+# AutoAttack upper bounds: APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 (about two backward passes per
+# step) + Square 5000 queries; it only attacks samples that are still robust, so real runs cost less.
+_AA_PASSES = {"standard": (5000, 100 + 900 + 1800), "plus": (5000, 500 + 500 + 1000 + 900 + 1800), "rand": (0, 4000)}
+
 ATTACKS: dict[str, AttackDef] = {
     d.name: d
     for d in [
         AttackDef("none", "clean accuracy (no attack)", ("Linf", "L2"), {}, _build_none, lambda c: "Clean", "clean"),
-        AttackDef("fgsm", "FGSM (torchattacks)", ("Linf",), {}, _build_fgsm, lambda c: "FGSM"),
+        AttackDef("fgsm", "FGSM (torchattacks)", ("Linf",), {}, _build_fgsm, lambda c: "FGSM", passes=lambda c: (0, 1)),
         AttackDef(
             "pgd", "PGD, random start, restarts (own loop, per-sample RNG)", NORMS,
             {"steps": _steps(10), "alpha": ALPHA, "random_start": Param(True, bool), "restarts": RESTARTS},
-            _build_pgd, _steps_label("PGD"), randomized=True,
+            _build_pgd, _steps_label("PGD"), randomized=True, passes=_iterations,
         ),
         AttackDef(
             "bim", "BIM / I-FGSM (torchattacks)", ("Linf",), {"steps": _steps(10), "alpha": ALPHA},
-            _build_bim, _steps_label("BIM"),
+            _build_bim, _steps_label("BIM"), passes=_iterations,
         ),
         AttackDef(
             "mim", "MI-FGSM (torchattacks)", ("Linf",),
             {"steps": _steps(10), "alpha": ALPHA, "decay": Param(1.0, float, 0.0)}, _build_mim, _steps_label("MIM"),
+            passes=_iterations,
         ),
         AttackDef(
             "rfgsm", "R-FGSM, torchattacks' variant (own loop, per-sample RNG)", ("Linf",),
             {"steps": _steps(10), "alpha": ALPHA}, _build_rfgsm, _steps_label("R-FGSM"), randomized=True,
+            passes=_iterations,
         ),
         AttackDef(
             "apgd-ce", "APGD-CE (reference AutoAttack package)", NORMS,
             {"steps": _steps(100), "restarts": RESTARTS, "rho": Param(0.75, float, 0.0, exclusive=True)},
-            _build_apgd("ce"), lambda c: "APGD-CE", randomized=True,
+            _build_apgd("ce"), lambda c: "APGD-CE", randomized=True, passes=_iterations,
         ),
         AttackDef(
             "apgd-dlr", "APGD-DLR (reference AutoAttack package)", NORMS,
             {"steps": _steps(100), "restarts": RESTARTS, "rho": Param(0.75, float, 0.0, exclusive=True)},
-            _build_apgd("dlr"), lambda c: "APGD-DLR", randomized=True,
+            _build_apgd("dlr"), lambda c: "APGD-DLR", randomized=True, passes=_iterations,
         ),
         AttackDef(
             "square", "Square Attack, score-based black box (reference AutoAttack package)", NORMS,
             {"queries": Param(5000, int, 1), "p_init": Param(0.8, float, 0.0, exclusive=True), "restarts": RESTARTS},
             _build_square, lambda c: f"Square-{c.params['queries']}", "black-box", randomized=True,
+            passes=lambda c: (c.params["queries"] * c.params["restarts"], 0),
         ),
         AttackDef(
             "autoattack", "AutoAttack, the reference implementation", NORMS,
             {"version": Param("standard", str, choices=("standard", "plus", "rand"))},
-            _build_autoattack, _autoattack_label,
-            randomized=True,
+            _build_autoattack, _autoattack_label, randomized=True, passes=lambda c: _AA_PASSES[c.params["version"]],
         ),
         AttackDef(
             "ta-autoattack", "torchattacks' AutoAttack (10-step APGD; not the reference)", NORMS,
             {"version": Param("standard", str, choices=("standard", "plus", "rand"))},
             _build_ta_autoattack, lambda c: "torchattacks-AutoAttack (not reference)", randomized=True,
+            passes=lambda c: (5000, 10 + 90 + 180),
         ),
         AttackDef(
             "noise", "random noise of the same norm (baseline)", NORMS,
@@ -411,7 +427,7 @@ ATTACKS: dict[str, AttackDef] = {
             "transfer", "PGD crafted on a source model, evaluated on the target (black box)", NORMS,
             {"source": Param(None, str), "steps": _steps(10), "alpha": ALPHA},
             _build_transfer, lambda c: f"Transfer-PGD-{c.params['steps']} from {c.params['source']}", "black-box",
-            randomized=True,
+            randomized=True, passes=lambda c: (0, c.params["steps"]),
         ),
     ]
 }  # fmt: skip

@@ -1,0 +1,294 @@
+"""Sweeps: a TOML grid of models × attacks × eps × inference settings × seeds, run as cells.
+
+A sweep file looks like this (``attacks/*.toml`` are the presets)::
+
+    name = "paper"
+    description = "..."
+    n = 1000                                  # the first N test images
+    models = ["ann20", {ref = "../x.pt", label = "ANN (third party)"}]
+    eps = ["8/255"]                           # for attacks that do not set their own
+    norm = "Linf"
+
+    [settings]                                # a value or a list of values (a grid axis)
+    bn = ["eval", "train"]
+    grad = "surrogate"
+    seed = [0, 1, 2]
+
+    [[attacks]]
+    name = "pgd"
+    steps = 7                                 # attack options, as for --attack pgd:steps=7
+
+Relative model paths are resolved against the sweep file's directory (``$VARS`` are expanded). A
+model whose weights cannot be had (offline, missing file) is *skipped with its reason* — listed in the
+plan and in reports, never silently dropped. Everything else that is wrong with a sweep file is an
+error before any work starts.
+
+Running a sweep runs its missing cells through the engine and store: interrupting it (Ctrl-C, kill -9)
+and running it again finishes only what is missing, and reports read the same per-sample rows either way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ._compat import tomllib
+from .api import _source_loader
+from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
+from .data import ImageSet, load_cifar10
+from .engine import Settings, cell_config, cell_hash, prepare, run_cell
+from .errors import UserError
+from .models import LoadedModel, resolve_model
+from .nn import adder_layers
+from .store import Store
+
+SETTING_KEYS = ("bn", "shuffle", "seed", "batch_size", "grad", "backend", "dtype", "device")
+_TOP_KEYS = {"name", "description", "n", "models", "eps", "norm", "settings", "attacks", "report"}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as a sweep names it: zoo name or path, and the label reports use."""
+
+    ref: str
+    label: str
+
+
+@dataclass
+class SweepConfig:
+    """A parsed, validated sweep file."""
+
+    name: str
+    description: str
+    path: Path
+    n: int | None
+    models: list[ModelRef]
+    attacks: list[AttackConfig]
+    settings: list[Settings]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({s.seed for s in self.settings})
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def load_sweep(path: str | os.PathLike) -> SweepConfig:
+    """Parse a sweep file; every mistake in it is a UserError naming the file and the entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise UserError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_TOP_KEYS))})")
+    where = f"{path}"
+    models = []
+    for item in _as_list(raw.get("models", [])):
+        if isinstance(item, str):
+            ref, label = item, None
+        elif isinstance(item, dict) and isinstance(item.get("ref"), str):
+            ref, label = item["ref"], item.get("label")
+        else:
+            raise UserError(f"{where}: each model is a zoo name, a path, or {{ref = ..., label = ...}}; got {item!r}")
+        expanded = os.path.expandvars(ref)
+        if os.sep in expanded or expanded.endswith((".pt", ".pth", ".tar")):
+            candidate = Path(expanded)
+            expanded = str(candidate if candidate.is_absolute() else (path.parent / candidate).resolve())
+        models.append(ModelRef(expanded, label or (Path(ref).stem if os.sep in ref or ref.endswith((".pt", ".pth")) else ref)))
+    if not models:
+        raise UserError(f"{where}: 'models' lists no model")
+    norm = raw.get("norm", "Linf")
+    eps_values = _as_list(raw.get("eps", [None]))
+    attacks: list[AttackConfig] = []
+    for i, entry in enumerate(raw.get("attacks", [])):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise UserError(f"{where}: attacks[{i}] needs a name")
+        entry = dict(entry)
+        name = entry.pop("name")
+        if name not in ATTACKS:
+            raise UserError(f"{where}: attacks[{i}]: unknown attack '{name}'")
+        own_eps = entry.pop("eps", None)
+        a_norm = entry.pop("norm", norm)
+        for eps in [None] if name == "none" else _as_list(own_eps) if own_eps is not None else eps_values:
+            try:
+                cfg = make_config(name, eps=eps, norm=a_norm, params=entry)
+            except UserError as exc:
+                raise UserError(f"{where}: attacks[{i}] ({name}): {exc}") from None
+            if cfg not in attacks:
+                attacks.append(cfg)
+    if not attacks:
+        raise UserError(f"{where}: no [[attacks]] given")
+    grid = dict(raw.get("settings", {}))
+    bad = sorted(set(grid) - set(SETTING_KEYS))
+    if bad:
+        raise UserError(f"{where}: unknown setting '{bad[0]}' (settings: {', '.join(SETTING_KEYS)})")
+    axes = [(k, _as_list(grid[k])) for k in SETTING_KEYS if k in grid]
+    settings = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        try:
+            s = Settings(**dict(zip([k for k, _ in axes], combo, strict=True)))
+        except TypeError as exc:
+            raise UserError(f"{where}: bad settings {combo}: {exc}") from None
+        s.validate()
+        settings.append(s)
+    n = raw.get("n")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise UserError(f"{where}: n must be a positive integer")
+    return SweepConfig(raw.get("name", path.stem), raw.get("description", ""), path, n, models, attacks, settings,
+                       dict(raw.get("report", {})))  # fmt: skip
+
+
+@dataclass
+class PlannedCell:
+    """One cell of the grid, with its identity once the model is known."""
+
+    model: ModelRef
+    attack: AttackConfig
+    settings: Settings
+    cell_id: str | None = None
+    status: str = "missing"  # missing | running | done | failed | skipped
+    reason: str = ""
+    estimate_s: float = 0.0
+
+
+@dataclass
+class SweepPlan:
+    """The expanded grid: loaded models, skipped ones with reasons, and every cell."""
+
+    config: SweepConfig
+    data: ImageSet
+    models: dict[str, LoadedModel]
+    skipped: dict[str, str]
+    cells: list[PlannedCell]
+
+
+def plan_sweep(config: SweepConfig, *, data: str | os.PathLike | ImageSet | None = None, store: Store | None = None) -> SweepPlan:
+    """Expand the grid (models × settings × attacks), load models, compute cell ids and their status."""
+    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(config.n)
+    models: dict[str, LoadedModel] = {}
+    skipped: dict[str, str] = {}
+    for m in config.models:
+        try:
+            models[m.label] = resolve_model(m.ref)
+            models[m.label].name = m.label
+        except UserError as exc:
+            skipped[m.label] = str(exc)
+    cells = []
+    for m, settings, attack in itertools.product(config.models, config.settings, config.attacks):
+        cell = PlannedCell(m, attack, settings)
+        if m.label in skipped:
+            cell.status, cell.reason = "skipped", skipped[m.label]
+        else:
+            cell.cell_id = cell_hash(cell_config(models[m.label], _with_source_sha(attack, models), settings, dataset))
+            record = store.cell(cell.cell_id) if store else None
+            if record:
+                cell.status = record.status
+        cells.append(cell)
+    return SweepPlan(config, dataset, models, skipped, cells)
+
+
+def _with_source_sha(attack: AttackConfig, models: dict[str, LoadedModel]) -> AttackConfig:
+    """Transfer cells carry the source weights' sha256 (as evaluate() records it)."""
+    if attack.name != "transfer":
+        return attack
+    source = resolve_model(attack.params["source"])
+    return replace(attack, params={**attack.params, "source_sha256": source.weights_sha256})
+
+
+# -- cost estimate -----------------------------------------------------------------------------------------
+def adder_work_per_image(model: torch.nn.Module) -> float:
+    """Adder-layer (position, filter, tap) triples of one forward pass of one image, from layer shapes."""
+    total = 0.0
+    hooks = []
+
+    def hook(layer, inputs, out):
+        nonlocal total
+        total += out[0].numel() * layer.in_channels * layer.kernel_size**2
+
+    for layer in adder_layers(model):
+        hooks.append(layer.register_forward_hook(hook))
+    with torch.no_grad():
+        model(torch.rand(1, *model.input_shape, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device))
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def calibrate(model: torch.nn.Module, settings: Settings, images: int = 32) -> tuple[float, float]:
+    """Measured seconds per image of a forward and of a forward + input gradient (short run)."""
+    x = torch.rand(min(images, settings.batch_size), *model.input_shape, dtype=settings.torch_dtype, device=settings.device)
+    y = torch.zeros(len(x), dtype=torch.long, device=settings.device)
+    with torch.no_grad():
+        model(x)
+        start = time.perf_counter()
+        model(x)
+        fwd = (time.perf_counter() - start) / len(x)
+    xr = x.clone().requires_grad_()
+    start = time.perf_counter()
+    torch.autograd.grad(torch.nn.functional.cross_entropy(model(xr), y), xr)
+    fb = (time.perf_counter() - start) / len(x)
+    return fwd, fb
+
+
+def estimate(plan: SweepPlan) -> dict[str, Any]:
+    """Cost of the missing cells: adder work from model and attack, seconds from a short measurement."""
+    calibration: dict[tuple, tuple[float, float]] = {}
+    work: dict[str, float] = {}
+    total_s, total_work = 0.0, 0.0
+    for cell in plan.cells:
+        if cell.status in ("done", "skipped"):
+            continue
+        loaded = plan.models[cell.model.label]
+        key = (cell.model.label, cell.settings.backend, cell.settings.dtype, cell.settings.device, cell.settings.batch_size)
+        if key not in calibration:
+            model = prepare(loaded, cell.settings)
+            calibration[key] = calibrate(model, cell.settings)
+            work.setdefault(cell.model.label, adder_work_per_image(model))
+        fwd, fb = calibration[key]
+        f_passes, fb_passes = cell.attack.definition.passes(cell.attack)
+        n = len(plan.data)
+        cell.estimate_s = n * ((f_passes + 2) * fwd + fb_passes * fb)
+        total_s += cell.estimate_s
+        total_work += n * (f_passes + 2 + 3 * fb_passes) * work[cell.model.label]
+    return {"seconds": total_s, "adder_gops": total_work / 1e9, "calibration": calibration}
+
+
+# -- running -----------------------------------------------------------------------------------------------
+def run_sweep(
+    plan: SweepPlan,
+    store: Store,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+) -> list[PlannedCell]:
+    """Run every cell not yet done (all with ``force``); returns the cells with their final status."""
+    todo = [c for c in plan.cells if c.status != "skipped" and (force or c.status != "done")]
+    bar = tqdm(total=len(todo), desc=f"sweep {plan.config.name}", unit="cell", disable=not progress)
+    for cell in todo:
+        loaded = plan.models[cell.model.label]
+        model = prepare(loaded, cell.settings)
+        context = BuildContext(load_model=_source_loader(cell.settings, loaded, None), num_classes=loaded.arch.num_classes)
+        attack = _with_source_sha(cell.attack, plan.models)
+        runner = build_runner(attack, context)
+        result = run_cell(store, loaded, model, attack, runner, cell.settings, plan.data, force=force,
+                          progress=progress, shard=shard)  # fmt: skip
+        record = store.cell(result.cell_id)
+        cell.status = record.status if record else "missing"
+        bar.update(1)
+    bar.close()
+    return plan.cells

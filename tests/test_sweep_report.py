@@ -1,0 +1,285 @@
+"""Sweeps and reports: grid expansion, stable cell ids, resume after kill -9, LaTeX / CSV / HTML outputs."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from robustadder import report as rep
+from robustadder.cli import main
+from robustadder.engine import cell_hash
+from robustadder.errors import UserError
+from robustadder.models import save_checkpoint
+from robustadder.store import Store
+from robustadder.sweep import load_sweep, plan_sweep, run_sweep
+
+from conftest import REPO, make_tiny
+
+REQUIRE_TOOLS = os.environ.get("ROBUSTADDER_REQUIRE_TOOLS") == "1"  # set by .ci/run: missing tools fail
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if REQUIRE_TOOLS:
+            pytest.fail(f"{tool} is required in CI (installed by .ci/run)")
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Two tiny checkpoints (ANN and its CNN counterpart), a tiny test set, and a sweep file over them."""
+    ann, data = make_tiny("adder", n=12)
+    cnn, _ = make_tiny("conv", n=12)
+    save_checkpoint(tmp_path / "ann.pt", ann.model)
+    save_checkpoint(tmp_path / "cnn.pt", cnn.model)
+    np.savez(tmp_path / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
+    sweep = tmp_path / "mini.toml"
+    sweep.write_text(textwrap.dedent(
+        """
+        name = "mini"
+        description = "test sweep"
+        n = 12
+        models = [{ref = "ann.pt", label = "ANN"}, {ref = "cnn.pt", label = "CNN"}, "not-in-the-zoo"]
+        eps = ["4/255", "8/255"]
+        [settings]
+        bn = ["eval", "train"]
+        batch_size = 6
+        seed = [0, 1]
+        [[attacks]]
+        name = "none"
+        [[attacks]]
+        name = "fgsm"
+        [[attacks]]
+        name = "pgd"
+        steps = 2
+        [report]
+        rows = ["model", "bn"]
+        columns = ["attack", "eps_label"]
+        """
+    ))  # fmt: skip
+    return tmp_path, sweep
+
+
+def test_grid_expansion_and_skipped_models(world):
+    tmp, sweep = world
+    cfg = load_sweep(sweep)
+    assert [a.label for a in cfg.attacks] == ["Clean", "FGSM", "FGSM", "PGD-2", "PGD-2"]  # none: one eps
+    assert len(cfg.settings) == 4 and cfg.seeds == [0, 1]
+    plan = plan_sweep(cfg, data=tmp)
+    assert len(plan.cells) == 3 * 4 * 5
+    assert set(plan.skipped) == {"not-in-the-zoo"} and "unknown model" in plan.skipped["not-in-the-zoo"]
+    assert sum(c.status == "skipped" for c in plan.cells) == 20
+    ids = [c.cell_id for c in plan.cells if c.cell_id]
+    assert len(set(ids)) == len(ids) == 40
+    again = plan_sweep(load_sweep(sweep), data=tmp)
+    assert [c.cell_id for c in again.cells] == [c.cell_id for c in plan.cells]  # stable
+
+
+def test_cell_hash_is_stable_across_versions_of_the_code():
+    """A literal configuration hashes to a literal id: changing the hashing silently orphans stores."""
+    config = {
+        "engine": 1,
+        "model": {"name": "x", "arch": "resnet20_adder", "weights_sha256": "ab" * 32},
+        "attack": {"name": "pgd", "label": "PGD-7", "norm": "Linf", "eps": 8 / 255,
+                   "params": {"alpha": 2 / 255, "random_start": True, "restarts": 1, "steps": 7}},
+        "settings": {"batch_size": 128, "backend": "cpu", "device": "cpu", "dtype": "float32", "bn": "eval",
+                     "shuffle": False, "seed": 0, "grad": "surrogate"},
+        "data": {"source": "/somewhere", "fingerprint": "0123456789abcdef", "n": 1000, "first_id": 0, "last_id": 999},
+    }  # fmt: skip
+    assert cell_hash(config) == "4d9b1246d752b8a59d91"  # recorded when the scheme was fixed
+    renamed = {**config, "model": {**config["model"], "name": "other name"}, "data": {**config["data"], "source": "/else"}}
+    assert cell_hash(renamed) == cell_hash(config)  # names and paths are not identity
+
+
+def test_bad_sweep_files(tmp_path):
+    cases = {
+        "nomodel.toml": ("models = []\n[[attacks]]\nname = 'fgsm'\n", "lists no model"),
+        "badattack.toml": ("models = ['x']\n[[attacks]]\nname = 'magic'\n", "unknown attack 'magic'"),
+        "badopt.toml": ("models = ['x']\n[[attacks]]\nname = 'pgd'\nsteps = 0\n", "steps must be >= 1"),
+        "badkey.toml": ("modles = ['x']\n", "unknown key 'modles'"),
+        "badset.toml": ("models = ['x']\n[settings]\nbatchsize = 3\n[[attacks]]\nname = 'fgsm'\n", "unknown setting"),
+        "badeps.toml": ("models = ['x']\neps = ['-1/255']\n[[attacks]]\nname = 'fgsm'\n", "negative"),
+        "notoml.toml": ("models = [\n", "not valid TOML"),
+    }
+    for name, (text, match) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=match):
+            load_sweep(tmp_path / name)
+
+
+def test_dry_run_prints_plan_and_estimate(world):
+    tmp, sweep = world
+    result = CliRunner().invoke(main, ["sweep", str(sweep), "--dry-run", "--store", str(tmp / "d.sqlite"), "--data", str(tmp)])
+    assert result.exit_code == 0, result.output
+    assert "60 cells" in result.output and "done 0, to run 40, skipped 20" in result.output
+    assert "skipped model not-in-the-zoo" in result.output and "estimated cost" in result.output
+    assert "G adder ops" in result.output
+
+
+SWEEP_SCRIPT = textwrap.dedent(
+    """
+    import time, sys
+    import robustadder.engine as engine
+    real = engine.verify_batch
+    def slow(*a, **k):
+        time.sleep(0.3)
+        return real(*a, **k)
+    engine.verify_batch = slow
+    from robustadder.cli import main
+    sys.argv = ["robustadder", "sweep", {sweep!r}, "--store", {store!r}, "--data", {data!r}]
+    main()
+    """
+)
+
+
+def _report_texts(store: Path, sweep: Path, data: Path) -> dict[str, str]:
+    out = {}
+    with Store.open(store, readonly=True) as db:
+        report = rep.build(db, plan_sweep(load_sweep(sweep), data=data, store=db))
+        for fmt in ("csv", "md", "latex", "html"):
+            out[fmt] = rep.render(report, fmt)
+    return out
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_report(world):
+    tmp, sweep = world
+    store = tmp / "killed.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT.format(sweep=str(sweep), store=str(store), data=str(tmp))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline, n = time.time() + 180, 0
+    while time.time() < deadline and n < 30:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
+                n = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.OperationalError:
+            n = 0
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < n < 40 * 12, n
+    assert CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(store), "--data", str(tmp)]).exit_code == 0
+    straight = tmp / "straight.sqlite"
+    assert CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(straight), "--data", str(tmp)]).exit_code == 0
+    resumed, uninterrupted = _report_texts(store, sweep, tmp), _report_texts(straight, sweep, tmp)
+    for fmt in resumed:
+        assert resumed[fmt] == uninterrupted[fmt], fmt
+    with Store.open(store, readonly=True) as db:
+        assert len(db.samples()) == 40 * 12
+
+
+@pytest.fixture
+def finished(world):
+    tmp, sweep = world
+    store = tmp / "s.sqlite"
+    with Store.open(store) as db:
+        run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
+    with Store.open(store, readonly=True) as db:
+        report = rep.build(db, plan_sweep(load_sweep(sweep), data=tmp, store=db))
+    return tmp, sweep, store, report
+
+
+def test_table_has_means_worst_case_and_deltas(finished):
+    _, _, _, report = finished
+    wide = report.wide
+    assert ("FGSM", "4/255", "mean") in wide.columns and ("Worst case", "8/255", "std") in wide.columns
+    index = list(wide.index)
+    assert ("ANN", "eval") in index and ("Δ ANN − CNN", "eval") in index
+    ann = wide.loc[("ANN", "eval")]
+    cnn = wide.loc[("CNN", "eval")]
+    delta = wide.loc[("Δ ANN − CNN", "eval")]
+    assert delta[("PGD-2", "8/255", "mean")] == pytest.approx(ann[("PGD-2", "8/255", "mean")] - cnn[("PGD-2", "8/255", "mean")])
+    # worst case never exceeds any single attack
+    assert ann[("Worst case", "8/255", "mean")] <= min(ann[("FGSM", "8/255", "mean")], ann[("PGD-2", "8/255", "mean")])
+    assert report.provenance["skipped"] and report.provenance["n_samples"] == 12
+
+
+def test_csv_round_trips_through_pandas(finished):
+    _, _, _, report = finished
+    text = rep.render(report, "csv")
+    back = pd.read_csv(io.StringIO(text), keep_default_na=True)
+    expected = pd.read_csv(io.StringIO(report.long.to_csv(index=False)))
+    pd.testing.assert_frame_equal(back, expected)
+    assert len(back) == len(report.long) and {"model", "attack", "robust_accuracy", "seed", "bn"} <= set(back.columns)
+    done = back[(back["status"] == "done") & (back["attack"] != "Worst case")]
+    assert np.allclose(done["robust_accuracy"], report.long.loc[done.index, "robust_accuracy"])
+
+
+def test_latex_compiles_with_pdflatex(finished, tmp_path):
+    pdflatex = need("pdflatex")
+    _, _, _, report = finished
+    latex = rep.render(report, "latex")
+    assert "\\toprule" in latex and "\\bfseries" in latex and "\\caption{" in latex and "\\label{tab:robustadder-mini}" in latex
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + latex + "\n\\end{document}\n")
+    proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_html_page_renders_in_headless_chromium(finished, tmp_path):
+    chromium = need("chromium")
+    _, _, _, report = finished
+    page = tmp_path / "report.html"
+    page.write_text(rep.render(report, "html"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "<table" in dom.stdout and "Worst case" in dom.stdout and "Δ ANN − CNN" in dom.stdout
+    assert dom.stdout.count("<img") == 2  # eps curve and settings spread
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def test_report_cli_and_markdown(finished):
+    tmp, sweep, store, _ = finished
+    out = tmp / "t.md"
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--data", str(tmp),
+                                       "--format", "md", "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| model" in text and "skipped model not-in-the-zoo" in text and "samples: 12" in text
+    bad = CliRunner().invoke(main, ["report", "--store", str(tmp / "nope.sqlite"), "--sweep", str(sweep)])
+    assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+def test_presets_parse():
+    for name in rep.PRESETS:
+        cfg = load_sweep(rep.preset_path(name))
+        assert cfg.attacks and cfg.models
+    paper = load_sweep(rep.preset_path("paper"))
+    assert [a.label for a in paper.attacks] == ["Clean", "FGSM", "BIM-7", "PGD-7", "MIM-5", "R-FGSM-5"]
+    assert all(a.eps == pytest.approx(8 / 255) for a in paper.attacks if a.name != "none")
+    eps = load_sweep(rep.preset_path("eps"))
+    assert sorted({round(a.eps * 255) for a in eps.attacks}) == [1, 2, 4, 8, 16]
+    assert {a.label for a in eps.attacks} == {"PGD-20", "AutoAttack"}
+    settings = load_sweep(rep.preset_path("settings"))
+    assert len(settings.settings) == 2 * 2 * 2 * 2 * 3
+
+
+def test_smoke_preset_runs(shared_data, thirdparty, tmp_path):
+    store = tmp_path / "smoke.sqlite"
+    result = CliRunner().invoke(
+        main, ["sweep", str(REPO / "attacks" / "smoke.toml"), "--store", str(store), "--data", str(shared_data)]
+    )
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--preset", "smoke", "--data", str(shared_data)])
+    assert result.exit_code == 0 and "ANN-20 (third party)" in result.output
