@@ -184,27 +184,32 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
 
 
 @main.command("models")
+@click.option("--ops", is_flag=True, help="Add additions, multiplications and energy per inference (45 nm figures).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
-def models_cmd(as_json: bool) -> None:
+def models_cmd(ops: bool, as_json: bool) -> None:
     """List the model zoo."""
-    from .models import count_parameters, load_zoo
+    from .models import count_parameters, create_model, load_zoo
 
     rows = []
     for entry in load_zoo().values():
         spec = entry.spec
-        rows.append(
-            {
-                "name": entry.name,
-                "arch": spec.name,
-                "variant": spec.variant,
-                "parameters": count_parameters(spec.name),
-                "source": entry.source,
-                "accuracy": entry.accuracy,
-                "accuracy_source": entry.accuracy_source,
-                "present": entry.present(),
-                "path": str(entry.local_path()),
-            }
-        )
+        row = {
+            "name": entry.name,
+            "arch": spec.name,
+            "variant": spec.variant,
+            "parameters": count_parameters(spec.name),
+            "source": entry.source,
+            "accuracy": entry.accuracy,
+            "accuracy_source": entry.accuracy_source,
+            "present": entry.present(),
+            "path": str(entry.local_path()),
+        }
+        if ops:
+            from .ops import count_ops
+
+            counts = count_ops(create_model(spec.name))
+            row.update(adds=counts.total_adds, muls=counts.total_muls, energy_uj=round(counts.energy_uj, 2))
+        rows.append(row)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -213,9 +218,20 @@ def models_cmd(as_json: bool) -> None:
         return
     import pandas as pd
 
-    table = pd.DataFrame(rows)[["name", "arch", "variant", "parameters", "accuracy", "present", "source"]]
+    columns = ["name", "arch", "variant", "parameters", "accuracy", "present"]
+    if ops:
+        columns += ["adds", "muls", "energy_uj"]
+    table = pd.DataFrame(rows)[columns + ["source"]]
     table["accuracy"] = table["accuracy"].map(lambda v: "" if v is None else f"{v:.2f} %")
+    if ops:
+        table["adds"] = table["adds"].map(lambda v: f"{v / 1e6:.2f}M")
+        table["muls"] = table["muls"].map(lambda v: f"{v / 1e6:.2f}M")
+        table = table.rename(columns={"energy_uj": "energy (uJ)"})
     click.echo(table.to_string(index=False))
+    if ops:
+        from .ops import ENERGY_SOURCE
+
+        click.echo(f"\nper inference of one 32x32 image; energy from {ENERGY_SOURCE}")
 
 
 @main.group("data")
@@ -371,7 +387,8 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
 @click.option("--n", "n", type=int, default=None, help="The number of test images the sweep was run with.")
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
-def report_cmd(store, presets, sweeps, fmt, output, n, data) -> None:
+@click.option("--checks", "with_checks", is_flag=True, help="Include the stored gradient-masking check reports (md, html).")
+def report_cmd(store, presets, sweeps, fmt, output, n, data, with_checks) -> None:
     """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots)."""
     from . import report as rep
     from .store import Store
@@ -382,6 +399,8 @@ def report_cmd(store, presets, sweeps, fmt, output, n, data) -> None:
         sources = [rep.preset_path("paper")]
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
+    from .diagnostics import CheckReport
+
     with Store.open(store, readonly=True) as db:
         reports = []
         for path in sources:
@@ -389,10 +408,13 @@ def report_cmd(store, presets, sweeps, fmt, output, n, data) -> None:
             if n is not None:
                 cfg.n = n
             reports.append(rep.build(db, plan_sweep(cfg, data=data, store=db)))
+        checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
+    if with_checks and fmt not in ("md", "html"):
+        raise UserError("--checks renders in --format md or html")
     if fmt == "html":
-        text = rep.to_html(reports, title="robustadder report")
+        text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks))
     else:
-        text = "\n".join(rep.render(r, fmt) for r in reports)
+        text = "\n".join([*(rep.render(r, fmt) for r in reports), *(c.to_markdown() for c in checks)])
     if output:
         from .models.checkpoint import atomic_write
 
@@ -400,3 +422,46 @@ def report_cmd(store, presets, sweeps, fmt, output, n, data) -> None:
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command("check")
+@click.option("--model", "model_name", required=True, help="Zoo name or checkpoint path.")
+@click.option("--n", "n", type=int, default=200, show_default=True, help="Test images (first N, original order).")
+@click.option("--eps", default="8/255", show_default=True, help="L-inf budget of the claim being checked.")
+@click.option("--steps", type=int, default=20, show_default=True, help="PGD steps (doubled by the convergence check).")
+@click.option("--queries", type=int, default=1000, show_default=True, help="Square Attack query budget.")
+@click.option("--source", default=None, help="Transfer source [default: the zoo counterpart of the other kind].")
+@click.option("--bn", type=click.Choice(["eval", "train"]), default="eval", show_default=True)
+@click.option("--grad", type=click.Choice(["surrogate", "exact"]), default="surrogate", show_default=True,
+              help="Adder gradient the white-box attacks follow.")  # fmt: skip
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--strict", is_flag=True, help="Exit with status 1 when a check fails.")
+def check_cmd(model_name, n, eps, steps, queries, source, bn, grad, batch_size, backend, device, seed, data, store, fmt,
+              as_json, strict) -> None:  # fmt: skip
+    """Gradient-masking checks (Carlini et al. 2019, Athalye et al. 2018) with a verdict on the claim."""
+    from .diagnostics import run_checks
+
+    if n < 1 or steps < 1 or queries < 1:
+        raise UserError("--n, --steps and --queries must be at least 1")
+    report = run_checks(
+        model_name, n=n, eps=eps, data=data, store=store, steps=steps, square_queries=queries, source=source,
+        batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed,
+        progress=not as_json or sys.stderr.isatty(),
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    elif fmt == "html":
+        from .report import to_html
+
+        click.echo(to_html([], title=f"robustadder check — {report.model}", extra_html=report.to_html()))
+    else:
+        click.echo(report.to_markdown())
+    if strict and report.failed:
+        sys.exit(1)

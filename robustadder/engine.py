@@ -229,6 +229,11 @@ def run_cell(
     ``shard=(rank, world)`` computes only the batches with ``index % world == rank`` (batches are fixed
     by the configuration, so shards reproduce exactly the rows of a single process).
     """
+    if settings.bn == "train" and len(data) % settings.batch_size == 1:
+        raise UserError(
+            f"BN in train mode needs at least 2 samples per batch, but {len(data)} samples in batches of "
+            f"{settings.batch_size} leave a last batch of 1; choose another --batch-size or --n"
+        )
     config = cell_config(loaded, attack, settings, data)
     cell_id = cell_hash(config)
     record = store.begin_cell(cell_id, config, len(data), force=force)
@@ -259,7 +264,15 @@ def run_cell(
             with inference_mode(model, settings.bn) as apply, adder_settings(model, grad_mode=settings.grad):
                 with torch.no_grad():
                     clean_pred = model(x).argmax(1)
-                x_adv = runner(model, x, y, ids, settings.seed).detach()
+                try:
+                    x_adv = runner(model, x, y, ids, settings.seed).detach()
+                except ValueError as exc:
+                    if "more than 1 value per channel" not in str(exc):
+                        raise
+                    raise UserError(
+                        f"{attack.label} queries the model on single samples, which BN in train mode cannot "
+                        "normalize (no batch statistics of one); use --bn eval for this attack"
+                    ) from None
                 apply()  # library attacks may have switched modes
                 try:
                     linf, l2 = verify_batch(x_adv, x, attack)

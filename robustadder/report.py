@@ -337,13 +337,43 @@ def _flat_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def energy_table(report: Report) -> pd.DataFrame:
+    """Per model of the sweep: operations and energy per inference next to clean and worst-case accuracy."""
+    from .ops import count_ops
+
+    long = report.long[report.long["status"] == "done"]
+    rows = []
+    for label, loaded in report.plan.models.items():
+        counts = count_ops(loaded.model)
+        mine = long[long["model"] == label]
+        if (mine["bn"] == "eval").any():  # the model's own numbers, not those of BN in train mode
+            mine = mine[mine["bn"] == "eval"]
+        clean = mine[mine["attack_name"] == "none"]["robust_accuracy"]
+        worst = mine[mine["attack"] == WORST]["robust_accuracy"]
+        rows.append({
+            "model": label, "variant": loaded.arch.variant,
+            "additions (M)": round(counts.total_adds / 1e6, 2), "multiplications (M)": round(counts.total_muls / 1e6, 2),
+            "energy (µJ)": round(counts.energy_uj, 2),
+            "clean acc (%)": round(float(clean.mean()), 2) if len(clean) else np.nan,
+            "worst-case robust acc (%)": round(float(worst.mean()), 2) if len(worst) else np.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def to_markdown(report: Report) -> str:
-    """Markdown table plus provenance footer."""
+    """Markdown table, energy table and provenance footer."""
+    from .ops import ENERGY_SOURCE
+
     text, _ = _display(report, "md")
     text = _flat_columns(text)
     body = text.reset_index().to_markdown(index=False)
+    energy = energy_table(report).to_markdown(index=False)
     footer = "\n".join(f"- {line}" for line in provenance_lines(report))
-    return f"### {report.provenance['sweep']}: robust accuracy (%)\n\n{body}\n\n{footer}\n"
+    return (
+        f"### {report.provenance['sweep']}: robust accuracy (%)\n\n{body}\n\n"
+        f"Accuracy, robustness and energy per inference ({ENERGY_SOURCE}; counting convention in robustadder/ops.py):\n\n"
+        f"{energy}\n\n{footer}\n"
+    )
 
 
 def _latex_escape_label(value: Any) -> str:
@@ -439,6 +469,8 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
             for name, png in plots(report)
         )
         prov = "".join(f"<li>{_html_escape(line)}</li>" for line in provenance_lines(report))
+        energy = energy_table(report).style.hide(axis="index").set_uuid("energy").format(precision=2).to_html()
+        figs = f"<h3>Accuracy, robustness and energy per inference</h3>{energy}" + figs
         head = f"<h2>{_html_escape(report.provenance['sweep'])}</h2><p>{_html_escape(report.provenance['description'])}</p>"
         sections.append(f"<section>{head}{styler.to_html()}{figs}<ul class='provenance'>{prov}</ul></section>")
     css = (

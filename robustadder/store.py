@@ -31,7 +31,7 @@ import pandas as pd
 
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gradient-masking check reports (table checks)
 DEFAULT_STORE = "robustadder.sqlite"
 SAMPLE_COLUMNS = (
     "sample_id",
@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS samples (
     run_id INTEGER REFERENCES runs(run_id),
     PRIMARY KEY (cell_id, sample_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checks (
+    check_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    weights_sha256 TEXT NOT NULL,
+    model TEXT NOT NULL,
+    report TEXT NOT NULL,
+    created REAL NOT NULL,
+    run_id INTEGER REFERENCES runs(run_id)
+);
 """
 
 
@@ -166,6 +174,11 @@ class Store:
             if version > SCHEMA_VERSION:
                 conn.close()
                 raise UserError(f"store {path} has schema {version}, newer than this robustadder; upgrade it")
+            if version < SCHEMA_VERSION and not readonly:  # migrations only add tables
+                with store.transaction():
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(stmt)
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif not readonly:
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -263,6 +276,25 @@ class Store:
                 "UPDATE cells SET status = ?, error = ?, updated = ? WHERE cell_id = ?",
                 ("failed" if error else "done", error, time.time(), cell_id),
             )
+
+    def add_check(self, weights_sha256: str, model: str, report: dict[str, Any]) -> None:
+        """Record a gradient-masking check report (the latest per weights is what reports show)."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO checks (weights_sha256, model, report, created, run_id) VALUES (?, ?, ?, ?, ?)",
+                (weights_sha256, model, json.dumps(report), time.time(), self.run_id),
+            )
+
+    def checks(self) -> list[dict[str, Any]]:
+        """Latest check report per (weights, model), oldest first."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "checks" not in tables:
+            return []
+        rows = self.conn.execute(
+            "SELECT report FROM checks WHERE check_id IN (SELECT max(check_id) FROM checks GROUP BY weights_sha256, model) "
+            "ORDER BY check_id"
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     # -- reading ----------------------------------------------------------------------------------------
     def cell(self, cell_id: str) -> CellRecord | None:

@@ -82,6 +82,16 @@ def test_adaptive_learning_rate_is_active(tiny_cifar, tmp_path):
     assert layer.adder.grad.norm().item() == pytest.approx(0.7 * math.sqrt(layer.adder.numel()), rel=1e-5)
 
 
+def test_awn_adaptive_learning_rate_acts_on_the_raw_weight(tiny_cifar, tmp_path):
+    trainer = Trainer(config(awn=True), tmp_path / "a.pt", tiny_cifar)
+    x, y = trainer.train.tensors(slice(0, 16))
+    torch.nn.functional.cross_entropy(trainer.model(x), y).backward()
+    for layer in adder_layers(trainer.model):
+        assert layer.adder.grad.norm().item() == pytest.approx(0.2 * math.sqrt(layer.adder.numel()), rel=1e-5)
+        # the gain's gradient is the plain chain rule, not inflated by the rescaling
+        assert layer.awn_gain.grad.norm().item() < 0.2 * math.sqrt(layer.adder.numel())
+
+
 def test_awn_is_active_when_asked(tiny_cifar, tmp_path):
     trainer = Trainer(config(awn=True, epochs=1), tmp_path / "w.pt", tiny_cifar)
     gains = [m.awn_gain for m in trainer.model.modules() if getattr(m, "awn_gain", None) is not None]

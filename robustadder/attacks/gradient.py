@@ -102,18 +102,22 @@ def pgd(
     restarts: int,
     ids,
     seed: int,
+    on_step=None,
 ) -> torch.Tensor:
     """Projected gradient descent on the cross-entropy (Madry et al. 2018), L∞ or L2, with restarts.
 
     With several restarts, a sample keeps the first restart's iterate that fools the model; samples
-    never fooled keep the last restart's final iterate (the worst case over restarts).
+    never fooled keep the last restart's final iterate (the worst case over restarts). ``on_step``, if
+    given, is called with (restart, step, iterate) after every step (diagnostics trace the loss with it).
     """
     best = x.clone()
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for r in range(restarts):
         x_adv = random_start(x, eps, norm, ids, seed, f"pgd/{r}") if random_start_ else x.clone()
-        for _ in range(steps):
+        for step in range(steps):
             x_adv = project(_step(x_adv, input_gradient(model, x_adv, y), alpha, norm), x, eps, norm).detach()
+            if on_step is not None:
+                on_step(r, step, x_adv)
         if restarts == 1:
             return x_adv
         with torch.no_grad():

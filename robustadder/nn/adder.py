@@ -8,6 +8,11 @@ Two things make an adder layer differ from "a conv with a different inner produc
   ``"surrogate"`` (official) or ``"exact"``, per layer or for a whole model (:func:`set_grad_mode`).
 * Its **weight gradient** is the full-precision ``Σ (X − W)·g``, rescaled per layer to norm
   ``η·sqrt(numel)`` (the adaptive learning rate, η = 0.2). ``eta=None`` switches the rescaling off.
+  With AWN the rescaling applies to the gradient of the raw weight ``adder`` (the parameter the
+  adaptive learning rate was designed for), not to the gradient of the reparametrized weight: rescaling
+  the latter would hand the per-filter gains an artificially amplified gradient, and they grow without
+  bound (measured: gains of 100–190 after three epochs, BN running statistics hundreds of standard
+  deviations off, test accuracy stuck at 10 %).
 
 The arithmetic is delegated to a backend (``robustadder.kernels``) chosen by name per call, so a fast
 kernel can be swapped in without touching these semantics.
@@ -117,6 +122,12 @@ class Adder2d(nn.Module):
         self.awn = awn
         self.awn_eps = AWN_EPS
         self.awn_gain = nn.Parameter(torch.ones(out_channels)) if awn else None
+        if awn:
+            self.adder.register_hook(self._scale_raw_gradient)
+
+    def _scale_raw_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        """AWN: the adaptive learning rate acts on the raw weight's gradient (see the module docstring)."""
+        return adaptive_scale(grad, self.eta)
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the forward actually uses (AWN-reparametrized when ``awn``)."""
@@ -131,7 +142,7 @@ class Adder2d(nn.Module):
             self.stride,
             self.padding,
             grad_mode=self.grad_mode,
-            eta=self.eta,
+            eta=None if self.awn else self.eta,  # with AWN the raw weight's gradient is rescaled instead
             backend=self.backend,
         )
         if self.b is not None:

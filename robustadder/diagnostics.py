@@ -1,0 +1,520 @@
+"""Gradient-masking diagnostics, run automatically for any model robustadder can load.
+
+These are the checks Carlini et al. (2019) and Athalye et al. (2018) ask of every robustness claim
+(DESIGN §6).
+
+Each check runs its attacks as cells through the engine and store (cells already computed are reused)
+and returns pass / warn / fail with the evidence numbers behind the verdict. The thresholds are stated
+next to each check; robust accuracies are in percent of all samples, "pp" are percentage points.
+
+1. single-step vs iterative — FGSM and R-FGSM must not beat PGD; per sample, FGSM's successes should be
+   PGD's successes too.
+2. eps monotonicity — PGD accuracy does not rise with eps, and an (effectively) unbounded attack
+   (L∞ eps 0.5) succeeds on every sample.
+3. convergence — doubling steps and restarts changes little; the loss trace of the last iterations is flat.
+4. white box beats black box — Square (query-based) and transfer from the CNN/ANN counterpart find no
+   samples the gradient attacks missed; random noise of the same norm is much weaker than PGD.
+5. gradient health — no zero, NaN or infinite input gradients; the attack gradient agrees with a
+   finite-difference directional derivative; exact vs surrogate adder gradients: cosine similarity and
+   the robust-accuracy gap between attacks that follow each.
+6. determinism and batch independence — repeated forwards are identical; predictions do not depend on
+   batch size or shuffle (they do with BN in train mode).
+7. logits and final iterates — outputs are logits, not probabilities; samples adversarial at some PGD
+   iterate but not at the final one (robust accuracy overestimated by reading only the last iterate).
+
+The verdict line says whether the robustness claim survives (no check failed) and which checks fail.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .api import evaluate
+from .attacks import gradient, make_config
+from .data import ImageSet, load_cifar10
+from .engine import Settings, inference_mode, prepare
+from .errors import UserError
+from .kernels import GRAD_MODES
+from .models import LoadedModel, load_zoo, resolve_model
+from .nn import adder_layers, adder_settings
+from .store import Store
+from .summary import robust_flags
+
+TOL_PP = 2.0  # percentage points an attack may deviate before a check warns
+HARD_PP = 5.0  # ... before it fails
+LARGE_EPS = 0.5  # L∞: half the pixel range; every sample must fall
+
+
+@dataclass
+class CheckResult:
+    """One check: verdict and the numbers behind it."""
+
+    name: str
+    title: str
+    verdict: str  # pass | warn | fail | skip
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    """All checks of one model."""
+
+    model: str
+    arch: str
+    weights_sha256: str
+    n: int
+    eps: float
+    settings: dict[str, Any]
+    results: list[CheckResult]
+    best_robust_accuracy: float
+
+    @property
+    def failed(self) -> list[str]:
+        return [r.name for r in self.results if r.verdict == "fail"]
+
+    @property
+    def warned(self) -> list[str]:
+        return [r.name for r in self.results if r.verdict == "warn"]
+
+    @property
+    def verdict(self) -> str:
+        """One line: does the robustness claim survive, and which check fails."""
+        eps = f"{self.eps * 255:.4g}/255"
+        base = (
+            f"best robust accuracy (per-sample worst case over every attack run) {self.best_robust_accuracy:.2f} % at eps {eps}"
+        )
+        if self.failed:
+            return f"the robustness claim does NOT survive: failed {', '.join(self.failed)}; {base}"
+        if self.warned:
+            return f"the robustness claim survives with warnings ({', '.join(self.warned)}); {base}"
+        return f"the robustness claim survives every check; {base}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CheckReport:
+        """Rebuild a stored report (the store keeps the JSON form)."""
+        fields_ = {k: data[k] for k in ("model", "arch", "weights_sha256", "n", "eps", "settings")}
+        results = [CheckResult(**r) for r in data["results"]]
+        best = data.get("best_robust_accuracy")
+        return cls(**fields_, results=results, best_robust_accuracy=float("nan") if best is None else best)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN becomes null)."""
+        data = asdict(self)
+        data["verdict"] = self.verdict
+        data["failed"], data["warned"] = self.failed, self.warned
+        return json.loads(json.dumps(data, default=float).replace("NaN", "null"))
+
+    def to_markdown(self) -> str:
+        """Markdown section: table of checks, evidence, verdict line."""
+        rows = [{"check": r.title, "verdict": r.verdict.upper(), "evidence": r.summary} for r in self.results]
+        table = pd.DataFrame(rows).to_markdown(index=False)
+        st = self.settings
+        return (
+            f"### Gradient-masking checks: {self.model}\n\n"
+            f"{self.arch}, weights {self.weights_sha256[:12]}, {self.n} test images, eps {self.eps * 255:.4g}/255, "
+            f"BN {st['bn']}, attack gradient {st['grad']}, backend {st['backend']}.\n\n{table}\n\n**Verdict:** {self.verdict}\n"
+        )
+
+    def to_html(self) -> str:
+        """HTML section (for the report page)."""
+        colour = {"pass": "#2a7", "warn": "#c80", "fail": "#c22", "skip": "#888"}
+        rows = "".join(
+            f"<tr><td>{html.escape(r.title)}</td><td style='color:{colour[r.verdict]};font-weight:bold'>{r.verdict.upper()}"
+            f"</td><td style='text-align:left'>{html.escape(r.summary)}</td></tr>"
+            for r in self.results
+        )
+        return (
+            f"<section><h2>Gradient-masking checks: {html.escape(self.model)}</h2>"
+            f"<p>{html.escape(self.arch)}, {self.n} test images, eps {self.eps * 255:.4g}/255</p>"
+            f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
+            f"<p><b>Verdict:</b> {html.escape(self.verdict)}</p></section>"
+        )
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f} %"
+
+
+def _fooled(frame: pd.DataFrame) -> pd.Series:
+    """Per sample id: clean-correct and fooled."""
+    return (frame["clean_correct"] & ~frame["adv_correct"]).set_axis(frame["sample_id"].to_numpy())
+
+
+def _robust(frame: pd.DataFrame) -> float:
+    return 100.0 * float(robust_flags(frame).mean())
+
+
+def _asr(frame: pd.DataFrame) -> float:
+    clean = frame["clean_correct"]
+    return 100.0 * float((clean & ~frame["adv_correct"]).sum() / max(1, clean.sum()))
+
+
+def counterpart(loaded: LoadedModel) -> str | None:
+    """A zoo model of the other kind (conv for adder and back), same depth and AWN, with weights present."""
+    want = "conv" if loaded.arch.kind == "adder" else "adder"
+    for name, entry in load_zoo().items():
+        spec = entry.spec
+        if spec.kind == want and spec.depth == loaded.arch.depth and spec.awn == loaded.arch.awn and entry.present():
+            if entry.sha256 and name != loaded.name:
+                return name
+    return None
+
+
+class _Runner:
+    """Runs attack cells for one model with fixed data, store and settings; caches frames by label."""
+
+    def __init__(self, loaded: LoadedModel, data: ImageSet, store: Store, settings: Settings, progress: bool):
+        self.loaded, self.data, self.store, self.settings, self.progress = loaded, data, store, settings, progress
+
+    def run(self, attack: str, eps: Any = None, **overrides) -> pd.DataFrame:
+        s = {**asdict(self.settings), **overrides}
+        return evaluate(self.loaded, [attack], eps=eps, data=self.data, store=self.store, progress=self.progress, **s)
+
+
+def run_checks(
+    model: str | LoadedModel,
+    *,
+    n: int = 200,
+    eps: Any = "8/255",
+    data: str | os.PathLike | ImageSet | None = None,
+    store: str | os.PathLike | Store | None = None,
+    steps: int = 20,
+    square_queries: int = 1000,
+    source: str | None = None,
+    batch_size: int = 128,
+    backend: str = "auto",
+    device: str = "cpu",
+    bn: str = "eval",
+    grad: str = "surrogate",
+    seed: int = 0,
+    progress: bool = True,
+) -> CheckReport:
+    """Run every check on a model; see the module docstring for what each one tests."""
+    settings = Settings(batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed)
+    settings.validate()
+    eps_value = make_config("pgd", eps=eps).eps
+    loaded = model if isinstance(model, LoadedModel) else resolve_model(model)
+    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
+    src_name = source or counterpart(loaded)
+    src_reason = "" if src_name else "no counterpart model is available (pass --source)"
+    if src_name:
+        try:
+            resolve_model(src_name)
+        except UserError as exc:
+            src_name, src_reason = None, f"source {source}: {exc}"
+            if source:
+                raise
+    own = not isinstance(store, Store)
+    db = Store.open(store) if own else store
+    try:
+        if db.run_id is None:
+            db.start_run("check", settings.resolved()["device"])
+        r = _Runner(loaded, dataset, db, settings, progress)
+        results, frames = _all_checks(r, eps_value, steps, square_queries, src_name, src_reason)
+        flags = None
+        for label, f in frames.items():  # the claim is at eps: the eps ladder's other budgets do not count
+            if label != "clean" and np.isclose(f["eps"].iloc[0], eps_value):
+                fl = robust_flags(f).set_axis(f["sample_id"].to_numpy())
+                flags = fl if flags is None else flags & fl.reindex(flags.index, fill_value=False)
+        best = 100.0 * float(flags.mean()) if flags is not None else float("nan")
+        report = CheckReport(loaded.name, loaded.arch.name, loaded.weights_sha256, len(dataset), eps_value,
+                             settings.resolved(), results, best)  # fmt: skip
+        db.add_check(report.weights_sha256, report.model, report.to_json())
+    finally:
+        if own:
+            db.close()
+    return report
+
+
+def _all_checks(
+    r: _Runner, eps: float, steps: int, queries: int, source: str | None, source_reason: str
+) -> tuple[list[CheckResult], dict[str, pd.DataFrame]]:
+    frames: dict[str, pd.DataFrame] = {}
+
+    def cell(label: str, attack: str, e: Any = eps, **overrides) -> pd.DataFrame:
+        if label not in frames:
+            frames[label] = r.run(attack, e, **overrides)
+        return frames[label]
+
+    frames["clean"] = r.run("none")
+    pgd = cell("pgd", f"pgd:steps={steps}")
+    pgd2 = cell("pgd2", f"pgd:steps={2 * steps}")
+    fgsm = cell("fgsm", "fgsm")
+    rfgsm = cell("rfgsm", "rfgsm:steps=5")
+    checks = [
+        ("single-step", "single-step attacks do not beat iterative ones", lambda: _check_single_step(fgsm, rfgsm, pgd, steps)),
+        ("eps-monotonic", "accuracy falls with eps, to ~0 at large eps", lambda: _check_eps(r, cell, eps, steps)),
+        ("convergence", "more steps and restarts change little", lambda: _check_convergence(r, cell, pgd, pgd2, eps, steps)),
+        ("black-box", "white box beats black box and noise",
+         lambda: _check_black_box(r, cell, frames, pgd, eps, queries, source, source_reason, steps)),
+        ("gradient-health", "gradients are non-zero, finite and match finite differences",
+         lambda: _check_gradients(r, cell, eps, steps)),
+        ("determinism", "deterministic and independent of batch composition", lambda: _check_determinism(r)),
+        ("logits-iterates", "logits, and final iterate vs ever adversarial", lambda: _check_logits_and_iterates(r, eps, steps)),
+    ]  # fmt: skip
+    results = []
+    for name, title, run in checks:
+        try:
+            results.append(run())
+        except UserError as exc:  # e.g. an attack that cannot run under these settings: say so, go on
+            results.append(CheckResult(name, title, "skip", f"not run: {exc}"))
+    return results, frames
+
+
+# -- 1 ------------------------------------------------------------------------------------------------------
+def _check_single_step(fgsm, rfgsm, pgd, steps) -> CheckResult:
+    acc = {"FGSM": _robust(fgsm), "R-FGSM-5": _robust(rfgsm), f"PGD-{steps}": _robust(pgd)}
+    p_fooled = _fooled(pgd)
+    outside = {}
+    for name, frame in (("FGSM", fgsm), ("R-FGSM-5", rfgsm)):
+        f = _fooled(frame)
+        outside[name] = 100.0 * float((f & ~p_fooled.reindex(f.index, fill_value=False)).mean())
+    beats = [k for k in ("FGSM", "R-FGSM-5") if acc[k] < acc[f"PGD-{steps}"] - TOL_PP]
+    verdict = "fail" if beats else "warn" if max(outside.values()) > TOL_PP else "pass"
+    summary = (
+        f"robust accuracy FGSM {_pct(acc['FGSM'])}, R-FGSM-5 {_pct(acc['R-FGSM-5'])}, PGD-{steps} {_pct(acc[f'PGD-{steps}'])}; "
+        f"samples fooled by FGSM but not PGD {outside['FGSM']:.2f} %, by R-FGSM but not PGD {outside['R-FGSM-5']:.2f} % "
+        f"(tolerance {TOL_PP} pp)" + (f"; {', '.join(beats)} beat(s) PGD" if beats else "")
+    )
+    return CheckResult("single-step", "single-step attacks do not beat iterative ones", verdict, summary,
+                       {"robust_accuracy": acc, "fooled_outside_pgd": outside})  # fmt: skip
+
+
+# -- 2 ------------------------------------------------------------------------------------------------------
+EPS_LADDER = (1, 2, 4, 8, 16, 32, 64, 127.5)
+
+
+def _check_eps(r, cell, eps, steps) -> CheckResult:
+    curve = {}
+    for k in EPS_LADDER:
+        e = k / 255
+        alpha = max(2 / 255, 2.5 * e / steps)  # large budgets need large steps to be reachable
+        frame = cell(f"eps{k}", f"pgd:steps={steps},alpha={alpha!r}", e)
+        curve[f"{k:g}/255"] = _robust(frame)
+    values = list(curve.values())
+    rises = [(list(curve)[i], list(curve)[i + 1]) for i in range(len(values) - 1) if values[i + 1] > values[i] + TOL_PP]
+    final = values[-1]
+    verdict = "fail" if rises or final > 1.0 else "pass"
+    summary = (
+        "PGD robust accuracy by eps: " + ", ".join(f"{k} {v:.1f} %" for k, v in curve.items())
+        + (f"; rises between {rises}" if rises else "; non-increasing")
+        + (f"; at eps {LARGE_EPS} {final:.2f} % survive (an unbounded attack must reach 0 %)" if final > 1.0
+           else f"; reaches ~0 % at eps {LARGE_EPS}")
+    )  # fmt: skip
+    return CheckResult("eps-monotonic", "accuracy falls with eps, to ~0 at large eps", verdict, summary, {"curve": curve})
+
+
+# -- 3 ------------------------------------------------------------------------------------------------------
+def _loss_trace(r: _Runner, eps: float, steps: int, limit: int = 128) -> tuple[list[float], list[float], np.ndarray, np.ndarray]:
+    """Per PGD step on up to ``limit`` samples: mean CE and share still correct; ever/final adversarial flags."""
+    data = r.data.take(slice(0, min(limit, len(r.data))))
+    model = prepare(r.loaded, r.settings)
+    x, y = data.tensors()
+    x, y = x.to(r.settings.device, r.settings.torch_dtype), y.to(r.settings.device)
+    trace: list[float] = []
+    correct: list[float] = []
+    ever = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+
+    def on_step(_restart, _step, x_adv):
+        with torch.no_grad():
+            logits = model(x_adv)
+            trace.append(float(F.cross_entropy(logits, y)))
+            wrong = logits.argmax(1) != y
+            correct.append(100.0 * float((~wrong & clean_ok).float().mean()))
+            ever.logical_or_(wrong)
+
+    with inference_mode(model, r.settings.bn), adder_settings(model, grad_mode=r.settings.grad):
+        with torch.no_grad():
+            clean_ok = model(x).argmax(1) == y
+        final = gradient.pgd(model, x, y, eps=eps, alpha=2 / 255, steps=steps, norm="Linf", random_start_=True,
+                             restarts=1, ids=data.ids, seed=r.settings.seed, on_step=on_step)  # fmt: skip
+        with torch.no_grad():
+            final_adv = model(final).argmax(1) != y
+    return trace, correct, (ever & clean_ok).cpu().numpy(), (final_adv & clean_ok).cpu().numpy()
+
+
+def _check_convergence(r, cell, pgd, pgd2, eps, steps) -> CheckResult:
+    restarts = cell("pgd-restarts", f"pgd:steps={steps},restarts=4")
+    a, b, c = _robust(pgd), _robust(pgd2), _robust(restarts)
+    trace, correct, _, _ = _loss_trace(r, eps, 2 * steps)
+    # the objective of samples already fooled keeps growing without meaning anything; what must be flat
+    # at the end is the share of samples the attack still has to fool
+    tail = correct[int(0.75 * len(correct)) :]
+    drift = tail[0] - tail[-1] if len(tail) > 1 else 0.0
+    worst = max(a - b, a - c)
+    verdict = "fail" if worst > HARD_PP else "warn" if worst > TOL_PP or drift > TOL_PP / 2 else "pass"
+    summary = (
+        f"PGD-{steps} {_pct(a)}, PGD-{2 * steps} {_pct(b)}, PGD-{steps} x4 restarts {_pct(c)} "
+        f"(change {worst:+.2f} pp; tolerance {TOL_PP}, fail above {HARD_PP}); over the last quarter of PGD-{2 * steps} "
+        f"iterations the share still correct falls by {drift:.2f} pp ({'flat' if drift <= TOL_PP / 2 else 'still falling'})"
+    )
+    return CheckResult("convergence", "more steps and restarts change little", verdict, summary,
+                       {"robust_accuracy": {"steps": a, "double_steps": b, "restarts_x4": c},
+                        "loss_trace": [round(v, 5) for v in trace], "still_correct_trace": [round(v, 3) for v in correct],
+                        "tail_drop_pp": drift})  # fmt: skip
+
+
+# -- 4 ------------------------------------------------------------------------------------------------------
+def _check_black_box(r, cell, frames, pgd, eps, queries, source, source_reason, steps) -> CheckResult:
+    white = None
+    for label in ("fgsm", "rfgsm", "pgd", "pgd2", "pgd-restarts"):
+        f = _fooled(frames[label])
+        white = f if white is None else white | f.reindex(white.index, fill_value=False)
+    square = cell("square", f"square:queries={queries}")
+    noise = cell("noise", "noise")
+    missed = {}
+    sq = _fooled(square)
+    missed["Square"] = 100.0 * float((sq & ~white.reindex(sq.index, fill_value=False)).mean())
+    if source:
+        transfer = cell("transfer", f"transfer:source={source},steps={steps}")
+        tr = _fooled(transfer)
+        missed["Transfer"] = 100.0 * float((tr & ~white.reindex(tr.index, fill_value=False)).mean())
+    asr = {"PGD": _asr(pgd), "Square": _asr(square), "noise": _asr(noise)}
+    bad_bb = [k for k, v in missed.items() if v > 1.0]
+    noise_strong = asr["noise"] > asr["PGD"] + TOL_PP  # random noise must never beat the gradient attack
+    noise_close = asr["PGD"] > TOL_PP and asr["noise"] > 0.5 * asr["PGD"]
+    verdict = "fail" if bad_bb or noise_strong else "warn" if noise_close else "pass"
+    summary = (
+        "samples fooled only by black-box attacks: " + ", ".join(f"{k} {v:.2f} %" for k, v in missed.items())
+        + f" (fail above 1 %); success rates PGD {_pct(asr['PGD'])}, Square-{queries} {_pct(asr['Square'])}, "
+        f"uniform noise {_pct(asr['noise'])}"
+        + (f"; transfer skipped: {source_reason}" if not source else f" (transfer from {source})")
+    )  # fmt: skip
+    return CheckResult("black-box", "white box beats black box and noise", verdict, summary,
+                       {"fooled_only_by_black_box": missed, "success_rate": asr, "transfer_source": source})  # fmt: skip
+
+
+# -- 5 ------------------------------------------------------------------------------------------------------
+def _gradients(r: _Runner, limit: int = 64, h: float = 1e-4) -> dict[str, Any]:
+    """Input gradients (float64) in both adder modes, zero/non-finite shares, finite-difference agreement."""
+    data = r.data.take(slice(0, min(limit, len(r.data))))
+    settings = Settings(**{**asdict(r.settings), "dtype": "float64"})
+    x, y = data.tensors()
+    x, y = x.to(settings.device, torch.float64), y.to(settings.device)
+    d = gradient.per_sample_noise(x, data.ids, r.settings.seed, "fd-direction", "normal")
+    d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    out: dict[str, Any] = {}
+    # zero / non-finite shares in the dtype the attacks use (a float32 softmax saturates where float64 does not)
+    attack_model = prepare(r.loaded, r.settings)
+    xa = x.to(r.settings.torch_dtype)
+    with inference_mode(attack_model, r.settings.bn):
+        for mode in GRAD_MODES:
+            with adder_settings(attack_model, grad_mode=mode):
+                xr = xa.clone().requires_grad_()
+                g = torch.autograd.grad(F.cross_entropy(attack_model(xr), y), xr)[0].flatten(1)
+            out[mode] = {
+                "zero_share": 100.0 * float((g.abs().amax(1) == 0).float().mean()),
+                "nonfinite_share": 100.0 * float((~torch.isfinite(g).all(1)).float().mean()),
+            }
+    model = prepare(r.loaded, settings)
+    try:
+        with inference_mode(model, settings.bn):
+            with torch.no_grad():
+                loss = lambda t: F.cross_entropy(model(t), y, reduction="none")  # noqa: E731
+                fd = ((loss(x + h * d) - loss(x - h * d)) / (2 * h)).cpu().numpy()
+            grads = {}
+            for mode in GRAD_MODES:
+                with adder_settings(model, grad_mode=mode):
+                    xr = x.clone().requires_grad_()
+                    g = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)[0]
+                grads[mode] = g
+                flat = g.flatten(1)
+                norms = flat.norm(dim=1)
+                analytic = (flat * d.flatten(1)).sum(1).cpu().numpy()
+                rel = np.abs(fd - analytic) / np.maximum(np.maximum(np.abs(fd), np.abs(analytic)), 1e-12)
+                out[mode]["fd_median_rel_error"] = (
+                    float(np.median(rel[norms.cpu().numpy() > 0])) if (norms > 0).any() else float("nan")
+                )
+            cos = F.cosine_similarity(grads["exact"].flatten(1), grads["surrogate"].flatten(1), dim=1)
+            out["cosine_exact_vs_surrogate"] = float(cos.mean())
+    finally:
+        prepare(r.loaded, r.settings)  # back to the evaluation dtype
+    return out
+
+
+def _check_gradients(r, cell, eps, steps) -> CheckResult:
+    g = _gradients(r)
+    mode = r.settings.grad
+    has_adders = bool(adder_layers(r.loaded.model))
+    other = "exact" if mode == "surrogate" else "surrogate"
+    gap = float("nan")
+    acc = {}
+    if has_adders:
+        acc[mode] = _robust(cell("pgd", f"pgd:steps={steps}"))
+        acc[other] = _robust(cell(f"pgd-{other}", f"pgd:steps={steps}", eps, grad=other))
+        gap = acc["surrogate"] - acc["exact"]
+    mine = g[mode]
+    verdict = "pass"
+    if mine["nonfinite_share"] > 0 or mine["zero_share"] > 10:
+        verdict = "fail"
+    elif mine["zero_share"] > 1 or mine["fd_median_rel_error"] > 0.1 or (has_adders and abs(gap) > TOL_PP):
+        verdict = "warn"
+    summary = (
+        f"{mode} gradient: zero {mine['zero_share']:.1f} %, NaN/inf {mine['nonfinite_share']:.1f} %, "
+        f"median relative error vs finite differences {mine['fd_median_rel_error']:.3f}"
+    )
+    if has_adders:
+        summary += (
+            f"; exact gradient: finite-difference error {g['exact']['fd_median_rel_error']:.3f}; cosine(exact, surrogate) "
+            f"{g['cosine_exact_vs_surrogate']:.3f}; PGD-{steps} with surrogate {_pct(acc['surrogate'])} vs exact "
+            f"{_pct(acc['exact'])} (gap {gap:+.2f} pp)"
+        )
+    else:
+        summary += " (no adder layers: one gradient)"
+    return CheckResult("gradient-health", "gradients are non-zero, finite and match finite differences", verdict, summary,
+                       {**g, "pgd_by_grad_mode": acc, "surrogate_minus_exact_pp": gap})  # fmt: skip
+
+
+# -- 6 ------------------------------------------------------------------------------------------------------
+def _check_determinism(r: _Runner) -> CheckResult:
+    model = prepare(r.loaded, r.settings)
+    x, _ = r.data.tensors(slice(0, min(64, len(r.data))))
+    x = x.to(r.settings.device, r.settings.torch_dtype)
+    with inference_mode(model, r.settings.bn), torch.no_grad():
+        repeat_ok = torch.equal(model(x), model(x))
+    base = r.run("none")
+    # an odd batch size that leaves no batch of one (BN in train mode cannot normalize a single sample)
+    other = next(b for b in (7, 5, 6, 9, 11) if b != r.settings.batch_size and len(r.data) % b != 1)
+    variants = {
+        f"batch size {other}": r.run("none", batch_size=other),
+        "shuffled": r.run("none", shuffle=True, seed=r.settings.seed + 1),
+    }
+    base_pred = base.set_index("sample_id")["clean_pred"]
+    changed = {k: 100.0 * float((v.set_index("sample_id")["clean_pred"].reindex(base_pred.index) != base_pred).mean())
+               for k, v in variants.items()}  # fmt: skip
+    verdict = "fail" if not repeat_ok or max(changed.values()) > 0 else "pass"
+    summary = (
+        f"repeated forwards {'identical' if repeat_ok else 'DIFFER'}; predictions changed vs batch {r.settings.batch_size} "
+        f"in order: " + ", ".join(f"{k} {v:.2f} %" for k, v in changed.items()) + f" (BN {r.settings.bn})"
+    )
+    return CheckResult("determinism", "deterministic and independent of batch composition", verdict, summary,
+                       {"repeat_identical": repeat_ok, "predictions_changed": changed, "bn": r.settings.bn})  # fmt: skip
+
+
+# -- 7 ------------------------------------------------------------------------------------------------------
+def _check_logits_and_iterates(r: _Runner, eps: float, steps: int) -> CheckResult:
+    model = prepare(r.loaded, r.settings)
+    x, _ = r.data.tensors(slice(0, min(64, len(r.data))))
+    with inference_mode(model, r.settings.bn), torch.no_grad():
+        out = model(x.to(r.settings.device, r.settings.torch_dtype))
+    probs = bool(((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), torch.ones(len(out), dtype=out.dtype), atol=1e-3))
+    _, _, ever, final = _loss_trace(r, eps, steps)
+    lost = 100.0 * float((ever & ~final).mean())
+    verdict = "fail" if probs else "warn" if lost > 1.0 else "pass"
+    summary = (
+        f"outputs are {'PROBABILITIES (softmax before the loss masks gradients)' if probs else 'logits'}; "
+        f"samples adversarial at some PGD-{steps} iterate but not at the last: {lost:.2f} % (warn above 1 %)"
+    )
+    return CheckResult("logits-iterates", "logits, and final iterate vs ever adversarial", verdict, summary,
+                       {"outputs_are_probabilities": probs, "ever_not_final_share": lost})  # fmt: skip
