@@ -11,6 +11,7 @@ import pandas as pd
 
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
 from .data import ImageSet, load_cifar10
+from .distributed import context
 from .engine import Settings, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
@@ -96,7 +97,6 @@ def evaluate(
     grad: str = "surrogate",
     arch: str | None = None,
     progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
 ) -> pd.DataFrame:
     """Evaluate a model (zoo name, checkpoint path or loaded model) under attacks on CIFAR-10 test images.
 
@@ -105,7 +105,8 @@ def evaluate(
     with ``attack`` (label), ``attack_name``, ``eps``, ``norm``, ``cell_id``, ``sample_id``, ``label``,
     ``clean_pred``, ``adv_pred``, ``clean_correct``, ``adv_correct``, ``linf``, ``l2``; ``attrs`` carries
     the model identity, settings, store path, a per-attack ``summary`` and, with several attacks, the
-    per-sample ``worst_case_robust_accuracy``.
+    per-sample ``worst_case_robust_accuracy``. Under torchrun the ranks share the work (see
+    :mod:`robustadder.distributed`) and every rank returns the full rows.
     """
     started = time.perf_counter()
     settings = Settings(batch_size, backend, device, dtype, bn, shuffle, seed, grad)
@@ -113,19 +114,22 @@ def evaluate(
     configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
     loaded = model if isinstance(model, LoadedModel) else resolve_model(model, arch=arch)
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
-    context = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
-    runners = [build_runner(c, context) for c in configs]  # validates sources before the store is touched
+    build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
+    runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched
     for c in configs:
         if c.name == "transfer":  # the source's weights are part of what the cell means
-            c.params["source_sha256"] = context.load_model(c.params["source"])[1]["weights_sha256"]
+            c.params["source_sha256"] = build_ctx.load_model(c.params["source"])[1]["weights_sha256"]
     prepared = prepare(loaded, settings)
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     try:
         if db.run_id is None:
-            db.start_run("evaluate", settings.resolved()["device"])
+            dist = context()
+            db.start_run(
+                f"evaluate (rank {dist.rank}/{dist.world_size})" if dist.active else "evaluate", settings.resolved()["device"]
+            )
         results = [
-            run_cell(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress, shard=shard)
+            run_cell(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress)
             for cfg, runner in zip(configs, runners, strict=True)
         ]
         store_path = str(db.path)

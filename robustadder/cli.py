@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -91,7 +92,14 @@ def settings_options(fn):
 @click.option("--source", default=None, help="Source model of the transfer attack.")
 @click.option("--queries", default=None, help="Square Attack query budget.")
 @click.option("--param", "extra", multiple=True, help="Any other attack option as KEY=VALUE.")
-@click.option("--n", "n", type=int, default=None, help="Evaluate the first N test images (original order).")
+@click.option(
+    "--n",
+    "--samples",
+    "n",
+    type=int,
+    default=None,
+    help="Evaluate the first N test images (original order); --samples under torchrun, whose parser claims --n.",
+)
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
@@ -101,8 +109,16 @@ def settings_options(fn):
 def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_start, aa_version, source, queries,
              extra, n, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype, device,
              as_json) -> None:  # fmt: skip
-    """Evaluate a model on the CIFAR-10 test set, clean or under attack."""
+    """Evaluate a model on the CIFAR-10 test set, clean or under attack.
+
+    Under torchrun (``torchrun --nproc-per-node K -m robustadder eval ...``) the ranks share every cell's
+    batches; rank 0 prints the result.
+    """
+    from . import distributed
     from .api import evaluate
+
+    dist = distributed.init(device)
+    device = dist.device(device)
 
     given = {"steps": steps, "alpha": alpha, "restarts": restarts, "random_start": random_start,
              "version": aa_version, "source": source, "queries": queries}  # fmt: skip
@@ -112,11 +128,16 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         if not sep:
             raise UserError(f"--param '{item}' must look like KEY=VALUE")
         params[key.strip().replace("-", "_")] = value.strip()
-    frame = evaluate(
-        model_name, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
-        batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
-        grad=grad, arch=arch, progress=not as_json or sys.stderr.isatty(),
-    )  # fmt: skip
+    try:
+        frame = evaluate(
+            model_name, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
+            batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
+            grad=grad, arch=arch, progress=(not as_json or sys.stderr.isatty()) and dist.is_main,
+        )  # fmt: skip
+    finally:
+        distributed.shutdown()
+    if not dist.is_main:
+        return
     meta = frame.attrs
     summary = meta["summary"]
     first = frame[frame["cell_id"] == summary[0]["cell_id"]]
@@ -333,16 +354,27 @@ def _fmt_duration(seconds: float) -> str:
 @main.command("sweep")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells, done, skipped, cost estimate) and stop.")
-@click.option("--n", "n", type=int, default=None, help="Override the sweep's number of test images.")
+@click.option(
+    "--n", "--samples", "n", type=int, default=None, help="Override the sweep's number of test images (--samples under torchrun)."
+)
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
 @click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
 def sweep_cmd(config, dry_run, n, store, data, force) -> None:
-    """Run every missing cell of a sweep grid (models x attacks x eps x settings x seeds)."""
+    """Run every missing cell of a sweep grid (models x attacks x eps x settings x seeds).
+
+    Under torchrun the ranks share every cell's batches (one process per core or GPU); rank 0 reports.
+    """
+    from . import distributed
     from .store import Store
     from .sweep import estimate, load_sweep, plan_sweep, run_sweep
 
     cfg = load_sweep(config)
+    devices = {s.device for s in cfg.settings}
+    dist = distributed.init(devices.pop() if len(devices) == 1 else "cpu")
+    if dist.active:
+        cfg.settings = [replace(s, device=dist.device(s.device)) for s in cfg.settings]
+    say = click.echo if dist.is_main else (lambda *a, **k: None)
     if n is not None:
         if n < 1:
             raise UserError("--n must be at least 1")
@@ -353,29 +385,40 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
         cells = plan.cells
         done = sum(c.status == "done" for c in cells)
         skipped = sum(c.status == "skipped" for c in cells)
-        click.echo(f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
-                   f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} images")  # fmt: skip
-        click.echo(f"  done {done}, to run {len(cells) - done - skipped}, skipped {skipped}")
+        say(
+            f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
+            f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} images"
+        )
+        say(f"  done {done}, to run {len(cells) - done - skipped}, skipped {skipped}")
         for model, reason in plan.skipped.items():
-            click.echo(f"  skipped model {model}: {reason}")
+            say(f"  skipped model {model}: {reason}")
         if dry_run:
             est = estimate(plan)
-            click.echo(f"  estimated cost of the cells to run: {est['adder_gops']:.1f} G adder ops, "
-                       f"about {_fmt_duration(est['seconds'])} on this machine (calibrated by a short measurement; "
-                       f"AutoAttack/Square as upper bounds)")  # fmt: skip
+            say(
+                f"  estimated cost of the cells to run: {est['adder_gops']:.1f} G adder ops, "
+                f"about {_fmt_duration(est['seconds'])} on this machine (calibrated by a short measurement; "
+                "AutoAttack/Square as upper bounds)"
+            )
             for c in cells:
                 if c.status not in ("done", "skipped"):
-                    click.echo(f"    {c.model.label:24s} {c.attack.label:28s} {c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
-                               f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}")  # fmt: skip
+                    say(
+                        f"    {c.model.label:24s} {c.attack.label:28s} {c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
+                        f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}"
+                    )
             return
         if db.run_id is None:
             db.start_run(f"sweep {config}", "mixed")
-        run_sweep(plan, db, force=force, progress=True)
+        run_sweep(plan, db, force=force, progress=dist.is_main)
         failed = [c for c in cells if c.status == "failed"]
-        click.echo(f"sweep {cfg.name}: {sum(c.status == 'done' for c in cells)} cells done, {len(failed)} failed, "
-                   f"{skipped} skipped; store {db.path}")  # fmt: skip
+        for c in failed:
+            say(f"  failed: {c.model.label} {c.attack.label} bn={c.settings.bn} seed={c.settings.seed}: {c.reason}")
+        say(
+            f"sweep {cfg.name}: {sum(c.status == 'done' for c in cells)} cells done, {len(failed)} failed, "
+            f"{skipped} skipped; store {db.path}"
+        )
     finally:
         db.close()
+        distributed.shutdown()
 
 
 @main.command("report")

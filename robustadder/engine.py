@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .attacks import AttackConfig, Runner
 from .data import ImageSet
+from .distributed import DistContext, context
 from .errors import UserError
 from .kernels import GRAD_MODES, get_backend
 from .models import LoadedModel
@@ -222,13 +223,15 @@ def run_cell(
     *,
     force: bool = False,
     progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
+    dist: DistContext | None = None,
 ) -> CellResult:
     """Run (or resume, or reuse) one cell and return its rows.
 
-    ``shard=(rank, world)`` computes only the batches with ``index % world == rank`` (batches are fixed
-    by the configuration, so shards reproduce exactly the rows of a single process).
+    Under torchrun (``dist``, default: the current context) each rank computes only the batches with
+    ``index % world_size == rank``; batches are fixed by the configuration, so the ranks together write
+    exactly the rows of a single process. Rank 0 creates/resets the cell first and marks it done last.
     """
+    dist = dist or context()
     if settings.bn == "train" and len(data) % settings.batch_size == 1:
         raise UserError(
             f"BN in train mode needs at least 2 samples per batch, but {len(data)} samples in batches of "
@@ -236,13 +239,17 @@ def run_cell(
         )
     config = cell_config(loaded, attack, settings, data)
     cell_id = cell_hash(config)
-    record = store.begin_cell(cell_id, config, len(data), force=force)
+    if dist.is_main:
+        record = store.begin_cell(cell_id, config, len(data), force=force)
+    dist.barrier()  # nobody writes rows before rank 0 has created (or reset) the cell
+    if not dist.is_main:
+        record = store.cell(cell_id)
     if record.status == "done":
         return CellResult(cell_id, config, store.samples([cell_id]), record.seconds, True)
     done = store.done_sample_ids(cell_id)
     position = {int(sid): i for i, sid in enumerate(data.ids)}
     batches = make_batches(sample_order(data.ids, settings.shuffle, settings.seed), settings.batch_size)
-    rank, world = shard
+    rank, world = dist.shard
     todo = [(b, ids) for b, ids in enumerate(batches) if b % world == rank]
     pending = []
     for b, ids in todo:
@@ -254,7 +261,7 @@ def run_cell(
         pending.append((b, ids))
     device, dtype = torch.device(settings.device), settings.torch_dtype
     bar = tqdm(total=len(todo), initial=len(todo) - len(pending), desc=f"{attack.label} eps={attack.eps:.4g}",
-               unit="batch", disable=not progress, leave=False)  # fmt: skip
+               unit="batch", disable=not progress or not dist.is_main, leave=False)  # fmt: skip
     try:
         for b, ids in pending:
             positions = np.array([position[int(i)] for i in ids])
@@ -269,10 +276,12 @@ def run_cell(
                 except ValueError as exc:
                     if "more than 1 value per channel" not in str(exc):
                         raise
-                    raise UserError(
+                    reason = (
                         f"{attack.label} queries the model on single samples, which BN in train mode cannot "
                         "normalize (no batch statistics of one); use --bn eval for this attack"
-                    ) from None
+                    )
+                    store.finish_cell(cell_id, error=reason)
+                    raise UserError(reason) from None
                 apply()  # library attacks may have switched modes
                 try:
                     linf, l2 = verify_batch(x_adv, x, attack)
@@ -292,7 +301,9 @@ def run_cell(
             bar.update(1)
     finally:
         bar.close()
-    if world == 1 or len(store.done_sample_ids(cell_id)) == len(data):
+    dist.barrier()  # every rank has written its share
+    if dist.is_main:
         store.finish_cell(cell_id)
+    dist.barrier()
     record = store.cell(cell_id)
     return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, not pending)

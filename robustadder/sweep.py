@@ -43,6 +43,7 @@ from ._compat import tomllib
 from .api import _source_loader
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
 from .data import ImageSet, load_cifar10
+from .distributed import context
 from .engine import Settings, cell_config, cell_hash, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
@@ -274,19 +275,25 @@ def run_sweep(
     *,
     force: bool = False,
     progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
 ) -> list[PlannedCell]:
     """Run every cell not yet done (all with ``force``); returns the cells with their final status."""
     todo = [c for c in plan.cells if c.status != "skipped" and (force or c.status != "done")]
-    bar = tqdm(total=len(todo), desc=f"sweep {plan.config.name}", unit="cell", disable=not progress)
+    show = progress and context().is_main
+    bar = tqdm(total=len(todo), desc=f"sweep {plan.config.name}", unit="cell", disable=not show)
     for cell in todo:
         loaded = plan.models[cell.model.label]
         model = prepare(loaded, cell.settings)
-        context = BuildContext(load_model=_source_loader(cell.settings, loaded, None), num_classes=loaded.arch.num_classes)
+        build_ctx = BuildContext(load_model=_source_loader(cell.settings, loaded, None), num_classes=loaded.arch.num_classes)
         attack = _with_source_sha(cell.attack, plan.models)
-        runner = build_runner(attack, context)
-        result = run_cell(store, loaded, model, attack, runner, cell.settings, plan.data, force=force,
-                          progress=progress, shard=shard)  # fmt: skip
+        runner = build_runner(attack, build_ctx)
+        try:
+            result = run_cell(store, loaded, model, attack, runner, cell.settings, plan.data, force=force, progress=progress)
+        except UserError as exc:  # this cell cannot run under its settings: record why, go on with the others
+            if context().active:
+                raise  # ranks must stay in step; the job stops and says why
+            cell.status, cell.reason = "failed", str(exc)
+            bar.update(1)
+            continue
         record = store.cell(result.cell_id)
         cell.status = record.status if record else "missing"
         bar.update(1)
