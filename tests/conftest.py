@@ -50,6 +50,22 @@ def thirdparty() -> Path:
     return THIRDPARTY
 
 
+def wait_for_rows(store: Path, minimum: int, timeout: float = 180.0, poll: float = 0.1) -> int:
+    """Poll a store (read-only, as a concurrent reader) until it holds ``minimum`` sample rows."""
+    import sqlite3
+    import time
+
+    deadline, n = time.time() + timeout, 0
+    while time.time() < deadline and n < minimum:
+        time.sleep(poll)
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
+                n = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            n = 0
+    return n
+
+
 def tree(path: Path) -> list[str]:
     """Every file below ``path`` (to assert that nothing was written)."""
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from robustadder.models import save_checkpoint
 from robustadder.store import Store
 from robustadder.sweep import load_sweep, plan_sweep
 
-from conftest import make_tiny
+from conftest import make_tiny, wait_for_rows
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 ROWS = (
@@ -122,14 +121,7 @@ def test_killed_rank_then_rerun_gives_identical_rows(setup):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([*TORCHRUN, "-m", "robustadder", "sweep", str(sweep), "--store", str(store), "--data", str(tmp)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-    deadline, n = time.time() + 300, 0
-    while time.time() < deadline and n < 60:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
-                n = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
-        except sqlite3.OperationalError:
-            n = 0
+    wait_for_rows(store, 60, timeout=300, poll=0.2)
     workers = _children(proc.pid)
     assert workers, "torchrun started no workers"
     os.kill(workers[-1], signal.SIGKILL)  # one rank dies mid-sweep

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from robustadder.engine import BoundViolation
 from robustadder.errors import UserError
 from robustadder.store import Store
 
-from conftest import REPO, make_tiny
+from conftest import REPO, make_tiny, wait_for_rows
 
 ROWS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_correct", "adv_correct", "linf", "l2"]
 
@@ -160,18 +159,7 @@ def test_kill_9_mid_cell_then_rerun_gives_the_uninterrupted_rows(tmp_path):
     store = tmp_path / "k.sqlite"
     script = KILL_SCRIPT.format(tests=str(REPO / "tests"), store=str(store))
     proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
-    n = 0
-    while time.time() < deadline:
-        if store.exists():
-            try:
-                with sqlite3.connect(store, timeout=5) as conn:
-                    n = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
-            except sqlite3.OperationalError:
-                n = 0
-        if n >= 8:
-            break
-        time.sleep(0.05)
+    n = wait_for_rows(store, 8, timeout=120, poll=0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 8 <= n < 24, n

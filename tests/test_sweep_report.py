@@ -6,11 +6,9 @@ import io
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from robustadder.models import save_checkpoint
 from robustadder.store import Store
 from robustadder.sweep import load_sweep, plan_sweep, run_sweep
 
-from conftest import REPO, make_tiny
+from conftest import REPO, make_tiny, wait_for_rows
 
 REQUIRE_TOOLS = os.environ.get("ROBUSTADDER_REQUIRE_TOOLS") == "1"  # set by .ci/run: missing tools fail
 
@@ -161,14 +159,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_report(world):
     store = tmp / "killed.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT.format(sweep=str(sweep), store=str(store), data=str(tmp))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline, n = time.time() + 180, 0
-    while time.time() < deadline and n < 30:
-        time.sleep(0.1)
-        try:
-            with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
-                n = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
-        except sqlite3.OperationalError:
-            n = 0
+    n = wait_for_rows(store, 30)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < n < 40 * 12, n
