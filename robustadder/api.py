@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -52,6 +53,14 @@ def resolve_attacks(
     if unused:
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
     return configs
+
+
+def pin_transfer_source(attack: AttackConfig) -> AttackConfig:
+    """A transfer attack's cell is defined by the source's weights, not its name: record their sha256."""
+    if attack.name != "transfer":
+        return attack
+    source = resolve_model(attack.params["source"])
+    return replace(attack, params={**attack.params, "source_sha256": source.weights_sha256})
 
 
 def _source_loader(settings: Settings, target: LoadedModel, arch: str | None):
@@ -115,10 +124,8 @@ def evaluate(
     loaded = model if isinstance(model, LoadedModel) else resolve_model(model, arch=arch)
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
     build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
+    configs = [pin_transfer_source(c) for c in configs]
     runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched
-    for c in configs:
-        if c.name == "transfer":  # the source's weights are part of what the cell means
-            c.params["source_sha256"] = build_ctx.load_model(c.params["source"])[1]["weights_sha256"]
     prepared = prepare(loaded, settings)
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._compat import tomllib
-from .api import _source_loader
+from .api import _source_loader, pin_transfer_source
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
 from .data import ImageSet, load_cifar10
 from .distributed import context
@@ -194,20 +194,12 @@ def plan_sweep(config: SweepConfig, *, data: str | os.PathLike | ImageSet | None
         if m.label in skipped:
             cell.status, cell.reason = "skipped", skipped[m.label]
         else:
-            cell.cell_id = cell_hash(cell_config(models[m.label], _with_source_sha(attack, models), settings, dataset))
+            cell.cell_id = cell_hash(cell_config(models[m.label], pin_transfer_source(attack), settings, dataset))
             record = store.cell(cell.cell_id) if store else None
             if record:
                 cell.status = record.status
         cells.append(cell)
     return SweepPlan(config, dataset, models, skipped, cells)
-
-
-def _with_source_sha(attack: AttackConfig, models: dict[str, LoadedModel]) -> AttackConfig:
-    """Transfer cells carry the source weights' sha256 (as evaluate() records it)."""
-    if attack.name != "transfer":
-        return attack
-    source = resolve_model(attack.params["source"])
-    return replace(attack, params={**attack.params, "source_sha256": source.weights_sha256})
 
 
 # -- cost estimate -----------------------------------------------------------------------------------------
@@ -284,7 +276,7 @@ def run_sweep(
         loaded = plan.models[cell.model.label]
         model = prepare(loaded, cell.settings)
         build_ctx = BuildContext(load_model=_source_loader(cell.settings, loaded, None), num_classes=loaded.arch.num_classes)
-        attack = _with_source_sha(cell.attack, plan.models)
+        attack = pin_transfer_source(cell.attack)
         runner = build_runner(attack, build_ctx)
         try:
             result = run_cell(store, loaded, model, attack, runner, cell.settings, plan.data, force=force, progress=progress)

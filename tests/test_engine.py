@@ -277,3 +277,15 @@ def test_cli_bad_input(tmp_path, monkeypatch, shared_data, thirdparty, args, mat
     assert match in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before  # no store created, nothing changed
     assert not Path(tmp_path / "robustadder.sqlite").exists()
+
+
+def test_transfer_cell_records_the_source_weights(tmp_path):
+    from robustadder.models import save_checkpoint
+
+    target, data = make_tiny(seed=0)
+    source, _ = make_tiny("conv", seed=1)
+    save_checkpoint(tmp_path / "src.pt", source.model)
+    out = run(tmp_path / "tr.sqlite", target, data, attacks=[f"transfer:source={tmp_path / 'src.pt'},steps=2"])
+    summary = out.attrs["summary"][0]
+    assert summary["params"]["source_sha256"] == source.weights_sha256
+    assert summary["attack"].startswith("Transfer-PGD-2") and (out["linf"] <= 8 / 255 + 1e-6).all()
