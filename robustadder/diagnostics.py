@@ -28,7 +28,6 @@ The verdict line says whether the robustness claim survives (no check failed) an
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -113,7 +112,7 @@ class CheckReport:
         data = asdict(self)
         data["verdict"] = self.verdict
         data["failed"], data["warned"] = self.failed, self.warned
-        return json.loads(json.dumps(data, default=float).replace("NaN", "null"))
+        return _json_safe(data)
 
     def to_markdown(self) -> str:
         """Markdown section: table of checks, evidence, verdict line."""
@@ -140,6 +139,21 @@ class CheckReport:
             f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
             f"<p><b>Verdict:</b> {html.escape(self.verdict)}</p></section>"
         )
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def _pct(x: float) -> str:

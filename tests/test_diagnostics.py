@@ -155,3 +155,15 @@ def test_models_ops_cli():
     rows = json.loads(result.stdout)
     official = [r for r in rows if r["name"] == "ann20-official"][0]
     assert official["muls"] < 1e6 and official["adds"] > 80e6 and official["energy_uj"] > 0
+
+
+def test_report_json_keeps_text_and_nulls_nan():
+    from robustadder.diagnostics import CheckResult
+
+    result = CheckResult("x", "t", "pass", "NaN/inf 0.0 %", {"v": float("nan"), "n": np.int64(3)})
+    settings = {"bn": "eval", "grad": "surrogate", "backend": "cpu"}
+    report = CheckReport("m", "a", "0" * 64, 10, 8 / 255, settings, [result], float("nan"))
+    data = report.to_json()
+    json.dumps(data, allow_nan=False)
+    assert data["results"][0]["summary"] == "NaN/inf 0.0 %" and data["results"][0]["evidence"] == {"v": None, "n": 3}
+    assert CheckReport.from_json(data).results[0].summary == "NaN/inf 0.0 %"

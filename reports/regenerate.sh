@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Regenerates the reference reports in reports/ — the project's own run of the paper, eps-sweep and
+# settings presets (attacks/) on the zoo models, plus the gradient-masking checks of every model:
+#   ROBUSTADDER_DATA=../shared/data bash reports/regenerate.sh
+# The sweep files actually run are written next to the outputs (reports/*.toml: the presets with the
+# number of test images used); results accumulate in $STORE, so an interrupted run resumes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+R="$BIN/robustadder"
+STORE=${STORE:-reports/results.sqlite}
+declare -A N=([paper]=${N_PAPER:-1000} [eps-sweep]=${N_EPS:-500} [settings]=${N_SETTINGS:-500})
+N_CHECK=${N_CHECK:-500}
+
+for preset in paper eps-sweep settings; do
+    # same directory depth as attacks/, so the presets' relative model paths still resolve
+    sed "s/^n = .*/n = ${N[$preset]}/" "attacks/$preset.toml" > "reports/$preset.toml"
+    "$R" sweep "reports/$preset.toml" --store "$STORE"
+done
+
+for model in ann20 ann20-awn cnn20 cnn20-awn ../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt; do
+    name=$(basename "$model" .pt)
+    if ! "$R" check --model "$model" --n "$N_CHECK" --store "$STORE" > "reports/check-$name.md" 2> "reports/.check-$name.err"; then
+        echo "check of $model did not run: $(tail -n 1 "reports/.check-$name.err")" | tee "reports/check-$name.md"
+    fi
+    rm -f "reports/.check-$name.err"
+done
+
+for preset in paper eps-sweep settings; do
+    for fmt in md latex csv; do
+        ext=$fmt; [ "$fmt" = latex ] && ext=tex
+        "$R" report --sweep "reports/$preset.toml" --store "$STORE" --format "$fmt" -o "reports/$preset.$ext"
+    done
+done
+"$R" report --sweep reports/paper.toml --sweep reports/eps-sweep.toml --sweep reports/settings.toml --checks \
+    --store "$STORE" --format html -o reports/index.html
+"$R" models --ops > reports/models-ops.txt
