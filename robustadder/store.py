@@ -162,34 +162,59 @@ class Store:
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
             raise UserError(f"store {path} is not a robustadder results file ({exc}); pass another --store") from None
         store = cls(path, conn)
-        if tables and not {"meta", "cells", "samples", "runs"} <= tables:
+        try:
+            if readonly:
+                store._validate()
+            else:
+                # Several processes (torchrun ranks) may open a new file at once: checking and creating
+                # the schema in one write transaction serializes them, so exactly one creates it.
+                with store.transaction():
+                    if store._validate() < SCHEMA_VERSION:  # new file, or an older schema (migrations add tables)
+                        for stmt in filter(str.strip, _SCHEMA.split(";")):  # executescript would COMMIT
+                            conn.execute(stmt)
+                        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                store._use_wal()
+        except UserError:
             conn.close()
-            raise UserError(f"store {path} is an SQLite file of something else (tables {sorted(tables)})")
-        if tables:
-            version = int(dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", 0))
-            if version > SCHEMA_VERSION:
-                conn.close()
-                raise UserError(f"store {path} has schema {version}, newer than this robustadder; upgrade it")
-            if version < SCHEMA_VERSION and not readonly:  # migrations only add tables
-                with store.transaction():
-                    for stmt in filter(str.strip, _SCHEMA.split(";")):
-                        conn.execute(stmt)
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif not readonly:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                with store.transaction():
-                    for stmt in filter(str.strip, _SCHEMA.split(";")):  # executescript would COMMIT
-                        conn.execute(stmt)
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            except sqlite3.DatabaseError as exc:
-                conn.close()
-                raise UserError(f"cannot initialize store {path}: {exc}") from None
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise UserError(f"store {path} is not a robustadder results file ({exc}); pass another --store") from None
         return store
+
+    def _validate(self) -> int:
+        """The file's schema version (0 for an empty file); UserError for a foreign or newer file."""
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return 0
+        if not {"meta", "cells", "samples", "runs"} <= tables:
+            raise UserError(f"store {self.path} is an SQLite file of something else (tables {sorted(tables)})")
+        version = int(dict(self.conn.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise UserError(f"store {self.path} has schema {version}, newer than this robustadder; upgrade it")
+        return version
+
+    def _use_wal(self, timeout: float = 60.0) -> None:
+        """Switch to WAL, in which readers never block the writer.
+
+        The switch needs the file to itself for a moment and SQLite refuses it at once (no busy wait)
+        while another process writes, so retry; a store left in rollback-journal mode is still correct,
+        only less concurrent.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     def close(self) -> None:
         """End the run (if one was started) and close the connection."""

@@ -50,13 +50,14 @@ def thirdparty() -> Path:
     return THIRDPARTY
 
 
-def wait_for_rows(store: Path, minimum: int, timeout: float = 180.0, poll: float = 0.1) -> int:
-    """Poll a store (read-only, as a concurrent reader) until it holds ``minimum`` sample rows."""
+def wait_for_rows(store: Path, minimum: int, timeout: float = 180.0, poll: float = 0.1, proc=None) -> int:
+    """Poll a store (read-only, as a concurrent reader) until it holds ``minimum`` sample rows, or the
+    writing process ``proc`` (a Popen, optional) has exited."""
     import sqlite3
     import time
 
     deadline, n = time.time() + timeout, 0
-    while time.time() < deadline and n < minimum:
+    while time.time() < deadline and n < minimum and (proc is None or proc.poll() is None):
         time.sleep(poll)
         try:
             with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:

@@ -63,6 +63,13 @@ def _sweep(cmd_prefix, sweep, store, data, **kw):
                           capture_output=True, text=True, timeout=600, **kw)  # fmt: skip
 
 
+def _failure(proc: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun job said: each rank's one-line error (buried above torchrun's own traceback)
+    and the tail of the output."""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    return "\n".join([*errors, proc.stderr[-1500:]])
+
+
 def _rows(store: Path):
     with sqlite3.connect(store) as conn:
         return conn.execute(ROWS).fetchall()
@@ -78,7 +85,7 @@ def test_two_processes_write_the_single_process_rows(setup):
     single = _sweep([sys.executable], sweep, tmp / "single.sqlite", tmp)
     assert single.returncode == 0, single.stderr[-2000:]
     multi = _sweep(TORCHRUN, sweep, tmp / "multi.sqlite", tmp)
-    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert multi.returncode == 0, _failure(multi)
     a, b = _rows(tmp / "single.sqlite"), _rows(tmp / "multi.sqlite")
     assert len(a) == 16 * 20 and a == b
     assert _report(tmp / "single.sqlite", sweep, tmp) == _report(tmp / "multi.sqlite", sweep, tmp)
@@ -119,18 +126,24 @@ def test_killed_rank_then_rerun_gives_identical_rows(setup):
         """
     ))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([*TORCHRUN, "-m", "robustadder", "sweep", str(sweep), "--store", str(store), "--data", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-    wait_for_rows(store, 60, timeout=300, poll=0.2)
-    workers = _children(proc.pid)
-    assert workers, "torchrun started no workers"
+    log = tmp / "killed.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([*TORCHRUN, "-m", "robustadder", "sweep", str(sweep), "--store", str(store), "--data", str(tmp)],
+                                stdout=subprocess.DEVNULL, stderr=sink, env=env)  # fmt: skip
+    try:
+        wait_for_rows(store, 60, timeout=300, poll=0.2, proc=proc)
+        workers = _children(proc.pid)
+        assert workers, f"no worker left to kill (job exit code {proc.poll()}):\n{log.read_text()[-3000:]}"
+    except BaseException:
+        proc.kill()
+        raise
     os.kill(workers[-1], signal.SIGKILL)  # one rank dies mid-sweep
     proc.wait(timeout=120)
     assert proc.returncode != 0
     partial = len(_rows(store))
     assert 0 < partial < 16 * 20, partial
     rerun = _sweep(TORCHRUN, sweep, store, tmp)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, _failure(rerun)
     fresh = _sweep([sys.executable], sweep, tmp / "fresh.sqlite", tmp)
     assert fresh.returncode == 0
     assert _rows(store) == _rows(tmp / "fresh.sqlite")
@@ -142,6 +155,6 @@ def test_eval_under_torchrun_prints_once(setup):
     out = subprocess.run([*TORCHRUN, "-m", "robustadder", "eval", "--model", str(tmp / "ann.pt"), "--data", str(tmp),
                           "--samples", "20", "--batch-size", "4", "--attack", "pgd:steps=2", "--store", str(tmp / "e.sqlite"),
                           "--json"], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, _failure(out)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 reports; rank 1 stays quiet

@@ -197,6 +197,26 @@ def test_concurrent_reader_never_sees_half_a_batch(tmp_path):
     assert seen and all(count % 6 == 0 for count in seen)
 
 
+def test_store_opened_while_another_process_creates_it(tmp_path):
+    """torchrun ranks open a new store at the same moment: the one that comes second waits for the
+    first to finish creating it (SQLite refuses the switch to WAL at once, without waiting, while another
+    connection writes), then uses it."""
+    path = tmp_path / "shared.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other rank, mid-creation
+    timer = threading.Timer(0.5, other.execute, ("COMMIT",))
+    timer.start()
+    try:
+        with Store.open(path) as db:
+            assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            db.start_run("test", "cpu")
+    finally:
+        timer.join()
+        other.close()
+    with Store.open(path, readonly=True) as db:
+        assert len(db.runs()) == 1
+
+
 # -- bad input: one line, exit 2, store untouched -------------------------------------------------------
 def test_store_that_is_not_sqlite(tmp_path):
     loaded, data = make_tiny()
