@@ -21,7 +21,7 @@ $(VENV)/.setup-done: requirements.txt requirements-dev.txt pyproject.toml Makefi
 	touch $@
 
 demo: setup
-	$(BIN)/robustadder eval --model $(SHARED)/checkpoints/thirdparty-addernet-resnet20-cifar10.pt --attack none --attack pgd --n 1000
+	$(BIN)/robustadder eval --model ann20-awn --attack pgd --n 1000
 
 # pdflatex and chromium let the tests compile the LaTeX tables and render the HTML report; installed
 # from Debian when missing and possible (root), otherwise those two tests skip (CI requires them).

@@ -173,3 +173,32 @@ def test_real_process_exit_code_and_stderr(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robustadder", "eval", "--model", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "random.pt" in proc.stderr
+
+
+# -- the project's own trained models ---------------------------------------------------------------
+SHIPPED = sorted(name for name, entry in load_zoo(DEFAULT_MANIFEST).items() if entry.path)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_matches_its_manifest_entry(name):
+    """A committed checkpoint is the file the manifest pins, and carries the recipe and accuracy it lists."""
+    entry = load_zoo(DEFAULT_MANIFEST)[name]
+    path = entry.ensure()  # sha256 of the file verified
+    loaded = entry.load()
+    assert loaded.arch.name == entry.arch
+    meta = loaded.meta
+    assert meta["accuracy"] == entry.accuracy and meta["accuracy_n"] == 10000, (meta, entry)
+    assert meta["recipe"]["epochs"] > 0 and meta["dataset"] == entry.dataset
+    assert path.stat().st_size < 5 * 2**20  # fp32 ResNet-20, no optimizer state in a shipped file
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reproduces_its_recorded_accuracy(name, shared_data, tmp_path):
+    """`robustadder eval --model NAME --attack none --n 10000` gives the accuracy the zoo records."""
+    entry = load_zoo(DEFAULT_MANIFEST)[name]
+    code, out, err = run("eval", "--model", name, "--attack", "none", "--n", "10000", "--data", str(shared_data),
+                         "--store", str(tmp_path / "s.sqlite"), "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n"] == 10000
+    assert round(result["clean_accuracy"], 2) == entry.accuracy
