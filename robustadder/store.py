@@ -159,13 +159,11 @@ class Store:
             if not path.exists() and not os.access(path.parent.resolve() if str(path.parent) else Path("."), os.W_OK):
                 raise UserError(f"cannot create store {path}: directory {path.parent} is not writable")
             uri = f"file:{path.resolve()}?mode=rwc"
+        conn = None
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"store {path} is not a robustadder results file ({exc}); pass another --store") from None
-        store = cls(path, conn)
-        try:
+            store = cls(path, conn)
             if readonly:
                 store._validate()
             else:
@@ -177,11 +175,11 @@ class Store:
                             conn.execute(stmt)
                         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 store._use_wal()
-        except UserError:
-            conn.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            conn.close()
+        except (UserError, sqlite3.DatabaseError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, UserError):
+                raise
             raise UserError(f"store {path} is not a robustadder results file ({exc}); pass another --store") from None
         return store
 

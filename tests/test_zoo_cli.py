@@ -183,8 +183,8 @@ SHIPPED = sorted(name for name, entry in load_zoo(DEFAULT_MANIFEST).items() if e
 def test_shipped_model_matches_its_manifest_entry(name):
     """A committed checkpoint is the file the manifest pins, and carries the recipe and accuracy it lists."""
     entry = load_zoo(DEFAULT_MANIFEST)[name]
-    path = entry.ensure()  # sha256 of the file verified
-    loaded = entry.load()
+    loaded = entry.load()  # verifies the file's sha256
+    path = entry.local_path()
     assert loaded.arch.name == entry.arch
     meta = loaded.meta
     assert meta["accuracy"] == entry.accuracy and meta["accuracy_n"] == 10000, (meta, entry)
