@@ -35,3 +35,37 @@ done
 "$R" report --sweep reports/paper.toml --sweep reports/eps-sweep.toml --sweep reports/settings.toml --checks \
     --store "$STORE" --format html -o reports/index.html
 "$R" models --ops > reports/models-ops.txt
+
+# reports/README.md: what was run, on how many images, how long each part took on this machine
+compute() {  # the preset's compute time as measured when its cells ran (summed over resumes)
+    "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | sed -n 's/.*as measured when they ran: //p'
+}
+{
+    echo "# Reference reports"
+    echo
+    echo "The project's own run of the sweep presets (\`attacks/\`) on the zoo models (\`models/zoo.toml\`) and"
+    echo "the third-party checkpoint of \`../shared/checkpoints\`, and the gradient-masking checks of each model."
+    echo "Every number in these files was measured by that run; regenerate them all (results accumulate in"
+    echo "\`$STORE\`, which is not committed, so an interrupted run resumes) with:"
+    echo
+    echo '```bash'
+    echo "ROBUSTADDER_DATA=../shared/data N_PAPER=${N[paper]} N_EPS=${N[eps-sweep]} N_SETTINGS=${N[settings]} N_CHECK=$N_CHECK bash reports/regenerate.sh"
+    echo '```'
+    echo
+    echo "Generated $(date -u +%Y-%m-%d) by robustadder $("$R" --version | awk '{print $NF}') at commit" \
+         "$(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1))."
+    echo
+    echo "| part | files | CIFAR-10 test images | compute time |"
+    echo "|---|---|---|---|"
+    for preset in paper eps-sweep settings; do
+        echo "| \`$preset\` preset | \`$preset.{md,tex,csv}\`, sweep file \`$preset.toml\` | first ${N[$preset]} | $(compute "$preset") |"
+    done
+    for model in ann20 ann20-awn cnn20 cnn20-awn thirdparty-addernet-resnet20-cifar10; do
+        echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"
+    done
+    echo "| all tables, plots and checks | \`index.html\` | | |"
+    echo "| operation counts and energy | \`models-ops.txt\` | | |"
+    echo
+    echo "Compute time: the summed batch times of a preset's cells, as stored when they ran (a check reuses the"
+    echo "sweeps' cells where they coincide and adds its own)."
+} > reports/README.md

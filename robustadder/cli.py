@@ -390,6 +390,9 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
             f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} images"
         )
         say(f"  done {done}, to run {len(cells) - done - skipped}, skipped {skipped}")
+        if done:  # what the finished cells cost when they ran (summed batch times, across resumes and ranks)
+            spent = sum(db.cell(c.cell_id).seconds for c in cells if c.status == "done")
+            say(f"  compute time of the done cells, as measured when they ran: {_fmt_duration(spent)}")
         for model, reason in plan.skipped.items():
             say(f"  skipped model {model}: {reason}")
         if dry_run:

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from robustadder import report as rep
-from robustadder.cli import main
+from robustadder.cli import _fmt_duration, main
 from robustadder.engine import cell_hash
 from robustadder.errors import UserError
 from robustadder.models import save_checkpoint
@@ -197,6 +197,18 @@ def test_table_has_means_worst_case_and_deltas(finished):
     # worst case never exceeds any single attack
     assert ann[("Worst case", "8/255", "mean")] <= min(ann[("FGSM", "8/255", "mean")], ann[("PGD-2", "8/255", "mean")])
     assert report.provenance["skipped"] and report.provenance["n_samples"] == 12
+
+
+def test_dry_run_of_a_finished_sweep_reports_the_measured_compute_time(finished):
+    tmp, sweep, store, report = finished
+    result = CliRunner().invoke(main, ["sweep", str(sweep), "--dry-run", "--store", str(store), "--data", str(tmp)])
+    assert result.exit_code == 0, result.output
+    assert "to run 0" in result.output
+    with Store.open(store, readonly=True) as db:
+        spent = sum(db.cell(c).seconds for c in report.long["cell_id"] if c)
+    assert spent > 0
+    line = next(x for x in result.output.splitlines() if "compute time of the done cells" in x)
+    assert line.endswith(_fmt_duration(spent)), (line, spent)
 
 
 def test_csv_round_trips_through_pandas(finished):
