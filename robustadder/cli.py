@@ -367,7 +367,7 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
     """
     from . import distributed
     from .store import Store
-    from .sweep import estimate, load_sweep, plan_sweep, run_sweep
+    from .sweep import distinct_cells, estimate, load_sweep, plan_sweep, run_sweep
 
     cfg = load_sweep(config)
     devices = {s.device for s in cfg.settings}
@@ -385,13 +385,17 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
         cells = plan.cells
         done = sum(c.status == "done" for c in cells)
         skipped = sum(c.status == "skipped" for c in cells)
+        to_run = distinct_cells(c for c in cells if c.status not in ("done", "skipped"))
+        shared = len(cells) - skipped - len(distinct_cells(c for c in cells if c.status != "skipped"))
         say(
             f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
             f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} images"
         )
-        say(f"  done {done}, to run {len(cells) - done - skipped}, skipped {skipped}")
+        say(f"  done {done}, to run {len(to_run)}, skipped {skipped}")
+        if shared:
+            say(f"  {shared} cells share the computation of another (a seed that cannot change the result)")
         if done:  # what the finished cells cost when they ran (summed batch times, across resumes and ranks)
-            spent = sum(db.cell(c.cell_id).seconds for c in cells if c.status == "done")
+            spent = sum(db.cell(c.cell_id).seconds for c in distinct_cells(c for c in cells if c.status == "done"))
             say(f"  compute time of the done cells, as measured when they ran: {_fmt_duration(spent)}")
         for model, reason in plan.skipped.items():
             say(f"  skipped model {model}: {reason}")
@@ -402,12 +406,11 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
                 f"about {_fmt_duration(est['seconds'])} on this machine (calibrated by a short measurement; "
                 "AutoAttack/Square as upper bounds)"
             )
-            for c in cells:
-                if c.status not in ("done", "skipped"):
-                    say(
-                        f"    {c.model.label:24s} {c.attack.label:28s} {c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
-                        f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}"
-                    )
+            for c in to_run:
+                say(
+                    f"    {c.model.label:24s} {c.attack.label:28s} {c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
+                    f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}"
+                )
             return
         if db.run_id is None:
             db.start_run(f"sweep {config}", "mixed")

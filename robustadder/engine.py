@@ -10,7 +10,9 @@ Inference settings (recorded with every result):
   current batch at attack *and* prediction time (running statistics are never updated, and the model's
   own modes are restored afterwards) — the setting under which batch composition changes predictions;
 * ``shuffle`` + ``seed``: the order of the sample ids, hence which samples share a batch; the seed also
-  seeds the attacks' randomness (per sample, see :mod:`robustadder.attacks.gradient`);
+  seeds the attacks' randomness (per sample, see :mod:`robustadder.attacks.gradient`). Where the seed
+  can do neither (no shuffle, an attack that draws no random numbers) it is not part of the cell's
+  identity: a sweep over seeds computes such a cell once and every seed reuses it;
 * ``batch_size``; ``grad``: the adder input gradient used by white-box attacks (``surrogate`` |
   ``exact``); ``backend``, ``dtype``, ``device``.
 
@@ -33,7 +35,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .attacks import AttackConfig, Runner
+from .attacks import ATTACKS, AttackConfig, Runner
 from .data import ImageSet
 from .distributed import DistContext, context
 from .errors import UserError
@@ -168,12 +170,28 @@ def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, d
     }  # fmt: skip
 
 
+def seed_matters(config: dict) -> bool:
+    """Whether a cell's seed can change its rows: it orders the samples (shuffle) and seeds random attacks."""
+    if config["settings"].get("shuffle", False):
+        return True
+    a = config["attack"]
+    if a["name"] not in ATTACKS:
+        return True
+    return AttackConfig(a["name"], a["norm"], a["eps"], a["params"]).randomized
+
+
 def cell_hash(config: dict) -> str:
-    """Stable id of a cell: names and labels excluded (same weights under two names are one cell)."""
+    """Stable id of a cell: names and labels excluded (same weights under two names are one cell).
+
+    A seed that cannot matter (:func:`seed_matters`) hashes as seed 0, so those cells keep the ids they
+    always had under seed 0 and the other seeds reuse them instead of recomputing identical rows.
+    """
     key = json.loads(json.dumps(config))
     key["model"].pop("name", None)
     key["attack"].pop("label", None)
     key["data"].pop("source", None)
+    if "seed" in key["settings"] and not seed_matters(key):
+        key["settings"]["seed"] = 0
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
 

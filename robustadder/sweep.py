@@ -25,6 +25,8 @@ error before any work starts.
 
 Running a sweep runs its missing cells through the engine and store: interrupting it (Ctrl-C, kill -9)
 and running it again finishes only what is missing, and reports read the same per-sample rows either way.
+Grid points whose seed cannot change the result (no shuffle, an attack without randomness) are one
+cell, computed once (see :func:`robustadder.engine.cell_hash`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,9 +245,7 @@ def estimate(plan: SweepPlan) -> dict[str, Any]:
     calibration: dict[tuple, tuple[float, float]] = {}
     work: dict[str, float] = {}
     total_s, total_work = 0.0, 0.0
-    for cell in plan.cells:
-        if cell.status in ("done", "skipped"):
-            continue
+    for cell in distinct_cells(c for c in plan.cells if c.status not in ("done", "skipped")):
         loaded = plan.models[cell.model.label]
         key = (cell.model.label, cell.settings.backend, cell.settings.dtype, cell.settings.device, cell.settings.batch_size)
         if key not in calibration:
@@ -269,7 +270,7 @@ def run_sweep(
     progress: bool = True,
 ) -> list[PlannedCell]:
     """Run every cell not yet done (all with ``force``); returns the cells with their final status."""
-    todo = [c for c in plan.cells if c.status != "skipped" and (force or c.status != "done")]
+    todo = distinct_cells(c for c in plan.cells if c.status != "skipped" and (force or c.status != "done"))
     show = progress and context().is_main
     bar = tqdm(total=len(todo), desc=f"sweep {plan.config.name}", unit="cell", disable=not show)
     for cell in todo:
@@ -290,4 +291,19 @@ def run_sweep(
         cell.status = record.status if record else "missing"
         bar.update(1)
     bar.close()
+    by_id = {c.cell_id: c for c in todo}
+    for cell in plan.cells:  # grid points that share a cell (a seed that cannot matter) share its outcome
+        if cell.cell_id in by_id and cell is not by_id[cell.cell_id]:
+            cell.status, cell.reason = by_id[cell.cell_id].status, by_id[cell.cell_id].reason
     return plan.cells
+
+
+def distinct_cells(cells: Iterable[PlannedCell]) -> list[PlannedCell]:
+    """The first grid point of each cell id: grid points whose seed cannot matter are one cell."""
+    seen: set[str | None] = set()
+    out = []
+    for cell in cells:
+        if cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            out.append(cell)
+    return out

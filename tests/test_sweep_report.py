@@ -83,7 +83,9 @@ def test_grid_expansion_and_skipped_models(world):
     assert set(plan.skipped) == {"not-in-the-zoo"} and "unknown model" in plan.skipped["not-in-the-zoo"]
     assert sum(c.status == "skipped" for c in plan.cells) == 20
     ids = [c.cell_id for c in plan.cells if c.cell_id]
-    assert len(set(ids)) == len(ids) == 40
+    # per model and BN mode: Clean and FGSM at two eps do not depend on the seed (one cell for both
+    # seeds), PGD with its random start does (one cell per seed and eps): 2 x 2 x (3 + 2 x 2) = 28
+    assert len(ids) == 40 and len(set(ids)) == 28
     again = plan_sweep(load_sweep(sweep), data=tmp)
     assert [c.cell_id for c in again.cells] == [c.cell_id for c in plan.cells]  # stable
 
@@ -102,6 +104,53 @@ def test_cell_hash_is_stable_across_versions_of_the_code():
     assert cell_hash(config) == "4d9b1246d752b8a59d91"  # recorded when the scheme was fixed
     renamed = {**config, "model": {**config["model"], "name": "other name"}, "data": {**config["data"], "source": "/else"}}
     assert cell_hash(renamed) == cell_hash(config)  # names and paths are not identity
+    fgsm = {**config, "attack": {"name": "fgsm", "label": "FGSM", "norm": "Linf", "eps": 8 / 255, "params": {}}}
+    assert cell_hash(fgsm) == "7a227b1a268097e822cf"  # seed 0: the id it had before seeds were normalized
+
+
+def _with(config: dict, attack: dict | None = None, **settings) -> dict:
+    return {**config, "attack": {**config["attack"], **(attack or {})}, "settings": {**config["settings"], **settings}}
+
+
+def test_the_seed_is_part_of_a_cells_identity_only_where_it_can_change_the_result():
+    config = {
+        "engine": 1,
+        "model": {"name": "x", "arch": "resnet20_adder", "weights_sha256": "ab" * 32},
+        "attack": {"name": "bim", "label": "BIM-7", "norm": "Linf", "eps": 8 / 255, "params": {"alpha": 2 / 255, "steps": 7}},
+        "settings": {"batch_size": 128, "backend": "cpu", "device": "cpu", "dtype": "float32", "bn": "train",
+                     "shuffle": False, "seed": 0, "grad": "surrogate"},
+        "data": {"source": "/somewhere", "fingerprint": "0123456789abcdef", "n": 1000, "first_id": 0, "last_id": 999},
+    }  # fmt: skip
+    h = cell_hash
+    # deterministic attack, fixed order: the seed is never used
+    assert h(_with(config, seed=1)) == h(_with(config, seed=7)) == h(config)
+    assert h(_with(config, {"name": "none", "params": {}}, seed=3)) == h(_with(config, {"name": "none", "params": {}}))
+    # shuffle: the seed orders the samples, hence the batches (and BN-train statistics)
+    assert h(_with(config, shuffle=True, seed=1)) != h(_with(config, shuffle=True, seed=0))
+    # randomized attacks: the seed draws their noise
+    pgd = {"name": "pgd", "params": {"alpha": 2 / 255, "random_start": True, "restarts": 1, "steps": 7}}
+    assert h(_with(config, pgd, seed=1)) != h(_with(config, pgd, seed=0))
+    rfgsm = {"name": "rfgsm", "params": {"alpha": 2 / 255, "steps": 5}}
+    assert h(_with(config, rfgsm, seed=1)) != h(_with(config, rfgsm, seed=0))
+    # PGD without random start draws nothing
+    pgd0 = {"name": "pgd", "params": {**pgd["params"], "random_start": False}}
+    assert h(_with(config, pgd0, seed=1)) == h(_with(config, pgd0, seed=0))
+
+
+def test_seeds_of_a_deterministic_attack_share_one_computation(world):
+    """Computed once, reported for every seed: identical rows, so mean ± std over seeds is that value ± 0."""
+    tmp, sweep = world
+    with Store.open(tmp / "s.sqlite") as db:
+        plan = plan_sweep(load_sweep(sweep), data=tmp, store=db)
+        run_sweep(plan, db, progress=False)
+        assert all(c.status in ("done", "skipped") for c in plan.cells)
+        assert len(db.cells()) == 28
+        report = rep.build(db, plan_sweep(load_sweep(sweep), data=tmp, store=db))
+    long = report.long[(report.long["status"] == "done") & (report.long["attack"] == "FGSM")]
+    by_seed = long.pivot_table(index=["model", "bn", "eps_label"], columns="seed", values="robust_accuracy")
+    assert len(by_seed) == 2 * 2 * 2 and (by_seed[0] == by_seed[1]).all()
+    pgd = report.long[(report.long["status"] == "done") & (report.long["attack"] == "PGD-2")]
+    assert pgd["cell_id"].nunique() == len(pgd) == 2 * 2 * 2 * 2  # model x bn x eps x seed
 
 
 def test_bad_sweep_files(tmp_path):
@@ -124,7 +173,8 @@ def test_dry_run_prints_plan_and_estimate(world):
     tmp, sweep = world
     result = CliRunner().invoke(main, ["sweep", str(sweep), "--dry-run", "--store", str(tmp / "d.sqlite"), "--data", str(tmp)])
     assert result.exit_code == 0, result.output
-    assert "60 cells" in result.output and "done 0, to run 40, skipped 20" in result.output
+    assert "60 cells" in result.output and "done 0, to run 28, skipped 20" in result.output
+    assert "12 cells share the computation of another" in result.output
     assert "skipped model not-in-the-zoo" in result.output and "estimated cost" in result.output
     assert "G adder ops" in result.output
 
@@ -162,7 +212,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_report(world):
     n = wait_for_rows(store, 30)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 0 < n < 40 * 12, n
+    assert 0 < n < 28 * 12, n
     assert CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(store), "--data", str(tmp)]).exit_code == 0
     straight = tmp / "straight.sqlite"
     assert CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(straight), "--data", str(tmp)]).exit_code == 0
@@ -170,7 +220,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_report(world):
     for fmt in resumed:
         assert resumed[fmt] == uninterrupted[fmt], fmt
     with Store.open(store, readonly=True) as db:
-        assert len(db.samples()) == 40 * 12
+        assert len(db.samples()) == 28 * 12
 
 
 @pytest.fixture
@@ -205,7 +255,7 @@ def test_dry_run_of_a_finished_sweep_reports_the_measured_compute_time(finished)
     assert result.exit_code == 0, result.output
     assert "to run 0" in result.output
     with Store.open(store, readonly=True) as db:
-        spent = sum(db.cell(c).seconds for c in report.long["cell_id"] if c)
+        spent = sum(db.cell(c).seconds for c in set(report.long["cell_id"]) if c)  # shared cells once
     assert spent > 0
     line = next(x for x in result.output.splitlines() if "compute time of the done cells" in x)
     assert line.endswith(_fmt_duration(spent)), (line, spent)

@@ -144,6 +144,12 @@ class AttackConfig:
         """How reports name it, e.g. ``PGD-7`` or ``AutoAttack``."""
         return self.definition.label(self)
 
+    @property
+    def randomized(self) -> bool:
+        """Whether the attack draws random numbers, i.e. whether its result can depend on the seed."""
+        r = self.definition.randomized
+        return bool(r(self.params) if callable(r) else r)
+
     def to_json(self) -> dict[str, Any]:
         """Plain dict for the store (sorted, JSON-safe)."""
         return {
@@ -166,7 +172,9 @@ class AttackDef:
     build: Callable[[AttackConfig, BuildContext], Runner]
     label: Callable[[AttackConfig], str]
     kind: str = "white-box"  # white-box | black-box | baseline | clean
-    randomized: bool = False
+    #: whether the attack draws random numbers (so the cell's seed can change its result); a callable
+    #: decides from the parameters (PGD without random start is deterministic)
+    randomized: bool | Callable[[Mapping[str, Any]], bool] = False
     #: (forward passes, forward+backward passes) per sample for the attack itself — an upper bound for
     #: attacks that stop early (AutoAttack only attacks samples that are still robust)
     passes: Callable[[AttackConfig], tuple[float, float]] = lambda c: (0.0, 0.0)
@@ -375,7 +383,7 @@ ATTACKS: dict[str, AttackDef] = {
         AttackDef(
             "pgd", "PGD, random start, restarts (own loop, per-sample RNG)", NORMS,
             {"steps": _steps(10), "alpha": ALPHA, "random_start": Param(True, bool), "restarts": RESTARTS},
-            _build_pgd, _steps_label("PGD"), randomized=True, passes=_iterations,
+            _build_pgd, _steps_label("PGD"), randomized=lambda p: bool(p["random_start"]), passes=_iterations,
         ),
         AttackDef(
             "bim", "BIM / I-FGSM (torchattacks)", ("Linf",), {"steps": _steps(10), "alpha": ALPHA},
