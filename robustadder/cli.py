@@ -383,7 +383,8 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
     try:
         plan = plan_sweep(cfg, data=data, store=db)
         cells = plan.cells
-        done = sum(c.status == "done" for c in cells)
+        # counts of distinct cells; grid points that reuse another's cell (a seed that cannot matter) apart
+        done = len(distinct_cells(c for c in cells if c.status == "done"))
         skipped = sum(c.status == "skipped" for c in cells)
         to_run = distinct_cells(c for c in cells if c.status not in ("done", "skipped"))
         shared = len(cells) - skipped - len(distinct_cells(c for c in cells if c.status != "skipped"))
@@ -393,7 +394,7 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
         )
         say(f"  done {done}, to run {len(to_run)}, skipped {skipped}")
         if shared:
-            say(f"  {shared} cells share the computation of another (a seed that cannot change the result)")
+            say(f"  {shared} more grid points reuse one of these cells (a seed that cannot change the result)")
         if done:  # what the finished cells cost when they ran (summed batch times, across resumes and ranks)
             spent = sum(db.cell(c.cell_id).seconds for c in distinct_cells(c for c in cells if c.status == "done"))
             say(f"  compute time of the done cells, as measured when they ran: {_fmt_duration(spent)}")

@@ -174,7 +174,7 @@ def test_dry_run_prints_plan_and_estimate(world):
     result = CliRunner().invoke(main, ["sweep", str(sweep), "--dry-run", "--store", str(tmp / "d.sqlite"), "--data", str(tmp)])
     assert result.exit_code == 0, result.output
     assert "60 cells" in result.output and "done 0, to run 28, skipped 20" in result.output
-    assert "12 cells share the computation of another" in result.output
+    assert "12 more grid points reuse one of these cells" in result.output  # 28 + 20 + 12 = 60
     assert "skipped model not-in-the-zoo" in result.output and "estimated cost" in result.output
     assert "G adder ops" in result.output
 
