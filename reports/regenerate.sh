@@ -15,9 +15,12 @@ N_CHECK=${N_CHECK:-500}
 for preset in paper eps-sweep settings; do
     # same directory depth as attacks/, so the presets' relative model paths still resolve
     sed "s/^n = .*/n = ${N[$preset]}/" "attacks/$preset.toml" > "reports/$preset.toml"
-    "$R" sweep "reports/$preset.toml" --store "$STORE"
 done
 
+# cheapest first, AutoAttack's eps sweep last: an interrupted run has the most finished parts
+for preset in paper settings; do
+    "$R" sweep "reports/$preset.toml" --store "$STORE"
+done
 for model in ann20 ann20-awn cnn20 cnn20-awn ../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt; do
     name=$(basename "$model" .pt)
     if ! "$R" check --model "$model" --n "$N_CHECK" --store "$STORE" > "reports/check-$name.md" 2> "reports/.check-$name.err"; then
@@ -25,6 +28,7 @@ for model in ann20 ann20-awn cnn20 cnn20-awn ../shared/checkpoints/thirdparty-ad
     fi
     rm -f "reports/.check-$name.err"
 done
+"$R" sweep reports/eps-sweep.toml --store "$STORE"
 
 for preset in paper eps-sweep settings; do
     for fmt in md latex csv; do
