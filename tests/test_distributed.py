@@ -22,6 +22,9 @@ from robustadder.sweep import load_sweep, plan_sweep
 from conftest import make_tiny, wait_for_rows
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+# the sweep below: 2 BN modes x 2 seeds x 4 attacks = 16 grid points, but Clean and FGSM draw no random numbers,
+# so their two seeds share one cell: 2 x (1 + 1 + 2 + 2) = 12 distinct cells of 20 samples each
+CELLS = 12
 ROWS = (
     "SELECT cell_id, sample_id, label, clean_pred, adv_pred, clean_correct, adv_correct, linf, l2, batch "
     "FROM samples ORDER BY cell_id, sample_id"
@@ -87,13 +90,13 @@ def test_two_processes_write_the_single_process_rows(setup):
     multi = _sweep(TORCHRUN, sweep, tmp / "multi.sqlite", tmp)
     assert multi.returncode == 0, _failure(multi)
     a, b = _rows(tmp / "single.sqlite"), _rows(tmp / "multi.sqlite")
-    assert len(a) == 16 * 20 and a == b
+    assert len(a) == CELLS * 20 and a == b
     assert _report(tmp / "single.sqlite", sweep, tmp) == _report(tmp / "multi.sqlite", sweep, tmp)
     with Store.open(tmp / "multi.sqlite", readonly=True) as db:
         assert set(db.cells()["status"]) == {"done"}
         assert len(db.runs()) == 2  # one run per rank
         batches = db.samples().groupby("batch").size()
-    assert (batches == 16 * 4).all()  # every batch of every cell, each once
+    assert (batches == CELLS * 4).all()  # every batch of every cell, each once
 
 
 def _children(pid: int) -> list[int]:
@@ -141,7 +144,7 @@ def test_killed_rank_then_rerun_gives_identical_rows(setup):
     proc.wait(timeout=120)
     assert proc.returncode != 0
     partial = len(_rows(store))
-    assert 0 < partial < 16 * 20, partial
+    assert 0 < partial < CELLS * 20, partial
     rerun = _sweep(TORCHRUN, sweep, store, tmp)
     assert rerun.returncode == 0, _failure(rerun)
     fresh = _sweep([sys.executable], sweep, tmp / "fresh.sqlite", tmp)
