@@ -18,5 +18,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 
 from .api import evaluate  # noqa: E402
+from .compare import compare  # noqa: E402
 
-__all__ = ["__version__", "evaluate"]
+__all__ = ["__version__", "compare", "evaluate"]

@@ -13,11 +13,11 @@ import pandas as pd
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
 from .data import ImageSet, load_cifar10
 from .distributed import context
-from .engine import Settings, prepare, run_cell
+from .engine import Settings, prepare, run_cell_adaptive
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .store import Store
-from .summary import attack_summary, worst_case_accuracy
+from .summary import attack_summary, proportion_interval, worst_case_accuracy, worst_case_flags
 
 
 def resolve_attacks(
@@ -103,7 +103,7 @@ def evaluate(
     bn: str = "eval",
     shuffle: bool = False,
     seed: int = 0,
-    grad: str = "surrogate",
+    grad: str = "both",
     arch: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -136,7 +136,7 @@ def evaluate(
                 f"evaluate (rank {dist.rank}/{dist.world_size})" if dist.active else "evaluate", settings.resolved()["device"]
             )
         results = [
-            run_cell(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress)
+            run_cell_adaptive(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress)
             for cfg, runner in zip(configs, runners, strict=True)
         ]
         store_path = str(db.path)
@@ -148,7 +148,9 @@ def evaluate(
         frame = res.frame.assign(attack=cfg.label, attack_name=cfg.name, eps=cfg.eps, norm=cfg.norm)
         frames.append(frame)
         summary.append({"attack": cfg.label, "name": cfg.name, "eps": cfg.eps, "norm": cfg.norm, "cell_id": res.cell_id,
-                        "reused": res.reused, "params": dict(cfg.params), **attack_summary(res.frame, res.seconds)})  # fmt: skip
+                        "reused": res.reused, "params": dict(cfg.params), "grad": res.config["settings"]["grad"],
+                        "components": res.config.get("components", {}),
+                        **attack_summary(res.frame, res.seconds)})  # fmt: skip
     out = pd.concat(frames, ignore_index=True)
     out.attrs.update(
         model=loaded.name,
@@ -165,5 +167,7 @@ def evaluate(
     )
     attacked = [res.frame for cfg, res in zip(configs, results, strict=True) if cfg.name != "none"]
     if len(attacked) > 1:
+        flags = worst_case_flags(attacked)
         out.attrs["worst_case_robust_accuracy"] = worst_case_accuracy(attacked)
+        out.attrs["worst_case_robust_accuracy_ci"] = list(proportion_interval(int(flags.sum()), len(flags)))
     return out

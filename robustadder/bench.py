@@ -21,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -125,21 +126,97 @@ def _peak_tracker(device: torch.device) -> tuple[Callable[[], None], Callable[[]
 
 
 def _time_pair(fn: Callable[[], object], base: Callable[[], object], device, repeats: int, budget_s: float):
-    """Median ms of ``fn`` and ``base``, timed alternately after one warm-up each; stops early on budget."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Median ms of ``fn`` and ``base``, timed alternately after one warm-up each; stops early on budget.
+
+    On CUDA each sample is the mean of a loop of launches between two device events (a single launch of
+    a small layer takes microseconds, less than the host-side timer and launch jitter resolve), with the
+    loop long enough to span about a millisecond; both ops get the same loop length.
+    """
     fn(), base()
+    if device.type == "cuda":
+        return _time_pair_cuda(fn, base, repeats, budget_s)
     a, b = [], []
     start = time.perf_counter()
     for _ in range(repeats):
         for f, out in ((fn, a), (base, b)):
-            sync()
             t = time.perf_counter()
             f()
-            sync()
             out.append(1000 * (time.perf_counter() - t))
         if time.perf_counter() - start > budget_s and len(a) >= 3:
             break
     return statistics.median(a), statistics.median(b)
+
+
+def _time_pair_cuda(fn: Callable[[], object], base: Callable[[], object], repeats: int, budget_s: float):
+    def loop_ms(f: Callable[[], object], inner: int) -> float:
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        begin.record()
+        for _ in range(inner):
+            f()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / inner
+
+    probe = max(loop_ms(fn, 3), loop_ms(base, 3), 1e-3)
+    inner = max(1, min(200, int(1.0 / probe)))
+    a, b = [], []
+    start = time.perf_counter()
+    for _ in range(max(repeats, 5)):
+        a.append(loop_ms(fn, inner))
+        b.append(loop_ms(base, inner))
+        if time.perf_counter() - start > budget_s and len(a) >= 3:
+            break
+    return statistics.median(a), statistics.median(b)
+
+
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Turn TF32 of cuDNN / cuBLAS on or off inside the block (restored after).
+
+    PyTorch lets cuDNN convolutions use TF32 tensor cores by default: a 10-bit mantissa, so a "float32"
+    CNN on a GPU is not the float32 CNN of a CPU. The benchmark's baseline is plain FP32 (TF32 off),
+    and TF32 is timed separately as the tensor-core ceiling.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """What the numbers were measured on: CPU model and vector features, GPU, library versions."""
+    import platform
+
+    info: dict = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    info["cpu"] = model
+    info["cpu_vector_features"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4")) or f == "f16c")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        info["gpu"] = props.name
+        info["gpu_multiprocessors"] = props.multi_processor_count
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:  # pragma: no cover - triton comes with CUDA builds of torch
+            pass
+    return info
 
 
 def _op_fns(backend_name: str, x, w, g, stride, padding):
@@ -198,18 +275,27 @@ def kernel_rows(
                 reset()
                 fns[op]()
                 peak = read()
-                ms, conv_ms = _time_pair(fns[op], conv[op], dev, 3 if slow else repeats, slow_budget_s)
-                rows.append(
-                    {
-                        "layer": label,
-                        "op": op,
-                        "backend": backend,
-                        "ms": round(ms, 3),
-                        "conv_ms": round(conv_ms, 3),
-                        "ratio_to_conv": round(ms / conv_ms, 3),
-                        "peak_mib": round(peak, 1),
-                    }
-                )
+                reps = 3 if slow else repeats
+                with tf32(False):  # the baseline is a true FP32 convolution (no-op on the CPU)
+                    ms, conv_ms = _time_pair(fns[op], conv[op], dev, reps, slow_budget_s)
+                row = {
+                    "layer": label,
+                    "op": op,
+                    "backend": backend,
+                    "ms": round(ms, 4),
+                    "conv_ms": round(conv_ms, 4),
+                    "ratio_to_conv": round(ms / conv_ms, 3),
+                    "peak_mib": round(peak, 1),
+                }
+                if dev.type == "cuda":
+                    with tf32(True):  # the tensor-core ceiling, timed against the backend again
+                        ms2, tf_ms = _time_pair(fns[op], conv[op], dev, reps, slow_budget_s)
+                    row.update(conv_tf32_ms=round(tf_ms, 4), ratio_to_tf32=round(ms2 / tf_ms, 3))
+                    if backend == "triton":
+                        from .kernels import triton_adder
+
+                        row["triton_config"] = triton_adder.chosen_config("grad_input" if "grad" in op else "forward")
+                rows.append(row)
     return rows
 
 
@@ -284,9 +370,13 @@ def end_to_end_rows(
         (f"clean eval, {len(x)} {source}", clean, 3),
         (f"fwd+input grad, batch {batch_size}", step, 5),
     ):
-        ann, cnn = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
-        rows.append(
-            {"layer": "resnet20 end-to-end", "op": op, "backend": get_backend(backend, dev).name,
-             "ms": round(ann, 1), "conv_ms": round(cnn, 1), "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}
-        )  # fmt: skip
+        with tf32(False):
+            ann, cnn = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+        row = {"layer": "resnet20 end-to-end", "op": op, "backend": get_backend(backend, dev).name,
+               "ms": round(ann, 2), "conv_ms": round(cnn, 2), "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}  # fmt: skip
+        if dev.type == "cuda":
+            with tf32(True):
+                ann2, cnn_tf = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+            row.update(conv_tf32_ms=round(cnn_tf, 2), ratio_to_tf32=round(ann2 / cnn_tf, 3))
+        rows.append(row)
     return rows

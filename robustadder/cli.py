@@ -48,6 +48,11 @@ def _fmt_pct(value: float) -> str:
     return f"{value:.2f} %"
 
 
+def _fmt_ci(ci) -> str:
+    """A 95 % interval in percent, to one decimal (the precision the interval itself supports)."""
+    return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def _fmt_eps(eps: float, norm: str) -> str:
     if eps == 0:
         return "-"
@@ -66,8 +71,9 @@ def settings_options(fn):
                      help="Shuffle the test-set order (hence batch composition) with --seed."),
         click.option("--seed", type=int, default=0, show_default=True, help="Order and attack randomness."),
         click.option("--batch-size", type=int, default=128, show_default=True),
-        click.option("--grad", type=click.Choice(["surrogate", "exact"]), default="surrogate", show_default=True,
-                     help="Adder input gradient used by white-box attacks."),
+        click.option("--grad", type=click.Choice(["both", "surrogate", "exact"]), default="both", show_default=True,
+                     help="Adder input gradient white-box attacks follow: both = each attack once per gradient "
+                          "(surrogate HardTanh and exact sign), per-sample worst case (CNNs have one gradient)."),
         click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, cpu, triton, reference."),
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])),
         click.option("--device", default="cpu", show_default=True),
@@ -142,6 +148,7 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
     summary = meta["summary"]
     first = frame[frame["cell_id"] == summary[0]["cell_id"]]
     clean = 100.0 * float(first["clean_correct"].mean())
+    clean_ci = summary[0]["clean_accuracy_ci"]
     result = {
         "model": meta["model"],
         "arch": meta["arch"],
@@ -149,6 +156,8 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         "weights_sha256": meta["weights_sha256"],
         "n": len(first),
         "clean_accuracy": round(clean, 4),
+        "clean_accuracy_ci": [round(v, 4) for v in clean_ci],
+        "confidence": 0.95,
         "seconds": round(meta["wall_seconds"], 3),
         "data": meta["data"],
         "backend": meta["backend"],
@@ -161,6 +170,8 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         entry = {
             "attack": s["attack"], "name": s["name"], "norm": s["norm"], "eps": s["eps"], "params": s["params"],
             "robust_accuracy": round(s["robust_accuracy"], 4),
+            "robust_accuracy_ci": [round(v, 4) for v in s["robust_accuracy_ci"]],
+            "grad": s["grad"], "components": s["components"],
             "attack_success_rate": _round_or_none(s["attack_success_rate"]),
             "mean_linf": s["mean_linf"], "mean_l2": s["mean_l2"], "max_linf": s["max_linf"], "max_l2": s["max_l2"],
             "seconds": round(s["seconds"], 3), "reused": s["reused"], "cell_id": s["cell_id"],
@@ -170,6 +181,7 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         result["attacks"].append(entry)
     if worst is not None:
         result["worst_case_robust_accuracy"] = round(worst, 4)
+        result["worst_case_robust_accuracy_ci"] = [round(v, 4) for v in meta["worst_case_robust_accuracy_ci"]]
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -184,13 +196,14 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         f"settings        bn={st['bn']} shuffle={'yes' if st['shuffle'] else 'no'} seed={st['seed']} "
         f"batch={st['batch_size']} grad={st['grad']} backend={st['backend']} dtype={st['dtype']} device={st['device']}"
     )
-    click.echo(f"clean accuracy  {_fmt_pct(clean)}")
+    click.echo(f"clean accuracy  {_fmt_pct(clean)}  {_fmt_ci(clean_ci)}")
     if any(s["name"] != "none" for s in summary):
         import pandas as pd
 
         rows = [
             {"attack": s["attack"], "eps": _fmt_eps(s["eps"], s["norm"]) + ("" if s["norm"] == "Linf" or not s["eps"] else " L2"),
-             "robust acc": _fmt_pct(s["robust_accuracy"]),
+             "robust acc": _fmt_pct(s["robust_accuracy"]), "95 % interval": _fmt_ci(s["robust_accuracy_ci"]),
+             "grad": s["grad"],
              "success rate": "-" if s["attack_success_rate"] != s["attack_success_rate"] else _fmt_pct(s["attack_success_rate"]),
              "mean Linf": f"{s['mean_linf'] * 255:.2f}/255", "mean L2": f"{s['mean_l2']:.3f}",
              "time": f"{s['seconds']:.1f} s" + (" (stored)" if s["reused"] else "")}
@@ -199,7 +212,10 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         click.echo("")
         click.echo(pd.DataFrame(rows).to_string(index=False))
         if worst is not None:
-            click.echo(f"\nworst case over the attacks (per sample): {_fmt_pct(worst)} robust accuracy")
+            click.echo(
+                f"\nworst case over the attacks (per sample): {_fmt_pct(worst)} robust accuracy "
+                f"{_fmt_ci(meta['worst_case_robust_accuracy_ci'])}"
+            )
     click.echo(f"\ntime            {meta['wall_seconds']:.1f} s (adder backend: {result['backend']})")
     click.echo(f"store           {result['store']}")
 
@@ -297,15 +313,18 @@ def bench_kernels(batch_size, device, backends, repeats, data, as_json) -> None:
     fast = "triton" if torch.device(device).type == "cuda" else "cpu"
     names = tuple(b.strip() for b in (backends or f"{fast},reference,official").split(",") if b.strip())
     say = (lambda msg: click.echo(f"  measuring {msg}", err=True)) if not as_json else None
+    on_gpu = torch.device(device).type == "cuda"
     rows = bench.kernel_rows(batch_size, names, device, repeats, progress=say)
-    if torch.device(device).type == "cpu" and "cpu" in names:
+    if not on_gpu and "cpu" in names:
         rows += bench.compile_rows()
-    rows += bench.end_to_end_rows(1000, batch_size, fast, device, data)
+    # a GPU evaluates the whole test set in about the time a CPU takes for a tenth of it
+    rows += bench.end_to_end_rows(10000 if on_gpu else 1000, batch_size, fast, device, data)
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps({"machine": bench.machine_info(device), "batch_size": batch_size, "rows": rows}))
         return
     import pandas as pd
 
+    click.echo(json.dumps(bench.machine_info(device)))
     click.echo(pd.DataFrame(rows).to_string(index=False))
 
 
@@ -447,6 +466,9 @@ def report_cmd(store, presets, sweeps, fmt, output, n, data, with_checks) -> Non
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
     if not sources:
         sources = [rep.preset_path("paper")]
+    from .store import default_store_path
+
+    guard_output(output, [store or default_store_path(), data, *sources])
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     from .diagnostics import CheckReport
@@ -477,13 +499,19 @@ def report_cmd(store, presets, sweeps, fmt, output, n, data, with_checks) -> Non
 @main.command("check")
 @click.option("--model", "model_name", required=True, help="Zoo name or checkpoint path.")
 @click.option("--n", "n", type=int, default=200, show_default=True, help="Test images (first N, original order).")
-@click.option("--eps", default="8/255", show_default=True, help="L-inf budget of the claim being checked.")
+@click.option(
+    "--eps",
+    default="auto",
+    show_default=True,
+    help="L-inf budget of the claim being checked; auto = the smallest of 0.5-16/255 where PGD leaves "
+    "20-80 % of the clean-correct samples robust (8/255 is reported beside it).",
+)
 @click.option("--steps", type=int, default=20, show_default=True, help="PGD steps (doubled by the convergence check).")
 @click.option("--queries", type=int, default=1000, show_default=True, help="Square Attack query budget.")
 @click.option("--source", default=None, help="Transfer source [default: the zoo counterpart of the other kind].")
 @click.option("--bn", type=click.Choice(["eval", "train"]), default="eval", show_default=True)
-@click.option("--grad", type=click.Choice(["surrogate", "exact"]), default="surrogate", show_default=True,
-              help="Adder gradient the white-box attacks follow.")  # fmt: skip
+@click.option("--grad", type=click.Choice(["both", "surrogate", "exact"]), default="both", show_default=True,
+              help="Adder gradient(s) the white-box attacks follow (both: per-sample worst case).")  # fmt: skip
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -515,3 +543,101 @@ def check_cmd(model_name, n, eps, steps, queries, source, bn, grad, batch_size, 
         click.echo(report.to_markdown())
     if strict and report.failed:
         sys.exit(1)
+
+
+def guard_output(output: str | None, inputs: list[str | Path | None]) -> None:
+    """Refuse to write a result over anything the command reads, or over any results store.
+
+    ``report -o s.sqlite`` once replaced the store it had just read with Markdown: every result lost.
+    An output that resolves to an input, or to an existing file that is an SQLite database, is refused
+    before any work starts.
+    """
+    if not output:
+        return
+    target = Path(output).expanduser()
+    for item in inputs:
+        if item is not None and Path(item).expanduser().exists() and target.exists() and target.samefile(Path(item).expanduser()):
+            raise UserError(f"-o {output} is an input of this command; choose another output file")
+    if target.is_file():
+        with open(target, "rb") as fh:
+            if fh.read(16) == b"SQLite format 3\x00":
+                raise UserError(f"-o {output} is a results store; refusing to write over it")
+
+
+def write_output(output: str, text: str | bytes) -> None:
+    """Atomic write (a reader never sees half a file; an interruption leaves the old one)."""
+    from .models.checkpoint import atomic_write
+
+    data = text.encode() if isinstance(text, str) else text
+    atomic_write(output, lambda fh: fh.write(data))
+
+
+@main.command("compare")
+@click.argument("models", nargs=-1)
+@click.option(
+    "--eps",
+    "eps_list",
+    default=",".join(["1/255", "2/255", "4/255", "8/255"]),
+    show_default=True,
+    help="Comma-separated L∞ budgets.",
+)
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    help="Attacks whose per-sample worst case is taken [default: pgd:steps=20,restarts=2 and autoattack].",
+)
+@click.option("--label", "labels", multiple=True, help="A display name per model, in order.")
+@click.option("--n", type=int, default=1000, show_default=True, help="The first N test images.")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option(
+    "--grad",
+    type=click.Choice(["both", "surrogate", "exact"]),
+    default="both",
+    show_default=True,
+    help="Adder input gradient(s) the white-box attacks follow.",
+)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "md", "latex", "csv", "html", "json"]), default="text", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Robust accuracy vs eps with intervals (PNG/PDF)."
+)
+def compare_cmd(models, eps_list, attacks, labels, n, data, store, batch_size, grad, dtype, backend, device, seed, fmt,
+                as_json, output, plot_path) -> None:  # fmt: skip
+    """Is model A more robust than model B? Robust accuracy with intervals, paired tests, a verdict per pair.
+
+    MODELS are zoo names or checkpoint files (two or more), evaluated on the same samples; cells are
+    reused from the store, so a rerun is free and an interrupted run resumes.
+    """
+    from . import compare as cmp
+    from .store import default_store_path
+
+    fmt = "json" if as_json else fmt
+    if n < 1:
+        raise UserError(f"--n must be at least 1, not {n}")
+    eps_values = [e.strip() for e in eps_list.split(",") if e.strip()]
+    store_path = store or default_store_path()
+    guard_output(output, [store_path, data, *models])
+    guard_output(plot_path, [store_path, data, *models])
+    table = cmp.compare(
+        list(models), eps=eps_values, attacks=list(attacks) or list(cmp.DEFAULT_ATTACKS), labels=list(labels) or None,
+        n=n, data=data, store=store_path, batch_size=batch_size, backend=backend, device=device, dtype=dtype, grad=grad,
+        seed=seed, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    text = cmp.render(table, fmt)
+    if plot_path:
+        cmp.plot(table, plot_path)
+    if output:
+        write_output(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text)

@@ -13,8 +13,11 @@ Inference settings (recorded with every result):
   seeds the attacks' randomness (per sample, see :mod:`robustadder.attacks.gradient`). Where the seed
   can do neither (no shuffle, an attack that draws no random numbers) it is not part of the cell's
   identity: a sweep over seeds computes such a cell once and every seed reuses it;
-* ``batch_size``; ``grad``: the adder input gradient used by white-box attacks (``surrogate`` |
-  ``exact``); ``backend``, ``dtype``, ``device``.
+* ``batch_size``; ``grad``: the adder input gradient used by white-box attacks: ``surrogate``
+  (HardTanh, the official layer's), ``exact`` (sign, the true subgradient) or ``both`` (the default:
+  each gradient attack runs once per mode, both stored as cells of their own, and a third cell holds the
+  per-sample worst case — see :func:`run_cell_adaptive`); models without adder layers have one gradient
+  and record ``grad`` as ``none``; ``backend``, ``dtype``, ``device``.
 
 Every adversarial batch is checked before anything is stored: ‖x_adv − x‖ ≤ eps (+1e-6) in the
 attack's norm, x_adv ∈ [0, 1], all finite. A violation fails the cell with a clear error — a bound
@@ -28,7 +31,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -41,13 +44,15 @@ from .distributed import DistContext, context
 from .errors import UserError
 from .kernels import GRAD_MODES, get_backend
 from .models import LoadedModel
-from .nn import adder_settings, set_backend
+from .nn import adder_layers, adder_settings, set_backend, set_deterministic_convs
 from .store import Store
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: --grad choices: one adder input-gradient mode, or the per-sample worst case over both
+GRAD_SETTINGS = (*GRAD_MODES, "both")
 BN_MODES = ("eval", "train")
 BOUND_TOLERANCE = 1e-6
-ENGINE_VERSION = 1  # bump when a change alters per-sample results of an unchanged configuration
+ENGINE_VERSION = 2  # bump when a change alters per-sample results of an unchanged configuration (2: deterministic convs)
 
 
 class BoundViolation(UserError):
@@ -65,7 +70,7 @@ class Settings:
     bn: str = "eval"
     shuffle: bool = False
     seed: int = 0
-    grad: str = "surrogate"
+    grad: str = "both"
 
     def validate(self) -> None:
         """Reject settings a user can get wrong before any work starts."""
@@ -75,8 +80,8 @@ class Settings:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype}")
         if self.bn not in BN_MODES:
             raise UserError(f"--bn must be one of {', '.join(BN_MODES)}, not {self.bn}")
-        if self.grad not in GRAD_MODES:
-            raise UserError(f"--grad must be one of {', '.join(GRAD_MODES)}, not {self.grad}")
+        if self.grad not in GRAD_SETTINGS:
+            raise UserError(f"--grad must be one of {', '.join(GRAD_SETTINGS)}, not {self.grad}")
         if self.seed < 0:
             raise UserError(f"--seed must not be negative, not {self.seed}")
         try:
@@ -99,10 +104,29 @@ class Settings:
         return d
 
 
+def exact_cuda_arithmetic() -> None:
+    """Make CUDA arithmetic what the settings say it is: float32 without TF32, deterministic algorithms.
+
+    By default cuDNN convolutions (and cuBLAS matrix products, depending on the version) may run in TF32
+    (a 10-bit mantissa) and pick algorithms by timing (``benchmark``), which may differ from run to run:
+    a CNN's "float32" result would then be neither float32 nor reproducible. Robustness numbers must be
+    both, so every evaluation on a GPU switches these off (the adder kernels are deterministic anyway).
+    """
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def prepare(loaded: LoadedModel, settings: Settings) -> torch.nn.Module:
     """Move the model to the settings' device/dtype and backend, in eval mode, weights frozen."""
+    if torch.device(settings.device).type == "cuda":
+        exact_cuda_arithmetic()
     model = loaded.model.to(device=settings.device, dtype=settings.torch_dtype)
     set_backend(model, settings.backend)
+    # per-sample results independent of thread count and batch size (robustadder.nn.conv); the
+    # reference backend (a debugging aid) keeps PyTorch's convolutions as well as its own adder formula
+    set_deterministic_convs(model, settings.resolved()["backend"] == "cpu")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)  # attacks need input gradients only; weight gradients are wasted work
@@ -158,13 +182,31 @@ def data_fingerprint(data: ImageSet) -> str:
     return h.hexdigest()[:16]
 
 
+def has_adder_layers(model: torch.nn.Module) -> bool:
+    """Whether the model has adder layers, i.e. whether its input gradient has a mode at all."""
+    return bool(adder_layers(model))
+
+
+def effective_grad(loaded: LoadedModel, attack: AttackConfig, grad: str) -> str:
+    """The gradient setting that can matter for this model and attack.
+
+    ``none`` for a model without adder layers (a CNN has one gradient) and for attacks that follow no
+    gradient of the model (clean, noise, black-box, transfer from another model); otherwise ``grad``.
+    """
+    if not has_adder_layers(loaded.model) or attack.definition.kind != "white-box":
+        return "none"
+    return grad
+
+
 def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, data: ImageSet) -> dict:
-    """The full configuration of a cell, as stored."""
+    """The full configuration of a cell, as stored (``grad`` as :func:`effective_grad` makes it)."""
+    resolved = settings.resolved()
+    resolved["grad"] = effective_grad(loaded, attack, settings.grad)
     return {
         "engine": ENGINE_VERSION,
         "model": {"name": loaded.name, "arch": loaded.arch.name, "weights_sha256": loaded.weights_sha256},
         "attack": attack.to_json(),
-        "settings": settings.resolved(),
+        "settings": resolved,
         "data": {"source": data.source, "fingerprint": data_fingerprint(data), "n": len(data),
                  "first_id": int(data.ids.min()), "last_id": int(data.ids.max())},
     }  # fmt: skip
@@ -286,7 +328,8 @@ def run_cell(
             x, y = data.tensors(positions)
             x, y = x.to(device=device, dtype=dtype), y.to(device)
             start = time.perf_counter()
-            with inference_mode(model, settings.bn) as apply, adder_settings(model, grad_mode=settings.grad):
+            mode = settings.grad if settings.grad in GRAD_MODES else None  # none: no adder layer to set
+            with inference_mode(model, settings.bn) as apply, adder_settings(model, grad_mode=mode):
                 with torch.no_grad():
                     clean_pred = model(x).argmax(1)
                 try:
@@ -325,3 +368,74 @@ def run_cell(
     dist.barrier()
     record = store.cell(cell_id)
     return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, not pending)
+
+
+def run_cell_adaptive(
+    store: Store,
+    loaded: LoadedModel,
+    model: torch.nn.Module,
+    attack: AttackConfig,
+    runner: Runner,
+    settings: Settings,
+    data: ImageSet,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    dist: DistContext | None = None,
+) -> CellResult:
+    """:func:`run_cell`, with ``grad='both'`` resolved: the AdderNet-adaptive white box.
+
+    Neither adder input gradient is the stronger one everywhere (on the third-party ANN-20, FGSM at
+    1/255 fooled more samples through the exact gradient, at 8/255 through the surrogate), so an
+    evaluation that follows one of them can overstate robustness. With ``both`` a gradient attack on a
+    model with adder layers runs once per mode (each a cell of its own, reusable and reportable) and the
+    result is a third cell whose row per sample is the worst case: the component that fooled the sample
+    (the surrogate's when both did), with that component's prediction and perturbation norms. Its config
+    names the two component cells. Anything else runs as one cell with the grad that can matter.
+    """
+    dist = dist or context()
+    grad = effective_grad(loaded, attack, settings.grad)
+    if grad != "both":
+        one = settings if settings.grad == grad else replace(settings, grad=grad)
+        return run_cell(store, loaded, model, attack, runner, one, data, force=force, progress=progress, dist=dist)
+    parts = {
+        mode: run_cell(store, loaded, model, attack, runner, replace(settings, grad=mode), data, force=force,
+                       progress=progress, dist=dist)
+        for mode in GRAD_MODES
+    }  # fmt: skip
+    config = cell_config(loaded, attack, settings, data)
+    cell_id = cell_hash(config)
+    config["components"] = {mode: part.cell_id for mode, part in parts.items()}
+    reused = all(part.reused for part in parts.values())  # no attack ran (combining stored rows is free)
+    if dist.is_main:
+        record = store.cell(cell_id)
+        stale = record is not None and (record.config or {}).get("components") != config["components"]
+        if force or record is None or record.status != "done" or stale:
+            store.begin_cell(cell_id, config, len(data), force=True)
+            for _batch, rows, seconds in worst_case_rows(parts["surrogate"].frame, parts["exact"].frame):
+                store.add_batch(cell_id, rows, seconds)
+            store.finish_cell(cell_id)
+    dist.barrier()
+    record = store.cell(cell_id)
+    return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, reused)
+
+
+def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame):
+    """Per batch of ``first``: the per-sample worst case of two cells on the same samples (see above).
+
+    Yields (batch, rows, seconds) with rows in the store's column order; a batch's seconds are the sum of
+    both components' (the cost of the adaptive evaluation).
+    """
+    b = second.set_index("sample_id")
+    if set(b.index) != set(first["sample_id"]):
+        raise RuntimeError("worst case of two cells over different samples")
+    for batch, rows_a in first.groupby("batch", sort=True):
+        rows_b = b.loc[rows_a["sample_id"].to_numpy()]
+        seconds = float(rows_a["batch_seconds"].iloc[0]) + float(rows_b["batch_seconds"].sum() / max(len(rows_b), 1))
+        out = []
+        for ra, (sid, rb) in zip(rows_a.itertuples(index=False), rows_b.iterrows(), strict=True):
+            pick_b = bool(ra.adv_correct) and not bool(rb["adv_correct"])
+            src = rb if pick_b else ra._asdict()
+            out.append((int(sid), int(ra.label), int(ra.clean_pred), int(src["adv_pred"]), int(ra.clean_correct),
+                        int(src["adv_correct"]), float(src["linf"]), float(src["l2"]), int(batch), seconds))  # fmt: skip
+        yield int(batch), out, seconds

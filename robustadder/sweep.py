@@ -11,7 +11,7 @@ A sweep file looks like this (``attacks/*.toml`` are the presets)::
 
     [settings]                                # a value or a list of values (a grid axis)
     bn = ["eval", "train"]
-    grad = "surrogate"
+    grad = "both"                             # the default: per-sample worst case over both adder gradients
     seed = [0, 1, 2]
 
     [[attacks]]
@@ -47,7 +47,7 @@ from .api import _source_loader, pin_transfer_source
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
 from .data import ImageSet, load_cifar10
 from .distributed import context
-from .engine import Settings, cell_config, cell_hash, prepare, run_cell
+from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell_adaptive
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .nn import adder_layers
@@ -255,9 +255,10 @@ def estimate(plan: SweepPlan) -> dict[str, Any]:
         fwd, fb = calibration[key]
         f_passes, fb_passes = cell.attack.definition.passes(cell.attack)
         n = len(plan.data)
-        cell.estimate_s = n * ((f_passes + 2) * fwd + fb_passes * fb)
+        runs = 2 if effective_grad(loaded, cell.attack, cell.settings.grad) == "both" else 1  # one per adder gradient
+        cell.estimate_s = runs * n * ((f_passes + 2) * fwd + fb_passes * fb)
         total_s += cell.estimate_s
-        total_work += n * (f_passes + 2 + 3 * fb_passes) * work[cell.model.label]
+        total_work += runs * n * (f_passes + 2 + 3 * fb_passes) * work[cell.model.label]
     return {"seconds": total_s, "adder_gops": total_work / 1e9, "calibration": calibration}
 
 
@@ -280,7 +281,9 @@ def run_sweep(
         attack = pin_transfer_source(cell.attack)
         runner = build_runner(attack, build_ctx)
         try:
-            result = run_cell(store, loaded, model, attack, runner, cell.settings, plan.data, force=force, progress=progress)
+            result = run_cell_adaptive(
+                store, loaded, model, attack, runner, cell.settings, plan.data, force=force, progress=progress
+            )
         except UserError as exc:  # this cell cannot run under its settings: record why, go on with the others
             if context().active:
                 raise  # ranks must stay in step; the job stops and says why

@@ -106,7 +106,8 @@ def test_cli_check_json_strict_and_report(trained, tmp_path, monkeypatch):
     out = json.loads(result.stdout)
     assert result.exit_code == (1 if out["failed"] else 0)
     assert {r["name"] for r in out["results"]} == {"single-step", "eps-monotonic", "convergence", "black-box",
-                                                   "gradient-health", "determinism", "logits-iterates"}  # fmt: skip
+                                                   "gradient-health", "determinism", "logits-iterates",
+                                                   "numerical-stability"}  # fmt: skip
     with Store.open(store, readonly=True) as db:
         stored = db.checks()
     assert len(stored) == 1 and CheckReport.from_json(stored[0]).verdict == out["verdict"]
@@ -167,3 +168,32 @@ def test_report_json_keeps_text_and_nulls_nan():
     json.dumps(data, allow_nan=False)
     assert data["results"][0]["summary"] == "NaN/inf 0.0 %" and data["results"][0]["evidence"] == {"v": None, "n": 3}
     assert CheckReport.from_json(data).results[0].summary == "NaN/inf 0.0 %"
+
+
+def test_checks_that_cannot_discriminate_say_na_not_pass(tmp_path):
+    """At a budget where PGD leaves nothing robust, attack comparisons pass trivially: they must say n/a."""
+    from conftest import make_tiny
+
+    loaded, data = make_tiny("conv", n=16)
+    report = run_checks(loaded, n=16, eps="64/255", data=data, store=tmp_path / "z.sqlite", steps=3, square_queries=20,
+                        progress=False)  # fmt: skip
+    verdicts = {r.name: r.verdict for r in report.results}
+    assert report.best_robust_accuracy == 0.0
+    assert all(verdicts[name] == "n/a" for name in ("single-step", "convergence", "black-box")), verdicts
+    assert "pass" not in {verdicts[n] for n in ("single-step", "convergence", "black-box")}
+    assert report.verdict.startswith("not robust at eps 64/255")
+    assert report.reference["eps"] == pytest.approx(8 / 255)
+    precision = [r for r in report.results if r.name == "numerical-stability"][0]
+    assert precision.verdict in ("pass", "warn") and {"clean_flips_pct", "robust_flips_pct"} <= set(precision.evidence)
+
+
+def test_auto_eps_is_the_smallest_informative_budget(trained, tmp_path):
+    model, data = trained
+    report = _checks(model, data, tmp_path / "a.sqlite", name="auto")
+    sel = report.eps_selection
+    shares = sel["robust_share_by_eps"]
+    chosen = f"{report.eps * 255:g}/255"
+    if sel["rule"].startswith("smallest"):
+        assert 20.0 <= shares[chosen] <= 80.0
+        assert all(not 20.0 <= v <= 80.0 for k, v in shares.items() if float(k.split("/")[0]) < report.eps * 255)
+    assert "eps chosen by rule" in report.to_markdown()

@@ -165,3 +165,117 @@ def test_openmp_threads_sleep_while_waiting_unless_the_user_says_otherwise(given
     code = "import os, robustadder, torch; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def _cpu_runs(march: str) -> bool:
+    """Whether this machine's CPU executes code built for ``march`` (AVX2 paths need AVX2 + FMA)."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    needs = {"haswell": ("avx2", "fma"), "skylake-avx512": ("avx512f", "avx512dq"), "x86-64": ()}[march]
+    return all(f" {flag}" in flags for flag in needs)
+
+
+@pytest.mark.parametrize("march", ["x86-64", "haswell", "skylake-avx512"])
+def test_every_vector_code_path_agrees_with_reference(march):
+    """SSE (16-byte), AVX2 (32-byte) and AVX-512 (64-byte) builds of the kernel, whichever this CPU runs."""
+    from robustadder.kernels.cpu import CpuBackend
+
+    if not _cpu_runs(march):
+        pytest.skip(f"this CPU cannot run code built for {march}")
+    backend = CpuBackend(march)
+    ok, why = backend.available(torch.device("cpu"))
+    if not ok:
+        pytest.skip(why)
+    for shape in SHAPES:
+        for dtype in (torch.float32, torch.float64):
+            x, w, s, p = _case(shape, dtype)
+            y = backend.forward(x, w, s, p)
+            torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
+            g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+            for mode in ("surrogate", "exact"):
+                torch.testing.assert_close(backend.grad_input(x, w, g, s, p, mode), REF.grad_input(x, w, g, s, p, mode),
+                                           **_tol(dtype))  # fmt: skip
+            torch.testing.assert_close(backend.conv_forward(x, w, s, p), torch.nn.functional.conv2d(x, w, stride=s, padding=p),
+                                       **_tol(dtype))  # fmt: skip
+            xr = x.clone().requires_grad_()
+            (gx,) = torch.autograd.grad(torch.nn.functional.conv2d(xr, w, stride=s, padding=p), xr, g)
+            torch.testing.assert_close(backend.conv_grad_input(x, w, g, s, p), gx, **_tol(dtype))
+
+
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(kernel_cache, tmp_path, monkeypatch):
+    """A library cut short in the cache killed every command with SIGBUS; now it is verified and rebuilt
+    (cut in half, empty, random bytes)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ROBUSTADDER_KERNEL_CACHE", str(cache))
+    code = ("from robustadder.kernels.cpu import load_library, BUILD_INFO; import torch;"
+            "from robustadder.kernels import get_backend;"
+            "b = get_backend('cpu'); y = b.forward(torch.ones(1, 1, 3, 3), torch.zeros(1, 1, 1, 1), 1, 0);"
+            "print(BUILD_INFO['compiled'], float(y.sum()))")  # fmt: skip
+    env = {**os.environ, "ROBUSTADDER_KERNEL_CACHE": str(cache)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["True", "-9.0"]
+    (lib,) = cache.glob("adder_cpu-*.so")
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b"", lambda b: os.urandom(len(b))):
+        lib.write_bytes(damage(lib.read_bytes()))
+        again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr[-500:]
+        assert again.stdout.split() == ["True", "-9.0"]  # rebuilt, then correct
+
+
+def test_models_give_the_same_rows_for_any_thread_count_and_batch_size():
+    """Per-sample logits and input gradients are bit-identical with 1 or 2 threads and in batches of
+    3 or 12, for the CNN (deterministic convolutions) and the AdderNet (adder kernel + conv stem/head)."""
+    import torch.nn.functional as F
+
+    from robustadder.engine import Settings, prepare
+    from robustadder.models import create_model
+    from robustadder.models.checkpoint import LoadedModel
+
+    torch.manual_seed(0)
+    x, y = torch.rand(12, 3, 32, 32), torch.randint(0, 10, (12,))
+    threads = torch.get_num_threads()
+    for kind in ("conv", "adder"):
+        net = create_model(f"resnet20_{kind}")
+        model = prepare(LoadedModel(net, kind, net.spec, "0" * 64, "memory"), Settings())
+        results = []
+        try:
+            for nt, bs in ((1, 12), (2, 12), (2, 3), (1, 3)):
+                torch.set_num_threads(nt)
+                outs, grads = [], []
+                for i in range(0, 12, bs):
+                    xr = x[i : i + bs].clone().requires_grad_()
+                    out = model(xr)
+                    (g,) = torch.autograd.grad(F.cross_entropy(out, y[i : i + bs], reduction="sum"), xr)
+                    outs.append(out.detach())
+                    grads.append(g)
+                results.append((torch.cat(outs), torch.cat(grads)))
+        finally:
+            torch.set_num_threads(threads)
+        for out, grad in results[1:]:
+            assert torch.equal(out, results[0][0]) and torch.equal(grad, results[0][1]), kind
+
+
+def test_gpu_evaluations_switch_off_tf32_and_timing_based_algorithms():
+    """The switch is plain torch flags, settable (and so testable) without a GPU."""
+    from robustadder.engine import exact_cuda_arithmetic
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)  # fmt: skip
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
+        exact_cuda_arithmetic()
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.deterministic,
+         torch.backends.cudnn.benchmark) = saved  # fmt: skip
+
+
+def test_benchmark_records_the_machine_it_ran_on():
+    from robustadder.bench import machine_info
+
+    info = machine_info("cpu")
+    assert info["cpu"] and info["torch"] == torch.__version__
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if " avx2" in flags:
+        assert "avx2" in info["cpu_vector_features"]
+    assert ("avx512f" in info["cpu_vector_features"]) == (" avx512f" in flags)

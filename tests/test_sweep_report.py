@@ -144,7 +144,9 @@ def test_seeds_of_a_deterministic_attack_share_one_computation(world):
         plan = plan_sweep(load_sweep(sweep), data=tmp, store=db)
         run_sweep(plan, db, progress=False)
         assert all(c.status in ("done", "skipped") for c in plan.cells)
-        assert len(db.cells()) == 28
+        # 28 distinct grid cells; the ANN's 12 gradient-attack cells (grad both, the default) each add a
+        # surrogate and an exact component cell
+        assert len(db.cells()) == 28 + 2 * 12
         report = rep.build(db, plan_sweep(load_sweep(sweep), data=tmp, store=db))
     long = report.long[(report.long["status"] == "done") & (report.long["attack"] == "FGSM")]
     by_seed = long.pivot_table(index=["model", "bn", "eps_label"], columns="seed", values="robust_accuracy")
@@ -212,7 +214,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_report(world):
     n = wait_for_rows(store, 30)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 0 < n < 28 * 12, n
+    assert 0 < n < (28 + 2 * 12) * 12, n
     assert CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(store), "--data", str(tmp)]).exit_code == 0
     straight = tmp / "straight.sqlite"
     assert CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(straight), "--data", str(tmp)]).exit_code == 0
@@ -220,7 +222,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_report(world):
     for fmt in resumed:
         assert resumed[fmt] == uninterrupted[fmt], fmt
     with Store.open(store, readonly=True) as db:
-        assert len(db.samples()) == 28 * 12
+        assert len(db.samples()) == (28 + 2 * 12) * 12  # grid cells + the ANN's grad components
 
 
 @pytest.fixture
@@ -325,7 +327,9 @@ def test_presets_parse():
     assert sorted({round(a.eps * 255) for a in eps.attacks}) == [1, 2, 4, 8, 16]
     assert {a.label for a in eps.attacks} == {"PGD-20", "AutoAttack"}
     settings = load_sweep(rep.preset_path("settings"))
-    assert len(settings.settings) == 2 * 2 * 2 * 2 * 3
+    assert len(settings.settings) == 2 * 2 * 2 * 3 * 3  # shuffle x bn x batch size x grad (3) x seeds
+    paper_settings = load_sweep(rep.preset_path("paper")).settings
+    assert {s.grad for s in paper_settings} == {"both"}
 
 
 def test_smoke_preset_runs(shared_data, thirdparty, tmp_path):

@@ -2,7 +2,9 @@
  *
  * Built on first use by robustadder/kernels/cpu.py with the system C++ compiler (-O3 -march=native
  * -fopenmp) and loaded with ctypes: no torch headers, no Python extension ABI. Portable C++ with GCC
- * vector extensions (64-byte vectors; the compiler splits them on AVX2-only machines) and OpenMP.
+ * vector extensions (vector width and register blocks chosen for the instruction set, see Traits) and
+ * OpenMP. The same tiles compute the multiplicative convolution (conv = 1), so that CNN layers get the
+ * same determinism guarantee as the adder layers.
  *
  * Design: implicit im2col. The output positions of each sample (L = Ho*Wo of them) are cut into tiles of
  * PB = two vectors; for each tile a thread gathers the tile's K x PB slice of the im2col matrix
@@ -24,31 +26,53 @@
 #include <string.h>
 
 #include <vector>
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
 namespace {
 
+/* Vector width and register blocking follow the instruction set the library is compiled for. A vector
+ * wider than the machine's registers is split by the compiler into several, and a register block sized
+ * for 32 registers (AVX-512) spills on a machine with 16 (AVX2): measured 20-30x slower there. */
+#if defined(__AVX512F__)
+#define RA_VBYTES 64
+#define RA_OB 8 /* forward: filters per register block (2 x 8 accumulators + 2 inputs of 32 registers) */
+#define RA_KB 4 /* input gradient: im2col rows per register block */
+#elif defined(__AVX__)
+#define RA_VBYTES 32
+#define RA_OB 4 /* 2 x 4 accumulators + 2 inputs + temporaries in 16 registers */
+#define RA_KB 2
+#else
+#define RA_VBYTES 16
+#define RA_OB 4
+#define RA_KB 2
+#endif
+
 template <typename T> struct Traits;
 template <> struct Traits<float> {
     using U = uint32_t;
-    typedef float V __attribute__((vector_size(64), aligned(4)));
-    typedef uint32_t UV __attribute__((vector_size(64), aligned(4)));
-    static constexpr int VL = 16;
+    typedef float V __attribute__((vector_size(RA_VBYTES), aligned(4)));
+    typedef uint32_t UV __attribute__((vector_size(RA_VBYTES), aligned(4)));
+    static constexpr int VL = RA_VBYTES / 4;
 };
 template <> struct Traits<double> {
     using U = uint64_t;
-    typedef double V __attribute__((vector_size(64), aligned(4)));
-    typedef uint64_t UV __attribute__((vector_size(64), aligned(4)));
-    static constexpr int VL = 8;
+    typedef double V __attribute__((vector_size(RA_VBYTES), aligned(4)));
+    typedef uint64_t UV __attribute__((vector_size(RA_VBYTES), aligned(4)));
+    static constexpr int VL = RA_VBYTES / 8;
 };
 
 template <typename T> using Vec = typename Traits<T>::V;
 template <typename T> using UVec = typename Traits<T>::UV;
 
-template <typename T> inline Vec<T> load(const T *p) { Vec<T> v; memcpy(&v, p, sizeof v); return v; }
-template <typename T> inline void store(T *p, Vec<T> v) { memcpy(p, &v, sizeof v); }
+/* Unaligned vector access through a may_alias type: memcpy of a vector was lowered to 16-byte halves
+ * bounced through the stack (a store-forwarding stall per load) on AVX2 builds. */
+template <typename T> struct Unaligned {
+    typedef Vec<T> V __attribute__((aligned(sizeof(T)), may_alias));
+};
+template <typename T> inline Vec<T> load(const T *p) { return *(const typename Unaligned<T>::V *)p; }
+template <typename T> inline void store(T *p, Vec<T> v) { *(typename Unaligned<T>::V *)p = v; }
 template <typename T> inline Vec<T> splat(T s) { return Vec<T>{} + s; }
 
 template <typename T> inline Vec<T> vabs(Vec<T> d) {  // clear the sign bit: one logic op
@@ -56,10 +80,13 @@ template <typename T> inline Vec<T> vabs(Vec<T> d) {  // clear the sign bit: one
     return (Vec<T>)((UVec<T>)d & (UVec<T>{} + (U)~((U)1 << (sizeof(U) * 8 - 1))));
 }
 
-/* min/max: GCC lowers `a < b ? a : b` on vectors to compare + blend; the instructions do it in one. */
+/* min/max: GCC lowers `a < b ? a : b` on vectors to compare + blend (two instructions, seen in the AVX2
+ * assembly of the input-gradient loop); the min/max instructions do it in one. */
 inline Vec<float> vmin(Vec<float> a, Vec<float> b) {
 #if defined(__AVX512F__)
     return (Vec<float>)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (Vec<float>)_mm256_min_ps((__m256)a, (__m256)b);
 #else
     return a < b ? a : b;
 #endif
@@ -67,6 +94,8 @@ inline Vec<float> vmin(Vec<float> a, Vec<float> b) {
 inline Vec<float> vmax(Vec<float> a, Vec<float> b) {
 #if defined(__AVX512F__)
     return (Vec<float>)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (Vec<float>)_mm256_max_ps((__m256)a, (__m256)b);
 #else
     return a > b ? a : b;
 #endif
@@ -74,6 +103,8 @@ inline Vec<float> vmax(Vec<float> a, Vec<float> b) {
 inline Vec<double> vmin(Vec<double> a, Vec<double> b) {
 #if defined(__AVX512F__)
     return (Vec<double>)_mm512_min_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__)
+    return (Vec<double>)_mm256_min_pd((__m256d)a, (__m256d)b);
 #else
     return a < b ? a : b;
 #endif
@@ -81,6 +112,8 @@ inline Vec<double> vmin(Vec<double> a, Vec<double> b) {
 inline Vec<double> vmax(Vec<double> a, Vec<double> b) {
 #if defined(__AVX512F__)
     return (Vec<double>)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__)
+    return (Vec<double>)_mm256_max_pd((__m256d)a, (__m256d)b);
 #else
     return a > b ? a : b;
 #endif
@@ -208,8 +241,9 @@ void scatter_tile(const Geometry &g, const Row *rows, const T *dblk, const Run *
     }
 }
 
-/* res[j][q] = -sum_k |blk[k][q] - W[o0+j, k]| for a tile: 2 vectors of positions x OB filters. */
-template <typename T, int OB>
+/* Adder (CONV false): res[j][q] = -sum_k |blk[k][q] - W[o0+j, k]|; convolution (CONV true):
+ * res[j][q] = sum_k blk[k][q] * W[o0+j, k]. A tile: 2 vectors of positions x OB filters. */
+template <typename T, bool CONV, int OB>
 inline void forward_block(const T *blk, const T *wt, T *res, int64_t K, int64_t O, int64_t o0, T one) {
     constexpr int VL = Traits<T>::VL, PB = 2 * VL;
     Vec<T> a0[OB], a1[OB];
@@ -218,19 +252,24 @@ inline void forward_block(const T *blk, const T *wt, T *res, int64_t K, int64_t 
         const Vec<T> x0 = load<T>(blk + k * PB), x1 = load<T>(blk + k * PB + VL);
         const T *wk = wt + k * O + o0;
         for (int j = 0; j < OB; j++) {
-            a0[j] += vabs<T>(x0 - wk[j]) * one;
-            a1[j] += vabs<T>(x1 - wk[j]) * one;
+            if (CONV) {
+                a0[j] += x0 * wk[j];
+                a1[j] += x1 * wk[j];
+            } else {
+                a0[j] += vabs<T>(x0 - wk[j]) * one;
+                a1[j] += vabs<T>(x1 - wk[j]) * one;
+            }
         }
     }
     for (int j = 0; j < OB; j++) {
-        store<T>(res + j * PB, -a0[j]);
-        store<T>(res + j * PB + VL, -a1[j]);
+        store<T>(res + j * PB, CONV ? a0[j] : -a0[j]);
+        store<T>(res + j * PB + VL, CONV ? a1[j] : -a1[j]);
     }
 }
 
-template <typename T>
+template <typename T, bool CONV>
 void forward(const Geometry &g, const Row *rows, const T *x, const T *wt, T *y, T *scratch, int nt) {
-    constexpr int64_t PB = tile_positions<T>(), OB = 8;
+    constexpr int64_t PB = tile_positions<T>(), OB = RA_OB;
     const int64_t K = g.K(), L = g.L(), O = g.O, tiles = (L + PB - 1) / PB;
     const T one = Unit<T>::value;
 #pragma omp parallel num_threads(nt)
@@ -245,29 +284,37 @@ void forward(const Geometry &g, const Row *rows, const T *x, const T *wt, T *y, 
             const int nruns = tile_runs<T>(g, l0, runs, &count);
             gather_tile<T>(g, rows, x + n * g.C * g.H * g.W, runs, nruns, count, blk);
             int64_t o0 = 0;
-            for (; o0 + OB <= O; o0 += OB) forward_block<T, OB>(blk, wt, res + o0 * PB, K, O, o0, one);
-            for (; o0 < O; o0++) forward_block<T, 1>(blk, wt, res + o0 * PB, K, O, o0, one);
+            for (; o0 + OB <= O; o0 += OB) forward_block<T, CONV, OB>(blk, wt, res + o0 * PB, K, O, o0, one);
+            for (; o0 < O; o0++) forward_block<T, CONV, 1>(blk, wt, res + o0 * PB, K, O, o0, one);
             for (int64_t o = 0; o < O; o++) memcpy(y + (n * O + o) * L + l0, res + o * PB, count * sizeof(T));
         }
     }
 }
 
-/* dblk[k][q] = sum_o g[o][q] * f(W[o, k] - blk[k][q]) for a tile: 2 vectors of positions x KB rows. */
-template <typename T, bool EXACT, int KB>
+/* dblk[k][q] = sum_o g[o][q] * f(W[o, k] - blk[k][q]) for a tile: 2 vectors of positions x KB rows.
+ * MODE: 0 surrogate (clamp), 1 exact (sign), 2 convolution (f = W[o, k], the input is not read). */
+template <typename T, int MODE, int KB>
 inline void grad_block(const T *blk, const T *w, const T *gt, T *dblk, int64_t K, int64_t O, int64_t k0) {
     constexpr int VL = Traits<T>::VL, PB = 2 * VL;
     Vec<T> x0[KB], x1[KB], a0[KB], a1[KB];
     for (int i = 0; i < KB; i++) {
-        x0[i] = load<T>(blk + (k0 + i) * PB);
-        x1[i] = load<T>(blk + (k0 + i) * PB + VL);
+        if (MODE != 2) {
+            x0[i] = load<T>(blk + (k0 + i) * PB);
+            x1[i] = load<T>(blk + (k0 + i) * PB + VL);
+        }
         a0[i] = a1[i] = Vec<T>{};
     }
     for (int64_t o = 0; o < O; o++) {
         const Vec<T> g0 = load<T>(gt + o * PB), g1 = load<T>(gt + o * PB + VL);
         const T *wo = w + o * K + k0;
         for (int i = 0; i < KB; i++) {
-            a0[i] += g0 * gradf<T, EXACT>(wo[i] - x0[i]);
-            a1[i] += g1 * gradf<T, EXACT>(wo[i] - x1[i]);
+            if (MODE == 2) {
+                a0[i] += g0 * wo[i];
+                a1[i] += g1 * wo[i];
+            } else {
+                a0[i] += g0 * gradf<T, MODE == 1>(wo[i] - x0[i]);
+                a1[i] += g1 * gradf<T, MODE == 1>(wo[i] - x1[i]);
+            }
         }
     }
     for (int i = 0; i < KB; i++) {
@@ -277,10 +324,10 @@ inline void grad_block(const T *blk, const T *w, const T *gt, T *dblk, int64_t K
 }
 
 /* Input gradient, parallel over samples: one thread accumulates all of a sample's dx, tile by tile. */
-template <typename T, bool EXACT>
+template <typename T, int MODE>
 void grad_input(const Geometry &g, const Row *rows, const T *x, const T *w, const T *gy, T *dx, T *scratch,
                 int nt) {
-    constexpr int64_t PB = tile_positions<T>(), KB = 4;
+    constexpr int64_t PB = tile_positions<T>(), KB = RA_KB;
     const int64_t K = g.K(), L = g.L(), O = g.O, tiles = (L + PB - 1) / PB, chw = g.C * g.H * g.W;
 #pragma omp parallel num_threads(nt)
     {
@@ -295,14 +342,14 @@ void grad_input(const Geometry &g, const Row *rows, const T *x, const T *w, cons
                 Run runs[PB];
                 int64_t count;
                 const int nruns = tile_runs<T>(g, l0, runs, &count);
-                gather_tile<T>(g, rows, x + n * chw, runs, nruns, count, blk);
+                if (MODE != 2) gather_tile<T>(g, rows, x + n * chw, runs, nruns, count, blk);
                 for (int64_t o = 0; o < O; o++) {
                     memcpy(gt + o * PB, gy + (n * O + o) * L + l0, count * sizeof(T));
                     for (int64_t q = count; q < PB; q++) gt[o * PB + q] = (T)0;
                 }
                 int64_t k0 = 0;
-                for (; k0 + KB <= K; k0 += KB) grad_block<T, EXACT, KB>(blk, w, gt, dblk, K, O, k0);
-                for (; k0 < K; k0++) grad_block<T, EXACT, 1>(blk, w, gt, dblk, K, O, k0);
+                for (; k0 + KB <= K; k0 += KB) grad_block<T, MODE, KB>(blk, w, gt, dblk, K, O, k0);
+                for (; k0 < K; k0++) grad_block<T, MODE, 1>(blk, w, gt, dblk, K, O, k0);
                 scatter_tile<T>(g, rows, dblk, runs, nruns, dxn);
             }
         }
@@ -318,20 +365,29 @@ void grad_input(const Geometry &g, const Row *rows, const T *x, const T *w, cons
     Geometry g{N, C, H, W, kh, kw, s, pad, Ho, Wo, O}; \
     std::vector<Row> rows(g.K());                   \
     make_rows(g, rows.data())
+/* conv != 0: the multiplicative convolution (same tiling and fixed reduction order, used to make CNN
+ * layers as deterministic as the adder layers); exact selects the adder's input-gradient mode. */
 #define EXPORT(T, SFX)                                                                                   \
-    extern "C" void adder_forward_##SFX(const T *x, const T *wt, T *y, T *scratch, GEOM, int nt) {     \
+    extern "C" void adder_forward_##SFX(const T *x, const T *wt, T *y, T *scratch, GEOM, int conv, int nt) { \
         MAKE_GEOM;                                                                                       \
-        forward<T>(g, rows.data(), x, wt, y, scratch, nt);                                                            \
+        if (conv) forward<T, true>(g, rows.data(), x, wt, y, scratch, nt);                               \
+        else forward<T, false>(g, rows.data(), x, wt, y, scratch, nt);                                   \
     }                                                                                                    \
     extern "C" void adder_grad_input_##SFX(const T *x, const T *w, const T *gy, T *dx, T *scratch, GEOM, \
-                                           int exact, int nt) {                                          \
+                                           int mode, int nt) {                                           \
         MAKE_GEOM;                                                                                       \
-        if (exact) grad_input<T, true>(g, rows.data(), x, w, gy, dx, scratch, nt);                                    \
-        else grad_input<T, false>(g, rows.data(), x, w, gy, dx, scratch, nt);                                         \
+        if (mode == 2) grad_input<T, 2>(g, rows.data(), x, w, gy, dx, scratch, nt);                      \
+        else if (mode == 1) grad_input<T, 1>(g, rows.data(), x, w, gy, dx, scratch, nt);                 \
+        else grad_input<T, 0>(g, rows.data(), x, w, gy, dx, scratch, nt);                                \
     }                                                                                                    \
     extern "C" int64_t adder_scratch_per_thread_##SFX(int64_t K, int64_t O) {                            \
         return (2 * K + O) * tile_positions<T>();                                                        \
     }
+#define RA_STR2(x) #x
+#define RA_STR(x) RA_STR2(x)
+extern "C" const char *adder_build_variant(void) {
+    return "vector_bytes=" RA_STR(RA_VBYTES) " forward_block=2x" RA_STR(RA_OB) " grad_block=2x" RA_STR(RA_KB);
+}
 
 EXPORT(float, f32)
 EXPORT(double, f64)

@@ -12,6 +12,7 @@ from .adder import (
     set_grad_mode,
 )
 from .awn import AWN_EPS, AWNConv2d, awn_weight
+from .conv import set_deterministic_convs
 
 __all__ = [
     "AWN_EPS",
@@ -25,5 +26,6 @@ __all__ = [
     "adder_settings",
     "awn_weight",
     "set_backend",
+    "set_deterministic_convs",
     "set_grad_mode",
 ]

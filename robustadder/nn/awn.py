@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 AWN_EPS = 1e-5
 
@@ -40,4 +39,4 @@ class AWNConv2d(nn.Conv2d):
         return awn_weight(self.weight, self.awn_gain, self.awn_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv_forward(x, self.effective_weight(), self.bias)

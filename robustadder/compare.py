@@ -1,0 +1,342 @@
+"""``robustadder compare A B [C ...]``: the one command that answers "is A more robust than B?".
+
+Protocol (every default chosen to make the answer stronger, see the README):
+
+* the same samples for every model (the first ``n`` test images, 1,000 by default), L∞ budgets
+  1, 2, 4 and 8/255 — at 8/255 undefended ResNet-20s, ANN or CNN, are all at 0 %, so the budgets where
+  models differ are the small ones;
+* per sample, the worst case over PGD-20 with 2 restarts (steps scaled with eps) and the reference
+  AutoAttack (standard); for models with adder layers every gradient attack runs through both adder
+  input gradients (``grad='both'``), so no AdderNet looks robust because one gradient is a poor attack
+  direction;
+* every accuracy with its 95 % Wilson interval; every difference between two models with the exact
+  McNemar test on the paired per-sample outcomes; the same difference among the samples *every*
+  compared model classifies correctly (so a model is not "more robust" merely by being more accurate,
+  or less accurate), and robust / clean ratios;
+* one plain sentence per pair saying what the data supports; a difference counts as significant at
+  α = 0.05 after Holm's correction over the budgets of the pair.
+
+Every cell goes through the results store: a rerun is free and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .api import evaluate, resolve_attacks
+from .attacks import parse_eps
+from .data import ImageSet, load_cifar10
+from .engine import GRAD_SETTINGS, Settings, has_adder_layers
+from .errors import UserError
+from .models import LoadedModel, resolve_model
+from .store import Store
+from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, robust_flags
+
+DEFAULT_EPS = ("1/255", "2/255", "4/255", "8/255")
+DEFAULT_ATTACKS = ("pgd:steps=20,restarts=2", "autoattack")
+ALPHA = 0.05
+
+
+def _eps_label(eps: float) -> str:
+    k = eps * 255
+    return f"{k:.3g}/255" if abs(k - round(k)) > 1e-6 else f"{round(k)}/255"
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def compare(
+    models: Sequence[str | LoadedModel],
+    *,
+    eps: Sequence[Any] = DEFAULT_EPS,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    labels: Sequence[str] | None = None,
+    n: int | None = 1000,
+    data: str | os.PathLike | ImageSet | None = None,
+    store: str | os.PathLike | Store | None = None,
+    batch_size: int = 128,
+    backend: str = "auto",
+    device: str = "cpu",
+    dtype: str = "float32",
+    grad: str = "both",
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Compare the robustness of two or more models on the same samples.
+
+    Returns one row per (model, eps) — ``model``, ``eps``, ``eps_label``, ``n``, ``clean_accuracy`` with
+    ``clean_ci_low/high``, ``robust_accuracy`` with ``robust_ci_low/high``, ``robust_over_clean``,
+    ``seconds`` — and in ``attrs``: ``pairs`` (a DataFrame per pair and eps: both robust accuracies, the
+    difference with its McNemar p-value and Holm-adjusted p-value, the same on the samples every model
+    classifies correctly, the clean-accuracy difference), ``verdicts`` (one sentence per pair),
+    ``settings`` and ``protocol``.
+    """
+    if len(models) < 2:
+        raise UserError("compare needs at least two models (e.g. robustadder compare ann20 cnn20)")
+    if labels is not None and len(labels) != len(models):
+        raise UserError(f"{len(labels)} labels for {len(models)} models")
+    if not eps:
+        raise UserError("compare needs at least one eps")
+    if grad not in GRAD_SETTINGS:
+        raise UserError(f"--grad must be one of {', '.join(GRAD_SETTINGS)}, not {grad}")
+    eps_values = sorted({parse_eps(e, "Linf") for e in eps})
+    if eps_values[0] <= 0:
+        raise UserError("compare's eps must be positive (clean accuracy is always reported)")
+    resolve_attacks(list(attacks), eps=eps_values[0])  # validates names and options before any work
+    Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
+    loaded = [m if isinstance(m, LoadedModel) else resolve_model(m) for m in models]
+    names = list(labels) if labels is not None else [m.name for m in loaded]
+    if len(set(names)) != len(names):
+        raise UserError(f"models must be distinct: {', '.join(names)} (give --label to tell them apart)")
+    if len({m.weights_sha256 for m in loaded}) != len(loaded):
+        raise UserError("two of the models have the same weights; compare different models")
+    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
+    own_store = not isinstance(store, Store)
+    db = Store.open(store) if own_store else store
+    rows, flags = [], {}  # flags[(model, eps)] = per-sample robust (worst case); flags[(model, None)] = clean
+    try:
+        if db.run_id is None:
+            db.start_run("compare", Settings(device=device).resolved()["device"])
+        for model, name in zip(loaded, names, strict=True):
+            for e in eps_values:
+                frame = evaluate(
+                    model, ["none", *attacks], eps=e, data=dataset, store=db, batch_size=batch_size,
+                    backend=backend, device=device, dtype=dtype, grad=grad, seed=seed, progress=progress,
+                )  # fmt: skip
+                clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
+                robust = clean.copy()
+                for _label, part in frame[frame["attack_name"] != "none"].groupby("attack", sort=False):
+                    robust &= robust_flags(part).set_axis(part["sample_id"].to_numpy()).reindex(robust.index)
+                flags[(name, None)], flags[(name, e)] = clean, robust
+                k, m = int(robust.sum()), len(robust)
+                c = int(clean.sum())
+                rows.append({
+                    "model": name, "eps": e, "eps_label": _eps_label(e), "n": m,
+                    "clean_accuracy": 100.0 * c / m, "clean_ci_low": proportion_interval(c, m)[0],
+                    "clean_ci_high": proportion_interval(c, m)[1],
+                    "robust_accuracy": 100.0 * k / m, "robust_ci_low": proportion_interval(k, m)[0],
+                    "robust_ci_high": proportion_interval(k, m)[1],
+                    "robust_over_clean": k / c if c else float("nan"),
+                    "seconds": float(sum(s["seconds"] for s in frame.attrs["summary"])),  # measured, stored with cells
+                    "adder_layers": has_adder_layers(model.model),
+                })  # fmt: skip
+    finally:
+        if own_store:
+            db.close()
+    table = pd.DataFrame(rows)
+    common = pd.concat([flags[(name, None)] for name in names], axis=1).all(axis=1)  # clean-correct for all
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            clean_test = mcnemar_exact(flags[(a, None)].to_numpy(), flags[(b, None)].reindex(flags[(a, None)].index).to_numpy())
+            block = []
+            for e in eps_values:
+                fa, fb = flags[(a, e)], flags[(b, e)].reindex(flags[(a, e)].index)
+                test = mcnemar_exact(fa.to_numpy(), fb.to_numpy())
+                ca, cb = fa[common.reindex(fa.index)], fb[common.reindex(fa.index)]
+                test_c = mcnemar_exact(ca.to_numpy(), cb.to_numpy()) if len(ca) else None
+                block.append({
+                    "a": a, "b": b, "eps": e, "eps_label": _eps_label(e), "n": len(fa),
+                    "robust_a": 100.0 * float(fa.mean()), "robust_b": 100.0 * float(fb.mean()),
+                    "difference": test["difference"], "a_only": test["a_only"], "b_only": test["b_only"],
+                    "p_value": test["p_value"],
+                    "n_common_clean": int(len(ca)),
+                    "robust_a_common": 100.0 * float(ca.mean()) if len(ca) else float("nan"),
+                    "robust_b_common": 100.0 * float(cb.mean()) if len(cb) else float("nan"),
+                    "difference_common": test_c["difference"] if test_c else float("nan"),
+                    "p_value_common": test_c["p_value"] if test_c else float("nan"),
+                    "clean_difference": clean_test["difference"], "clean_p_value": clean_test["p_value"],
+                })  # fmt: skip
+            for row, adj in zip(block, holm([r["p_value"] for r in block]), strict=True):
+                row["p_holm"] = adj
+            for row, adj in zip(block, holm([r["p_value_common"] for r in block]), strict=True):
+                row["p_holm_common"] = adj
+            pairs.extend(block)
+    pairs_df = pd.DataFrame(pairs)
+    clean_of = {name: table[table["model"] == name]["clean_accuracy"].iloc[0] for name in names}
+    table.attrs.update(
+        pairs=pairs_df,
+        verdicts=[
+            verdict(pairs_df[(pairs_df.a == a) & (pairs_df.b == b)], clean_of, dtype)
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+        ],  # fmt: skip
+        settings={
+            "n": len(dataset),
+            "first_id": int(dataset.ids.min()),
+            "last_id": int(dataset.ids.max()),
+            "data": dataset.source,
+            "attacks": list(attacks),
+            "grad": grad,
+            "dtype": dtype,
+            "device": device,
+            "batch_size": batch_size,
+            "seed": seed,
+            "confidence": CONFIDENCE,
+            "alpha": ALPHA,
+        },  # fmt: skip
+        protocol=protocol_text(attacks, grad, dtype),
+    )
+    return table
+
+
+def protocol_text(attacks: Sequence[str], grad: str, dtype: str) -> str:
+    """One paragraph that says how the numbers were obtained (printed with every comparison)."""
+    return (
+        f"Per sample, the worst case over {', '.join(attacks)} (L∞; iterative steps eps/4"
+        + (", adder models attacked through both input gradients" if grad == "both" else f", adder gradient {grad}")
+        + f"); arithmetic in {dtype}. Intervals: 95 % Wilson. Differences: exact McNemar test on paired "
+        f"per-sample outcomes, significant at {ALPHA} after Holm's correction over the budgets of a pair."
+    )
+
+
+def verdict(pair: pd.DataFrame, clean: dict[str, float], dtype: str) -> str:
+    """One plain sentence (or two) stating what the data of one pair supports."""
+    a, b = pair["a"].iloc[0], pair["b"].iloc[0]
+    sig = pair[pair["p_holm"] < ALPHA]
+    clean_gap = clean[a] - clean[b]
+    clean_p = float(pair["clean_p_value"].iloc[0])
+    clean_part = f"clean accuracy {clean[a]:.1f} % vs {clean[b]:.1f} % ({clean_gap:+.1f} points, p = {clean_p:.2g})"
+    if (pair["robust_a"] == 0).all() and (pair["robust_b"] == 0).all():
+        head = (
+            f"{a} vs {b}: both at 0 % robust accuracy at every eps ({', '.join(pair['eps_label'])}); these budgets "
+            "cannot tell the models apart (try smaller eps)"
+        )
+    elif sig.empty:
+        largest = pair.loc[pair["difference"].abs().idxmax()]
+        head = (
+            f"{a} vs {b}: no significant difference in robust accuracy at any eps "
+            f"(largest {largest['difference']:+.1f} points at {largest['eps_label']}, p = {largest['p_value']:.2g}, "
+            f"n = {int(largest['n'])})"
+        )
+    else:
+        parts = []
+        for winner, rows in (("a", sig[sig["difference"] > 0]), ("b", sig[sig["difference"] < 0])):
+            if rows.empty:
+                continue
+            who = a if winner == "a" else b
+            detail = ", ".join(f"{r.eps_label}: {abs(r.difference):.1f} points, p = {r.p_value:.2g}" for r in rows.itertuples())
+            parts.append(f"{who} is more robust at {detail}")
+        rest = pair[pair["p_holm"] >= ALPHA]
+        tail = f"; no significant difference at {', '.join(rest['eps_label'])}" if not rest.empty else ""
+        head = f"{a} vs {b}: " + "; ".join(parts) + tail + f" (n = {int(pair['n'].iloc[0])})"
+    common = pair[pair["p_holm_common"] < ALPHA]
+    if common.empty:
+        matched = "among the samples every model classifies correctly, no significant difference"
+    else:
+        r = common.iloc[0]
+        who = a if r["difference_common"] > 0 else b
+        matched = (
+            f"among the {int(r['n_common_clean'])} samples every model classifies correctly, {who} is more robust at "
+            + ", ".join(f"{x.eps_label} ({abs(x.difference_common):.1f} points)" for x in common.itertuples())
+        )
+    return f"{head}; {clean_part}; {matched} [{dtype}]."
+
+
+# -- rendering ---------------------------------------------------------------------------------------------
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    """Model × eps text table: robust accuracy with its interval; a clean column."""
+    out = {}
+    for name, rows in table.groupby("model", sort=False):
+        first = rows.iloc[0]
+        entry = {"clean": f"{first.clean_accuracy:.1f} [{first.clean_ci_low:.1f}, {first.clean_ci_high:.1f}]"}
+        for r in rows.itertuples():
+            entry[r.eps_label] = f"{r.robust_accuracy:.1f} [{r.robust_ci_low:.1f}, {r.robust_ci_high:.1f}]"
+        out[name] = entry
+    df = pd.DataFrame(out).T
+    df.index.name = "model"
+    return df
+
+
+def _pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "pair": [f"{r.a} − {r.b}" for r in pairs.itertuples()],
+        "eps": pairs["eps_label"],
+        "Δ robust (points)": [f"{v:+.1f}" for v in pairs["difference"]],
+        "p (McNemar)": [f"{v:.2g}" for v in pairs["p_value"]],
+        "p (Holm)": [f"{v:.2g}" for v in pairs["p_holm"]],
+        "Δ on common clean-correct": [
+            f"{v:+.1f} (n={n})" for v, n in zip(pairs["difference_common"], pairs["n_common_clean"], strict=True)
+        ],
+        "Δ clean": [f"{v:+.1f}" for v in pairs["clean_difference"]],
+    })  # fmt: skip
+
+
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """The comparison as text, md, latex, csv, html or json."""
+    import json
+
+    pairs, verdicts = table.attrs["pairs"], table.attrs["verdicts"]
+    if fmt == "json":
+        return json.dumps({
+            "models": json.loads(table.to_json(orient="records")),
+            "pairs": json.loads(pairs.to_json(orient="records")),
+            "verdicts": verdicts, "settings": table.attrs["settings"], "protocol": table.attrs["protocol"],
+        }, indent=1)  # fmt: skip
+    if fmt == "csv":
+        return table.merge(pairs, how="outer", left_on=["model", "eps"], right_on=["a", "eps"], suffixes=("", "_pair")).to_csv(
+            index=False, float_format="%.6g"
+        )
+    shown, shown_pairs = _display(table), _pairs_display(pairs)
+    caption = (
+        f"Robust accuracy (%) [95 % interval] on the first {table.attrs['settings']['n']} CIFAR-10 test images. "
+        + table.attrs["protocol"]
+    )
+    if fmt == "text":
+        return "\n".join([shown.to_string(), "", shown_pairs.to_string(index=False), "", *verdicts, "", caption])
+    if fmt == "md":
+        tables = [shown.to_markdown(disable_numparse=True), shown_pairs.to_markdown(index=False, disable_numparse=True)]
+        return "\n".join([tables[0], "", tables[1], "", *[f"- {v}" for v in verdicts], "", caption, ""])
+    if fmt == "latex":
+        body = shown.style.to_latex(hrules=True, caption=caption.replace("%", r"\%"), position="t")
+        body2 = shown_pairs.style.hide(axis="index").to_latex(hrules=True)
+        return "\n".join([body.replace("−", "$-$"), body2.replace("−", "$-$")])
+    if fmt == "html":
+        items = "".join(f"<li>{v}</li>" for v in verdicts)
+        return (
+            "<!doctype html><meta charset='utf-8'><title>robustadder compare</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{padding:.2em .6em;border-bottom:1px solid #ccc;text-align:right}</style>"
+            f"<h1>Robustness comparison</h1><p>{caption}</p>{shown.style.to_html(table_uuid='models')}"
+            f"<h2>Pairs</h2>{shown_pairs.style.hide(axis='index').to_html(table_uuid='pairs')}<ul>{items}</ul>"
+        )
+    raise UserError(f"unknown format '{fmt}' (text, md, latex, csv, html, json)")
+
+
+def plot(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Robust accuracy vs eps with 95 % intervals, one line per model (PNG or PDF by extension)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=150)
+    for name, rows in table.groupby("model", sort=False):
+        y = rows["robust_accuracy"].to_numpy()
+        err = np.vstack([y - rows["robust_ci_low"].to_numpy(), rows["robust_ci_high"].to_numpy() - y])
+        ax.errorbar(rows["eps"] * 255, y, yerr=err, marker="o", capsize=3, label=name)
+    ax.set_xscale("log", base=2)
+    ticks = sorted(table["eps"].unique() * 255)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xlabel("L∞ eps (×1/255)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(f"n = {table.attrs['settings']['n']}, 95 % Wilson intervals", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

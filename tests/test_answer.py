@@ -1,0 +1,201 @@
+"""The answer to "is A more robust than B": scaled steps, both adder gradients, intervals, paired tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from robustadder.attacks import make_config
+from robustadder.summary import mcnemar_exact, proportion_interval
+
+from conftest import make_tiny
+
+
+@pytest.mark.parametrize("eps", ["1/255", "2/255", "8/255", "16/255"])
+@pytest.mark.parametrize("name", ["pgd", "bim", "mim", "rfgsm"])
+def test_the_default_step_is_a_quarter_of_the_budget_and_recorded(name, eps):
+    cfg = make_config(name, eps=eps, params={"steps": 7})
+    assert cfg.params["alpha"] == pytest.approx(cfg.eps / 4)
+    assert cfg.params["step_rule"] == "eps/4" and cfg.to_json()["params"]["step_rule"] == "eps/4"
+    assert not cfg.step_exceeds_eps
+
+
+def test_an_explicit_step_wins_and_a_step_beyond_the_budget_is_flagged():
+    cfg = make_config("pgd", eps="1/255", params={"alpha": "2/255"})
+    assert cfg.params["alpha"] == pytest.approx(2 / 255) and cfg.params["step_rule"] == "given"
+    assert cfg.step_exceeds_eps
+    l2 = make_config("pgd", eps=0.5, norm="L2", params={"steps": 20})
+    assert l2.params["alpha"] == pytest.approx(2.5 * 0.5 / 20) and l2.params["step_rule"] == "2.5*eps/steps"
+
+
+def test_cells_at_different_eps_get_different_steps():
+    a, b = make_config("pgd", eps="1/255"), make_config("pgd", eps="4/255")
+    assert b.params["alpha"] == pytest.approx(4 * a.params["alpha"])
+
+
+@pytest.mark.parametrize(
+    "k, n, low, high",
+    [(50, 100, 40.383, 59.617), (0, 10, 0.0, 27.753), (10, 10, 72.247, 100.0), (1, 1000, 0.01766, 0.5649)],
+)
+def test_wilson_intervals_match_known_binomial_cases(k, n, low, high):
+    lo, hi = proportion_interval(k, n)
+    assert lo == pytest.approx(low, abs=2e-3) and hi == pytest.approx(high, abs=2e-3)
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs():
+    rng = np.random.default_rng(3)
+    a = rng.random(500) < 0.4
+    b = np.where(rng.random(500) < 0.2, ~a, a)
+    res = mcnemar_exact(a, b)
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    assert (res["a_only"], res["b_only"]) == (a_only, b_only)
+    assert res["p_value"] == pytest.approx(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue, rel=1e-12)
+    assert res["difference"] == pytest.approx(100 * (a.mean() - b.mean()))
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+
+
+def test_grad_both_is_the_per_sample_worst_case_of_the_two_adder_gradients(tmp_path):
+    from robustadder import evaluate
+    from robustadder.store import Store
+
+    loaded, data = make_tiny("adder", n=24)
+    store = tmp_path / "s.sqlite"
+    runs = {}
+    for grad in ("surrogate", "exact", "both"):
+        runs[grad] = evaluate(loaded, ["fgsm", "pgd:steps=3"], eps="2/255", data=data, store=store, grad=grad,
+                              batch_size=8, progress=False)  # fmt: skip
+    both, sur, exa = (runs[g].set_index(["attack", "sample_id"]) for g in ("both", "surrogate", "exact"))
+    robust = {g: f["clean_correct"] & f["adv_correct"] for g, f in (("both", both), ("surrogate", sur), ("exact", exa))}
+    assert (robust["both"] == (robust["surrogate"] & robust["exact"])).all()
+    assert (robust["both"] <= robust["surrogate"]).all() and (robust["both"] <= robust["exact"]).all()
+    # the components are cells of their own, named in the combined cell's configuration, and were reused
+    summary = {s["attack"]: s for s in runs["both"].attrs["summary"]}
+    assert summary["FGSM"]["grad"] == "both" and summary["FGSM"]["reused"]
+    ids = {s["attack"]: s["cell_id"] for s in runs["surrogate"].attrs["summary"]}
+    assert summary["FGSM"]["components"]["surrogate"] == ids["FGSM"]
+    with Store.open(store) as db:
+        cells = db.cells()
+    assert len(cells) == 6 and set(cells["status"]) == {"done"}
+    # each sample's stored perturbation is that of a component which fooled it, within the budget
+    assert (runs["both"]["linf"] <= 2 / 255 + 1e-6).all()
+    assert runs["both"].attrs["summary"][0]["robust_accuracy_ci"][0] <= runs["both"].attrs["summary"][0]["robust_accuracy"]
+
+
+def test_a_cnn_has_one_gradient(tmp_path):
+    from robustadder import evaluate
+
+    loaded, data = make_tiny("conv", n=8)
+    df = evaluate(loaded, ["fgsm"], eps="2/255", data=data, store=tmp_path / "s.sqlite", progress=False)
+    assert df.attrs["summary"][0]["grad"] == "none" and df.attrs["summary"][0]["components"] == {}
+
+
+def _two_models(tmp_path):
+    from robustadder.models import save_checkpoint
+
+    ann, data = make_tiny("adder", seed=0, n=16)
+    cnn, _ = make_tiny("conv", seed=1, n=16)
+    save_checkpoint(tmp_path / "ann.pt", ann.model)
+    save_checkpoint(tmp_path / "cnn.pt", cnn.model)
+    np.savez(tmp_path / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
+    return ann, cnn, data
+
+
+def test_compare_api_end_to_end(tmp_path):
+    from robustadder.compare import compare, render
+
+    ann, cnn, data = _two_models(tmp_path)
+    table = compare([ann, cnn], labels=["ANN", "CNN"], eps=["8/255", "2/255"], attacks=["fgsm", "pgd:steps=2"], data=data, n=16,
+                    store=tmp_path / "s.sqlite", batch_size=8, progress=False)  # fmt: skip
+    assert list(table["model"]) == ["ANN", "ANN", "CNN", "CNN"] and list(table["eps_label"]) == ["2/255", "8/255"] * 2
+    assert (table["robust_ci_low"] <= table["robust_accuracy"]).all() and (
+        table["robust_accuracy"] <= table["robust_ci_high"]
+    ).all()
+    pairs = table.attrs["pairs"]
+    assert len(pairs) == 2 and set(pairs["a"]) == {"ANN"}
+    assert (pairs["p_holm"] >= pairs["p_value"]).all() and (pairs["p_value"] <= 1).all()
+    assert len(table.attrs["verdicts"]) == 1 and table.attrs["verdicts"][0].startswith("ANN vs CNN")
+    for fmt in ("text", "md", "latex", "csv", "html", "json"):
+        assert render(table, fmt)
+    # a rerun reuses every cell: same numbers, nothing recomputed
+    again = compare([ann, cnn], labels=["ANN", "CNN"], eps=["2/255", "8/255"], attacks=["fgsm", "pgd:steps=2"], data=data, n=16,
+                    store=tmp_path / "s.sqlite", batch_size=8, progress=False)  # fmt: skip
+    assert again["robust_accuracy"].tolist() == table["robust_accuracy"].tolist()
+
+
+def test_compare_cli_json_and_plot(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _two_models(tmp_path)
+    cmd = [sys.executable, "-m", "robustadder", "compare", str(tmp_path / "ann.pt"), str(tmp_path / "cnn.pt"), "--n", "16",
+           "--eps", "2/255,8/255", "--attack", "fgsm", "--attack", "pgd:steps=2", "--data", str(tmp_path), "--store",
+           str(tmp_path / "s.sqlite"), "--batch-size", "8", "--json", "--plot", str(tmp_path / "p.png")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-800:]
+    result = json.loads(out.stdout)
+    assert len(result["models"]) == 4 and len(result["pairs"]) == 2 and len(result["verdicts"]) == 1
+    assert result["settings"]["grad"] == "both" and result["settings"]["dtype"] == "float32"
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ann.pt"], "at least two models"),
+        (["ann.pt", "nosuchmodel"], "unknown model"),
+        (["ann.pt", "cnn.pt", "--eps", "2/255,abc"], "eps must be a number"),
+        (["ann.pt", "cnn.pt", "--eps", ""], "at least one eps"),
+        (["ann.pt", "cnn.pt", "--attack", "nosuch"], "unknown attack"),
+    ],
+)
+def test_compare_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    from conftest import tree
+
+    _two_models(tmp_path)
+    before = tree(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "robustadder", "compare", *args, "--data", str(tmp_path), "--store",
+                          str(tmp_path / "s.sqlite"), "-o", str(tmp_path / "out.md")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert tree(tmp_path) == before
+
+
+def test_no_command_writes_over_a_store(tmp_path):
+    import subprocess
+    import sys
+
+    _two_models(tmp_path)
+    store = tmp_path / "s.sqlite"
+    import sqlite3
+
+    sqlite3.connect(store).execute("CREATE TABLE t (x)").connection.commit()
+    before = store.read_bytes()
+    out = subprocess.run([sys.executable, "-m", "robustadder", "compare", "ann.pt", "cnn.pt", "--data", str(tmp_path),
+                          "--store", str(store), "-o", str(store)], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "results store" in out.stderr or "input" in out.stderr
+    assert store.read_bytes() == before
+
+
+def test_report_refuses_to_write_over_the_store_it_reads(tmp_path):
+    """`report --store s.sqlite -o s.sqlite` once replaced every result with Markdown."""
+    import subprocess
+    import sys
+
+    from robustadder.store import Store
+
+    store = tmp_path / "s.sqlite"
+    Store.open(store).close()
+    before = store.read_bytes()
+    for output in (store, tmp_path / "other.sqlite"):
+        if output != store:
+            output.write_bytes(before)  # any results store, not only the one read
+        out = subprocess.run([sys.executable, "-m", "robustadder", "report", "--store", str(store), "-o", str(output)],
+                             capture_output=True, text=True)  # fmt: skip
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert output.read_bytes() == before
