@@ -380,3 +380,38 @@ def end_to_end_rows(
             row.update(conv_tf32_ms=round(cnn_tf, 2), ratio_to_tf32=round(ann2 / cnn_tf, 3))
         rows.append(row)
     return rows
+
+
+def compare_cost_rows(
+    models: list[str],
+    n: int = 100,
+    eps: tuple[str, ...] = ("1/255", "8/255"),
+    attacks: tuple[str, ...] | None = None,
+    data=None,
+    batch_size: int = 128,
+    device: str = "cpu",
+) -> list[dict]:
+    """What ``robustadder compare`` costs: compute seconds per 100 images, per model and eps, measured.
+
+    Runs the comparison into a fresh temporary store (nothing reused), so every number is this run's
+    compute time of the cells (clean, each attack, both adder gradients where they apply).
+    """
+    from .compare import DEFAULT_ATTACKS, compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = compare(
+            models, eps=list(eps), attacks=list(attacks or DEFAULT_ATTACKS), n=n, data=data,
+            store=os.path.join(tmp, "cost.sqlite"), batch_size=batch_size, device=device, progress=False,
+        )  # fmt: skip
+    return [
+        {
+            "model": r.model,
+            "eps": r.eps_label,
+            "n": int(r.n),
+            "seconds": round(r.seconds, 1),
+            "seconds_per_100_images": round(100 * r.seconds / r.n, 1),
+            "robust_accuracy": round(r.robust_accuracy, 2),
+            "attacks": list(attacks or DEFAULT_ATTACKS),
+        }  # fmt: skip
+        for r in table.itertuples()
+    ]

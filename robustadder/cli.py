@@ -328,6 +328,29 @@ def bench_kernels(batch_size, device, backends, repeats, data, as_json) -> None:
     click.echo(pd.DataFrame(rows).to_string(index=False))
 
 
+@bench_cmd.command("compare")
+@click.argument("models", nargs=-1)
+@click.option("--n", type=int, default=100, show_default=True)
+@click.option("--eps", "eps_list", default="1/255,8/255", show_default=True)
+@click.option("--attack", "attacks", multiple=True, help="[default: compare's defaults]")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
+    """Compute cost of `robustadder compare` per 100 images, per model and eps (fresh store, nothing reused)."""
+    from . import bench
+
+    rows = bench.compare_cost_rows(list(models) or ["ann20", "cnn20"], n, tuple(e for e in eps_list.split(",") if e),
+                                   tuple(attacks) or None, data, device=device)  # fmt: skip
+    info = bench.machine_info(device)
+    if as_json:
+        click.echo(json.dumps({"machine": info, "rows": rows}))
+        return
+    import pandas as pd
+
+    click.echo(pd.DataFrame(rows).drop(columns="attacks").to_string(index=False))
+
+
 @main.command("train")
 @click.option("--arch", default="resnet20", show_default=True, type=click.Choice(["resnet20", "resnet32", "resnet56"]))
 @click.option("--kind", required=True, type=click.Choice(["adder", "conv"]), help="AdderNet or its CNN counterpart.")
@@ -618,7 +641,8 @@ def compare_cmd(models, eps_list, attacks, labels, n, data, store, batch_size, g
     MODELS are zoo names or checkpoint files (two or more), evaluated on the same samples; cells are
     reused from the store, so a rerun is free and an interrupted run resumes.
     """
-    from . import compare as cmp
+    # robustadder.compare is the function (the API); the module's names are imported from the module itself
+    from .compare import DEFAULT_ATTACKS, compare, plot, render
     from .store import default_store_path
 
     fmt = "json" if as_json else fmt
@@ -628,14 +652,14 @@ def compare_cmd(models, eps_list, attacks, labels, n, data, store, batch_size, g
     store_path = store or default_store_path()
     guard_output(output, [store_path, data, *models])
     guard_output(plot_path, [store_path, data, *models])
-    table = cmp.compare(
-        list(models), eps=eps_values, attacks=list(attacks) or list(cmp.DEFAULT_ATTACKS), labels=list(labels) or None,
+    table = compare(
+        list(models), eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS), labels=list(labels) or None,
         n=n, data=data, store=store_path, batch_size=batch_size, backend=backend, device=device, dtype=dtype, grad=grad,
         seed=seed, progress=sys.stderr.isatty(),
     )  # fmt: skip
-    text = cmp.render(table, fmt)
+    text = render(table, fmt)
     if plot_path:
-        cmp.plot(table, plot_path)
+        plot(table, plot_path)
     if output:
         write_output(output, text)
         click.echo(f"wrote {output}", err=True)

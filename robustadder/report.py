@@ -112,7 +112,9 @@ def long_table(store: Store, plan: SweepPlan) -> pd.DataFrame:
         if len(group) < 2:
             continue
         base = dict(zip(group_keys, key, strict=True))
-        row = {**group.iloc[0].to_dict(), **base, "attack": WORST, "attack_name": "worst-case", "cell_id": ""}
+        # identity of a worst case = its component cells (so seeds that share every component share it)
+        identity = "+".join(sorted(group["cell_id"].astype(str)))
+        row = {**group.iloc[0].to_dict(), **base, "attack": WORST, "attack_name": "worst-case", "cell_id": identity}
         if (group["status"] == "done").all():
             flags = None
             for cid in group["cell_id"]:
@@ -207,6 +209,10 @@ def build(store: Store, plan: SweepPlan) -> Report:
         data = data[data["attack"] != WORST]
     grouped = data.groupby(rows + cols, observed=True, dropna=False)["robust_accuracy"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
+    # a spread over seeds exists only where seeds gave different cells: grid points that share one cell (a
+    # seed that cannot change the result) have std 0 by construction, which is no evidence of stability
+    distinct = data.groupby(rows + cols, observed=True, dropna=False)["cell_id"].nunique().reset_index(drop=True)
+    stats.loc[distinct.to_numpy() <= 1, "std"] = np.nan
     wide = stats.pivot_table(index=rows, columns=cols, values=["mean", "std"], observed=True, dropna=False, sort=False)
     wide = wide.reorder_levels(list(range(1, wide.columns.nlevels)) + [0], axis=1) if wide.columns.nlevels > 1 else wide
     wide = wide.sort_index(axis=1, level=list(range(wide.columns.nlevels - 1)), sort_remaining=False)

@@ -153,6 +153,16 @@ def test_seeds_of_a_deterministic_attack_share_one_computation(world):
     assert len(by_seed) == 2 * 2 * 2 and (by_seed[0] == by_seed[1]).all()
     pgd = report.long[(report.long["status"] == "done") & (report.long["attack"] == "PGD-2")]
     assert pgd["cell_id"].nunique() == len(pgd) == 2 * 2 * 2 * 2  # model x bn x eps x seed
+    # the table shows a spread over seeds only where seeds gave different cells (PGD), never "± 0.00" for FGSM
+    wide = report.wide
+    assert wide.xs(("FGSM", "4/255", "std"), axis=1).dropna().empty
+    assert wide.xs(("PGD-2", "4/255", "std"), axis=1).notna().any()
+    text, _ = rep._display(report, "md")
+    fgsm = [c for c in text.columns if c[0] == "FGSM"]
+    pgd2 = [c for c in text.columns if c[0] == "PGD-2"]
+    model_rows = [not str(k[0]).startswith("Δ") for k in text.index]
+    assert fgsm and all("±" not in v for c in fgsm for v in text[c][model_rows])
+    assert all("±" in v for c in pgd2 for v in text[c][model_rows] if v != "–")
 
 
 def test_bad_sweep_files(tmp_path):
