@@ -396,7 +396,7 @@ def compare_cost_rows(
     Runs the comparison into a fresh temporary store (nothing reused), so every number is this run's
     compute time of the cells (clean, each attack, both adder gradients where they apply).
     """
-    from .compare import DEFAULT_ATTACKS, compare
+    from .comparison import DEFAULT_ATTACKS, compare
 
     with tempfile.TemporaryDirectory() as tmp:
         table = compare(

@@ -642,7 +642,7 @@ def compare_cmd(models, eps_list, attacks, labels, n, data, store, batch_size, g
     reused from the store, so a rerun is free and an interrupted run resumes.
     """
     # robustadder.compare is the function (the API); the module's names are imported from the module itself
-    from .compare import DEFAULT_ATTACKS, compare, plot, render
+    from .comparison import DEFAULT_ATTACKS, compare, plot, render
     from .store import default_store_path
 
     fmt = "json" if as_json else fmt

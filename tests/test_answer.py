@@ -102,7 +102,7 @@ def _two_models(tmp_path):
 
 
 def test_compare_api_end_to_end(tmp_path):
-    from robustadder.compare import compare, render
+    from robustadder.comparison import compare, render
 
     ann, cnn, data = _two_models(tmp_path)
     table = compare([ann, cnn], labels=["ANN", "CNN"], eps=["8/255", "2/255"], attacks=["fgsm", "pgd:steps=2"], data=data, n=16,
