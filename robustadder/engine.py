@@ -360,11 +360,23 @@ def run_cell(
             ]  # fmt: skip
             store.add_batch(cell_id, rows, seconds)
             bar.update(1)
+    except Exception as exc:  # the one place a cell is marked failed: no error leaves it 'running'
+        record = store.cell(cell_id)
+        if record is not None and record.status == "running":
+            store.finish_cell(cell_id, error=str(exc) or type(exc).__name__)
+        raise
     finally:
         bar.close()
     dist.barrier()  # every rank has written its share
     if dist.is_main:
-        store.finish_cell(cell_id)
+        try:
+            store.finish_cell(cell_id)
+        except RuntimeError as exc:  # rows went missing under us: another process reset the cell (--force)
+            store.finish_cell(cell_id, error=str(exc))
+            raise UserError(
+                f"cell {cell_id} was reset by another process while this one computed it ({exc}); run the "
+                "command again to finish it"
+            ) from None
     dist.barrier()
     record = store.cell(cell_id)
     return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, not pending)

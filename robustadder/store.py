@@ -276,16 +276,23 @@ class Store:
         return self.cell(cell_id)  # type: ignore[return-value]
 
     def add_batch(self, cell_id: str, rows: Sequence[Sequence[Any]], seconds: float) -> None:
-        """Write one batch of per-sample rows (ordered as SAMPLE_COLUMNS) in one transaction."""
+        """Write one batch of per-sample rows (ordered as SAMPLE_COLUMNS) in one transaction.
+
+        Two processes working on the same cell compute the same batches (a batch is fixed by the cell's
+        configuration and results are deterministic): a batch another process already wrote is left as
+        it is, not duplicated, and its time is not counted twice.
+        """
         with self.transaction():
+            before = self.conn.total_changes
             self.conn.executemany(
-                f"INSERT INTO samples (cell_id, {', '.join(SAMPLE_COLUMNS)}, run_id) "
+                f"INSERT OR IGNORE INTO samples (cell_id, {', '.join(SAMPLE_COLUMNS)}, run_id) "
                 f"VALUES (?, {', '.join('?' * len(SAMPLE_COLUMNS))}, ?)",
                 [(cell_id, *r, self.run_id) for r in rows],
             )
-            self.conn.execute(
-                "UPDATE cells SET seconds = seconds + ?, updated = ? WHERE cell_id = ?", (seconds, time.time(), cell_id)
-            )
+            if self.conn.total_changes > before:
+                self.conn.execute(
+                    "UPDATE cells SET seconds = seconds + ?, updated = ? WHERE cell_id = ?", (seconds, time.time(), cell_id)
+                )
 
     def finish_cell(self, cell_id: str, *, error: str | None = None) -> None:
         """Mark a cell done (all rows present) or failed (with the reason)."""

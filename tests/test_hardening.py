@@ -21,3 +21,77 @@ def test_the_api_functions_are_there_when_asked_for():
     from robustadder import comparison
 
     assert robustadder.compare is comparison.compare  # the function, whatever was imported before
+
+
+def _world(tmp_path, n=24):
+    import numpy as np
+
+    from robustadder.models import save_checkpoint
+
+    from conftest import make_tiny
+
+    loaded, data = make_tiny("adder", n=n)
+    save_checkpoint(tmp_path / "ann.pt", loaded.model)
+    np.savez(tmp_path / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
+
+
+def _eval_cmd(tmp_path, *extra):
+    return [sys.executable, "-m", "robustadder", "eval", "--model", str(tmp_path / "ann.pt"), "--attack", "pgd:steps=2",
+            "--n", "24", "--batch-size", "4", "--grad", "surrogate", "--data", str(tmp_path), "--store",
+            str(tmp_path / "s.sqlite"), *extra]  # fmt: skip
+
+
+def test_two_processes_on_one_cell_end_cleanly_with_the_rows_of_one(tmp_path):
+    """The loser of a race on one cell used to exit 1 with an IntegrityError traceback."""
+    import sqlite3
+
+    _world(tmp_path)
+    procs = [subprocess.Popen(_eval_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0 and "Traceback" not in err, err[-800:]
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 24  # one PGD cell, never duplicated
+        assert {s for (s,) in conn.execute("SELECT status FROM cells")} == {"done"}
+
+
+def test_force_racing_a_run_never_leaves_a_cell_running(tmp_path):
+    import sqlite3
+
+    _world(tmp_path)
+    procs = [subprocess.Popen(_eval_cmd(tmp_path, *flag), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for flag in ((), ("--force",))]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode in (0, 2) and "Traceback" not in err, err[-800:]
+        if p.returncode == 2:
+            assert len(err.strip().splitlines()) == 1
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        assert "running" not in {s for (s,) in conn.execute("SELECT status FROM cells")}
+    again = subprocess.run(_eval_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-800:]
+
+
+def test_any_error_inside_a_cell_marks_it_failed_with_the_reason(tmp_path, monkeypatch):
+    import pytest
+
+    from robustadder import evaluate
+    from robustadder.attacks import ATTACKS, AttackDef
+    from robustadder.store import Store
+
+    from conftest import make_tiny
+
+    def broken(cfg, ctx):
+        def run(model, x, y, ids, seed):
+            raise RuntimeError("the attack broke")
+
+        return run
+
+    monkeypatch.setitem(ATTACKS, "broken", AttackDef("broken", "raises", ("Linf",), {}, broken, lambda c: "Broken"))
+    loaded, data = make_tiny(n=8)
+    with pytest.raises(RuntimeError, match="the attack broke"):
+        evaluate(loaded, ["broken"], data=data, store=tmp_path / "s.sqlite", progress=False)
+    with Store.open(tmp_path / "s.sqlite", readonly=True) as db:
+        cells = db.cells()
+    assert list(cells["status"]) == ["failed"] and "the attack broke" in cells["error"].iloc[0]
