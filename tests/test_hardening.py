@@ -95,3 +95,17 @@ def test_any_error_inside_a_cell_marks_it_failed_with_the_reason(tmp_path, monke
     with Store.open(tmp_path / "s.sqlite", readonly=True) as db:
         cells = db.cells()
     assert list(cells["status"]) == ["failed"] and "the attack broke" in cells["error"].iloc[0]
+
+
+def test_a_fallback_to_the_slow_backend_is_said(monkeypatch, capsys):
+    """Without a compiler the fast CPU backend cannot be built: `auto` says so instead of going slow silently."""
+    import torch
+
+    from robustadder import kernels
+    from robustadder.kernels import cpu
+
+    monkeypatch.setattr(cpu.CpuBackend, "available", lambda self, device: (False, "no C++ compiler found"))
+    monkeypatch.setattr(kernels, "_SAID", set())
+    assert kernels.get_backend("auto", torch.device("cpu")).name == "reference"
+    err = capsys.readouterr().err
+    assert "slow reference adder backend" in err and "no C++ compiler found" in err and "triton" not in err

@@ -8,6 +8,8 @@ with the reference to float rounding; the tests hold them to it.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ..errors import UserError
@@ -45,15 +47,34 @@ def backend_names() -> tuple[str, ...]:
     return ("auto", *_REGISTRY)
 
 
+_SAID: set[str] = set()
+
+
+def _say_fallback(device: torch.device, reasons: list[str]) -> None:
+    """Say once per process that a faster backend could not be used, and why (never silently slow)."""
+    key = f"{device.type}|{'|'.join(reasons)}"
+    if key not in _SAID:
+        _SAID.add(key)
+        print(f"note: using the slow reference adder backend on {device.type} ({'; '.join(reasons)})", file=sys.stderr)
+
+
 def get_backend(name: str | AdderBackend, device: torch.device | str = "cpu") -> AdderBackend:
     """Resolve a backend name (or ``auto``) for ``device``; a user-chosen one must be available there."""
     if isinstance(name, AdderBackend):
         return name
     device = torch.device(device)
     if name == "auto":
+        passed_over = []
         for backend in _REGISTRY.values():
-            if backend.available(device)[0]:
+            if device.type not in backend.device_types:
+                continue  # e.g. Triton's CPU interpreter: a test aid, never the automatic choice
+            ok, why = backend.available(device)
+            if ok:
+                if backend.name == "reference" and passed_over:
+                    _say_fallback(device, passed_over)
                 return backend
+            if device.type in backend.device_types:  # a backend meant for this device that cannot run here
+                passed_over.append(f"{backend.name}: {why}")
         raise RuntimeError(f"no adder backend available on {device}")  # the reference always is
     if name not in _REGISTRY:
         raise UserError(f"unknown adder backend '{name}': choose one of {', '.join(backend_names())}")

@@ -35,6 +35,8 @@ class AdderBackend(ABC):
 
     #: registry name, as given to ``--backend``
     name: str = ""
+    #: the device types the backend is meant for (``auto`` says so when one of them cannot be used)
+    device_types: tuple[str, ...] = ("cpu", "cuda")
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         """Whether this backend can run on ``device``; the string says why not."""

@@ -149,6 +149,7 @@ class CpuBackend(AdderBackend):
     """Tiled SIMD kernels for float32/float64 CPU tensors (``march``: the target instruction set)."""
 
     name = "cpu"
+    device_types = ("cpu",)
 
     def __init__(self, march: str | None = None) -> None:
         self.march = march

@@ -18,6 +18,7 @@ class TritonBackend(AdderBackend):
     """Triton kernels on CUDA; on CPU tensors only under ``TRITON_INTERPRET=1`` (for tests)."""
 
     name = "triton"
+    device_types = ("cuda",)
 
     def available(self, device: torch.device) -> tuple[bool, str]:
         if importlib.util.find_spec("triton") is None:
