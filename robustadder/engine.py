@@ -88,6 +88,8 @@ class Settings:
             device = torch.device(self.device)
         except RuntimeError:
             raise UserError(f"unknown device '{self.device}' (use cpu, cuda, cuda:1, ...)") from None
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"--device {self.device}: robustadder runs on cpu or cuda, not {device.type}")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {self.device}: no CUDA GPU is available on this machine; use --device cpu")
         get_backend(self.backend, device)  # raises UserError for unknown/unavailable backends

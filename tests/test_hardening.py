@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def test_the_cli_and_help_start_without_importing_torch():
     code = "import sys, robustadder.cli; print('torch' in sys.modules)"
@@ -74,8 +76,6 @@ def test_force_racing_a_run_never_leaves_a_cell_running(tmp_path):
 
 
 def test_any_error_inside_a_cell_marks_it_failed_with_the_reason(tmp_path, monkeypatch):
-    import pytest
-
     from robustadder import evaluate
     from robustadder.attacks import ATTACKS, AttackDef
     from robustadder.store import Store
@@ -109,3 +109,25 @@ def test_a_fallback_to_the_slow_backend_is_said(monkeypatch, capsys):
     assert kernels.get_backend("auto", torch.device("cpu")).name == "reference"
     err = capsys.readouterr().err
     assert "slow reference adder backend" in err and "no C++ compiler found" in err and "triton" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--eps", "1e400"], "must be finite"),
+        (["--device", "mps"], "runs on cpu or cuda"),
+        (["--device", "meta"], "runs on cpu or cuda"),
+        (["--eps", "1/0"], "must be a number"),
+    ],
+)
+def test_bad_option_values_end_in_one_line(tmp_path, args, message):
+    from conftest import tree
+
+    _world(tmp_path, n=8)
+    before = tree(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "robustadder", "eval", "--model", str(tmp_path / "ann.pt"), "--attack",
+                          "fgsm", "--n", "8", "--data", str(tmp_path), "--store", str(tmp_path / "s.sqlite"), *args],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert tree(tmp_path) == before

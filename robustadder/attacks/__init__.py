@@ -63,6 +63,8 @@ def parse_number(value: Any, what: str) -> float:
             number = float(value)
     except (ValueError, ZeroDivisionError, TypeError):
         raise UserError(f"{what} must be a number like 8/255 or 0.031, not '{value}'") from None
+    except OverflowError:  # float(Fraction("1e400"))
+        raise UserError(f"{what} must be finite, not {value}") from None
     if not math.isfinite(number):
         raise UserError(f"{what} must be finite, not {value}")
     return number
