@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,7 +74,13 @@ class Settings:
     grad: str = "both"
 
     def validate(self) -> None:
-        """Reject settings a user can get wrong before any work starts."""
+        """Reject settings a user can get wrong before any work starts (types first: sweep files are TOML)."""
+        for key, kind in (("batch_size", int), ("seed", int), ("shuffle", bool), ("backend", str), ("device", str),
+                          ("dtype", str), ("bn", str), ("grad", str)):  # fmt: skip
+            value = getattr(self, key)
+            expected = numbers.Integral if kind is int else kind  # numpy integers are integers too
+            if not isinstance(value, expected) or (kind is int and isinstance(value, (bool, np.bool_))):
+                raise UserError(f"setting {key} must be {kind.__name__}, not {value!r}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
         if self.dtype not in DTYPES:

@@ -150,7 +150,7 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
         s.validate()
         settings.append(s)
     n = raw.get("n")
-    if n is not None and (not isinstance(n, int) or n < 1):
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise UserError(f"{where}: n must be a positive integer")
     return SweepConfig(raw.get("name", path.stem), raw.get("description", ""), path, n, models, attacks, settings,
                        dict(raw.get("report", {})))  # fmt: skip

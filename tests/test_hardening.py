@@ -131,3 +131,33 @@ def test_bad_option_values_end_in_one_line(tmp_path, args, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
     assert len(out.stderr.strip().splitlines()) == 1
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ('batch_size = "abc"', "batch_size must be int"),
+        ("batch_size = true", "batch_size must be int"),
+        ('shuffle = "yes"', "shuffle must be bool"),
+        ("seed = 1.5", "seed must be int"),
+        ("bn = 5", "bn must be str"),
+    ],
+)
+def test_wrong_value_types_in_sweep_files_are_one_line_errors(tmp_path, settings, message):
+    from robustadder.errors import UserError
+    from robustadder.sweep import load_sweep
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'models = ["ann20"]\n[settings]\n{settings}\n[[attacks]]\nname = "fgsm"\n')
+    with pytest.raises(UserError, match=message):
+        load_sweep(path)
+
+
+def test_n_true_in_a_sweep_is_not_one(tmp_path):
+    from robustadder.errors import UserError
+    from robustadder.sweep import load_sweep
+
+    path = tmp_path / "s.toml"
+    path.write_text('n = true\nmodels = ["ann20"]\n[[attacks]]\nname = "fgsm"\n')
+    with pytest.raises(UserError, match="n must be a positive integer"):
+        load_sweep(path)
