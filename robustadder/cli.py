@@ -421,7 +421,12 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
         if n < 1:
             raise UserError("--n must be at least 1")
         cfg.n = n
-    db = Store.open(store)
+    from .store import default_store_path
+
+    store_path = Path(store) if store else default_store_path()
+    # plan before the store is created: a sweep that cannot run (data, models, device) writes nothing, and
+    # a dry run never creates a store
+    db = Store.open(store_path, readonly=True) if store_path.exists() else None
     try:
         plan = plan_sweep(cfg, data=data, store=db)
         cells = plan.cells
@@ -437,7 +442,7 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
         say(f"  done {done}, to run {len(to_run)}, skipped {skipped}")
         if shared:
             say(f"  {shared} more grid points reuse one of these cells (a seed that cannot change the result)")
-        if done:  # what the finished cells cost when they ran (summed batch times, across resumes and ranks)
+        if done and db is not None:  # what the finished cells cost when they ran (summed batch times)
             spent = sum(db.cell(c.cell_id).seconds for c in distinct_cells(c for c in cells if c.status == "done"))
             say(f"  compute time of the done cells, as measured when they ran: {_fmt_duration(spent)}")
         for model, reason in plan.skipped.items():
@@ -455,18 +460,28 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
                     f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}"
                 )
             return
+        if not cells:
+            raise UserError(f"sweep {cfg.name}: the grid is empty (a settings axis with no values?)")
+        if skipped == len(cells):
+            raise UserError(f"sweep {cfg.name}: every model was skipped, nothing to run (see the reasons above)")
+        if db is not None:
+            db.close()
+        db = Store.open(store_path)
         if db.run_id is None:
             db.start_run(f"sweep {config}", "mixed")
         run_sweep(plan, db, force=force, progress=dist.is_main)
         failed = [c for c in cells if c.status == "failed"]
         for c in failed:
             say(f"  failed: {c.model.label} {c.attack.label} bn={c.settings.bn} seed={c.settings.seed}: {c.reason}")
-        say(
-            f"sweep {cfg.name}: {sum(c.status == 'done' for c in cells)} cells done, {len(failed)} failed, "
-            f"{skipped} skipped; store {db.path}"
-        )
+        n_done = sum(c.status == "done" for c in cells)
+        say(f"sweep {cfg.name}: {n_done} cells done, {len(failed)} failed, {skipped} skipped; store {db.path}")
+        if failed and not n_done:
+            raise UserError(f"sweep {cfg.name}: every cell failed (reasons above)")
+        if failed:
+            sys.exit(1)  # some results exist; the failures are listed above and stored with their reasons
     finally:
-        db.close()
+        if db is not None:
+            db.close()
         distributed.shutdown()
 
 

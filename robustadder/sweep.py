@@ -190,6 +190,8 @@ def plan_sweep(config: SweepConfig, *, data: str | os.PathLike | ImageSet | None
             models[m.label] = resolve_model(m.ref)
             models[m.label].name = m.label
         except UserError as exc:
+            if str(exc).startswith("unknown model"):  # a typo, not weights that cannot be had: stop here
+                raise UserError(f"{config.path}: {exc}") from None
             skipped[m.label] = str(exc)
     cells = []
     for m, settings, attack in itertools.product(config.models, config.settings, config.attacks):

@@ -24,7 +24,7 @@ from conftest import make_tiny, wait_for_rows
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 # the sweep below: 2 BN modes x 2 seeds x 4 attacks = 16 grid points, but Clean and FGSM draw no random numbers,
 # so their two seeds share one cell: 2 x (1 + 1 + 2 + 2) = 12 distinct cells of 20 samples each
-CELLS = 12
+CELLS = 12 + 2 * 10  # grad both (default): the ANN's 10 gradient-attack cells each add two component cells
 ROWS = (
     "SELECT cell_id, sample_id, label, clean_pred, adv_pred, clean_correct, adv_correct, linf, l2, batch "
     "FROM samples ORDER BY cell_id, sample_id"

@@ -161,3 +161,39 @@ def test_n_true_in_a_sweep_is_not_one(tmp_path):
     path.write_text('n = true\nmodels = ["ann20"]\n[[attacks]]\nname = "fgsm"\n')
     with pytest.raises(UserError, match="n must be a positive integer"):
         load_sweep(path)
+
+
+def _sweep_world(tmp_path, models: str, settings: str = ""):
+    _world(tmp_path, n=8)
+    path = tmp_path / "w.toml"
+    path.write_text(f"n = 8\nmodels = {models}\n[settings]\nbatch_size = 4\ngrad = 'surrogate'\n{settings}\n"
+                    "[[attacks]]\nname = 'fgsm'\n")  # fmt: skip
+    return path
+
+
+def _sweep(tmp_path, path, *extra):
+    return subprocess.run([sys.executable, "-m", "robustadder", "sweep", str(path), "--data", str(tmp_path), "--store",
+                           str(tmp_path / "s.sqlite"), *extra], capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_a_dry_run_and_a_failing_sweep_write_no_store(tmp_path):
+    path = _sweep_world(tmp_path, '["ann.pt"]')
+    assert _sweep(tmp_path, path, "--dry-run").returncode == 0
+    assert not (tmp_path / "s.sqlite").exists()
+    bad = subprocess.run([sys.executable, "-m", "robustadder", "sweep", str(path), "--data", str(tmp_path / "nodata"),
+                          "--store", str(tmp_path / "s.sqlite")], capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and not (tmp_path / "s.sqlite").exists()
+    assert _sweep(tmp_path, path).returncode == 0 and (tmp_path / "s.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "models, settings, message",
+    [
+        ('["ann.pt", "ann20-typo"]', "", "unknown model"),
+        ('["gone.pt"]', "", "every model was skipped"),
+        ('["ann.pt"]', "seed = []", "grid is empty"),
+    ],
+)
+def test_sweeps_that_cannot_produce_results_do_not_exit_0(tmp_path, models, settings, message):
+    out = _sweep(tmp_path, _sweep_world(tmp_path, models, settings))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
