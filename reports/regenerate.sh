@@ -40,6 +40,17 @@ done
     --store "$STORE" --format html -o reports/index.html
 "$R" models --ops > reports/models-ops.txt
 
+# the answer to "are AdderNets more robust than CNNs?": compare of the matched pairs (PGD + AutoAttack,
+# both adder gradients, intervals, McNemar), each with its plot; N_COMPARE images (the protocol: 1,000)
+N_COMPARE=${N_COMPARE:-1000}
+TP=../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt
+for pair in "ann20 cnn20" "ann20-awn cnn20-awn" "$TP cnn20"; do
+    set -- $pair
+    name="compare-$(basename "$1" .pt)-vs-$2"
+    "$R" compare "$1" "$2" --n "$N_COMPARE" --store "$STORE" --format md -o "reports/$name.md" --plot "reports/$name.png"
+    "$R" compare "$1" "$2" --n "$N_COMPARE" --store "$STORE" --format json -o "reports/$name.json"  # reused cells
+done
+
 # reports/README.md: what was run, on how many images, how long each part took on this machine
 compute() {  # the preset's compute time as measured when its cells ran (summed over resumes)
     "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | sed -n 's/.*as measured when they ran: //p'
