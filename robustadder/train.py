@@ -20,6 +20,7 @@ import csv
 import io
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -74,6 +75,10 @@ class TrainConfig:
             raise UserError("--lr must be a positive number")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise UserError("--weight-decay must be >= 0 and --momentum in [0, 1)")
+        for name in ("train_subset", "test_subset"):  # 0 used to mean "everything" without a word
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (leave it out for the whole set)")
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -> np.ndarray:
@@ -114,6 +119,20 @@ def test_accuracy(model: torch.nn.Module, data: ImageSet, batch_size: int = 500)
     return 100.0 * correct / len(data)
 
 
+def _check_writable(path: Path) -> None:
+    """The output's directory exists and takes files (checked before any epoch is spent)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"--out {path} is a directory; give a file name like models/ann20.pt")
+    if not folder.is_dir():
+        raise UserError(f"--out {path}: directory {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
 class Trainer:
     """One training run: build, train epoch by epoch, checkpoint the state, write the final model."""
 
@@ -121,6 +140,7 @@ class Trainer:
         config.validate()
         self.config = config
         self.out = Path(out)
+        _check_writable(self.out)  # found out after a whole epoch before
         self.state_path = self.out.with_name(self.out.name + ".state")
         self.metrics_path = self.out.with_name(self.out.stem + ".metrics.csv")
         train = load_cifar10("train", data)

@@ -197,3 +197,25 @@ def test_a_dry_run_and_a_failing_sweep_write_no_store(tmp_path):
 def test_sweeps_that_cannot_produce_results_do_not_exit_0(tmp_path, models, settings, message):
     out = _sweep(tmp_path, _sweep_world(tmp_path, models, settings))
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--train-subset", "0"], "--train-subset must be at least 1"),
+        (["--out", "/proc/nope/m.pt"], "does not exist"),
+        (["--out", "."], "is a directory"),
+    ],
+)
+def test_train_refuses_bad_subsets_and_unwritable_outputs_before_any_work(tmp_path, args, message):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.savez(tmp_path / f"cifar10_{split}.npz", x=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+                 y=rng.integers(0, 10, 8).astype(np.uint8))  # fmt: skip
+    base = ["--kind", "conv", "--epochs", "1", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt")]
+    out = subprocess.run([sys.executable, "-m", "robustadder", "train", *base, *args], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
+    assert not (tmp_path / "m.pt").exists()
