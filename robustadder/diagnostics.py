@@ -240,6 +240,8 @@ def run_checks(
     eps_value = None if auto else make_config("pgd", eps=eps).eps
     loaded = model if isinstance(model, LoadedModel) else resolve_model(model)
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
+    if len(dataset) < 2:  # batch independence needs two batch layouts; shares of one image say nothing
+        raise UserError(f"check needs at least 2 test images, not {len(dataset)} (use --n 100 or more for evidence)")
     src_name = source or counterpart(loaded)
     src_reason = "" if src_name else "no counterpart model is available (pass --source)"
     if src_name:

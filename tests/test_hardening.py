@@ -219,3 +219,12 @@ def test_train_refuses_bad_subsets_and_unwritable_outputs_before_any_work(tmp_pa
                          cwd=tmp_path, timeout=120)  # fmt: skip
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_check_on_a_single_image_is_a_one_line_error(tmp_path):
+    _world(tmp_path, n=8)
+    out = subprocess.run([sys.executable, "-m", "robustadder", "check", "--model", str(tmp_path / "ann.pt"), "--n", "1",
+                          "--data", str(tmp_path), "--store", str(tmp_path / "s.sqlite")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "at least 2 test images" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "s.sqlite").exists()
