@@ -53,7 +53,7 @@ def test_pgd_update_is_torchattacks_pgd():
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("text, expected", [("8/255", 8 / 255), ("0.031", 0.031), (0.5, 0.5), ("0", 0.0)])
+@pytest.mark.parametrize("text, expected", [("8/255", 8 / 255), ("0.031", 0.031), (0.5, 0.5), ("0", 0.0), ("0.5/255", 0.5 / 255)])
 def test_eps_parsing(text, expected):
     assert parse_eps(text, "Linf") == pytest.approx(expected)
 

@@ -58,7 +58,13 @@ def parse_number(value: Any, what: str) -> float:
     try:
         if isinstance(value, str):
             text = value.strip()
-            number = float(text) if text.lower().lstrip("+-") in ("nan", "inf", "infinity") else float(Fraction(text))
+            if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                number = float(text)
+            elif "/" in text:  # 8/255, and 0.5/255 (Fraction alone refuses a decimal numerator)
+                num, _, den = text.partition("/")
+                number = float(Fraction(num.strip()) / Fraction(den.strip()))
+            else:
+                number = float(Fraction(text))
         else:
             number = float(value)
     except (ValueError, ZeroDivisionError, TypeError):
