@@ -311,7 +311,12 @@ def _caption(report: Report) -> str:
     return (
         f"Robust accuracy (\\%) on the first {p['n_samples']} CIFAR-10 test images (ids {first_ids}), "
         f"eps {', '.join(eps)}; mean{spread}. {WORST}: per sample over the row's attacks. "
-        f"Sweep '{p['sweep']}'; torch {torch_versions}."
+        + (
+            "$\\Delta$ rows: ANN minus CNN in points, models of different clean accuracy (Clean column). "
+            if _has_deltas(report)
+            else ""
+        )
+        + f"Sweep '{p['sweep']}'; torch {torch_versions}."
     )
 
 
@@ -326,14 +331,24 @@ def provenance_lines(report: Report) -> list[str]:
         f"samples: {p['n_samples']}, ids {p['sample_ids']}, data {p['data']}",
         f"attacks: {'; '.join(p['attacks'])}",
         "settings: " + ", ".join(f"{k}={'/'.join(v)}" for k, v in p["settings"].items()),
-        f"seeds: {', '.join(map(str, p['seeds']))} (mean ± std across seeds where several)",
+        f"seeds: {', '.join(map(str, p['seeds']))} (mean ± std across seeds, only where seeds gave different cells)",
         f"cells: {p['cells_total'] - p['cells_missing']}/{p['cells_total']} present{missing}",
         "versions: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in p["versions"].items()),
         f"robust accuracy: share of all samples correct with and without attack; {WORST}: per-sample, over the row's attacks",
     ]
+    if _has_deltas(report):
+        lines.append(
+            "Δ rows: differences in points between an ANN and its CNN counterpart, models of different clean accuracy "
+            "(the Clean column's Δ); `robustadder compare` tests such differences (McNemar, intervals) and gives the "
+            "view on the samples both classify correctly"
+        )
     for model, reason in p["skipped"].items():
         lines.append(f"skipped model {model}: {reason}")
     return lines
+
+
+def _has_deltas(report: Report) -> bool:
+    return any(str(k[0] if isinstance(k, tuple) else k).startswith("Δ") for k in report.wide.index)
 
 
 def _flat_columns(df: pd.DataFrame) -> pd.DataFrame:

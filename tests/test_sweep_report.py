@@ -163,6 +163,8 @@ def test_seeds_of_a_deterministic_attack_share_one_computation(world):
     model_rows = [not str(k[0]).startswith("Δ") for k in text.index]
     assert fgsm and all("±" not in v for c in fgsm for v in text[c][model_rows])
     assert all("±" in v for c in pgd2 for v in text[c][model_rows] if v != "–")
+    # the Δ rows say that they compare models of different clean accuracy
+    assert "Δ rows:" in rep.to_markdown(report) and "different clean accuracy" in rep.to_latex(report)
 
 
 def test_bad_sweep_files(tmp_path):
