@@ -13,11 +13,11 @@ import pandas as pd
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
 from .data import ImageSet, load_cifar10
 from .distributed import context
-from .engine import Settings, prepare, run_cell_adaptive
+from .engine import Settings, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .store import Store
-from .summary import attack_summary, proportion_interval, worst_case_accuracy, worst_case_flags
+from .summary import attack_summary, worst_case_accuracy
 
 
 def resolve_attacks(
@@ -136,7 +136,7 @@ def evaluate(
                 f"evaluate (rank {dist.rank}/{dist.world_size})" if dist.active else "evaluate", settings.resolved()["device"]
             )
         results = [
-            run_cell_adaptive(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress)
+            run_cell(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress)
             for cfg, runner in zip(configs, runners, strict=True)
         ]
         store_path = str(db.path)
@@ -167,7 +167,7 @@ def evaluate(
     )
     attacked = [res.frame for cfg, res in zip(configs, results, strict=True) if cfg.name != "none"]
     if len(attacked) > 1:
-        flags = worst_case_flags(attacked)
-        out.attrs["worst_case_robust_accuracy"] = worst_case_accuracy(attacked)
-        out.attrs["worst_case_robust_accuracy_ci"] = list(proportion_interval(int(flags.sum()), len(flags)))
+        accuracy, ci = worst_case_accuracy(attacked)
+        out.attrs["worst_case_robust_accuracy"] = accuracy
+        out.attrs["worst_case_robust_accuracy_ci"] = list(ci)
     return out

@@ -526,9 +526,7 @@ def report_cmd(store, presets, sweeps, fmt, output, n, data, with_checks) -> Non
     else:
         text = "\n".join([*(rep.render(r, fmt) for r in reports), *(c.to_markdown() for c in checks)])
     if output:
-        from .models.checkpoint import atomic_write
-
-        atomic_write(output, lambda fh: fh.write(text.encode()))
+        write_output(output, text)
         click.echo(f"wrote {output}")
     else:
         click.echo(text, nl=False)

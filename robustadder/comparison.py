@@ -35,7 +35,7 @@ from .engine import GRAD_SETTINGS, Settings, has_adder_layers
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .store import Store
-from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, robust_flags
+from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, worst_case_flags
 
 DEFAULT_EPS = ("1/255", "2/255", "4/255", "8/255")
 DEFAULT_ATTACKS = ("pgd:steps=20,restarts=2", "autoattack")
@@ -118,18 +118,16 @@ def compare(
                     backend=backend, device=device, dtype=dtype, grad=grad, seed=seed, progress=progress,
                 )  # fmt: skip
                 clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
-                robust = clean.copy()
-                for _label, part in frame[frame["attack_name"] != "none"].groupby("attack", sort=False):
-                    robust &= robust_flags(part).set_axis(part["sample_id"].to_numpy()).reindex(robust.index)
+                attacked = [part for _, part in frame[frame["attack_name"] != "none"].groupby("attack", sort=False)]
+                robust = worst_case_flags(attacked).reindex(clean.index)  # robust implies clean-correct
                 flags[(name, None)], flags[(name, e)] = clean, robust
                 k, m = int(robust.sum()), len(robust)
                 c = int(clean.sum())
+                (clean_low, clean_high), (robust_low, robust_high) = proportion_interval(c, m), proportion_interval(k, m)
                 rows.append({
                     "model": name, "eps": e, "eps_label": _eps_label(e), "n": m,
-                    "clean_accuracy": 100.0 * c / m, "clean_ci_low": proportion_interval(c, m)[0],
-                    "clean_ci_high": proportion_interval(c, m)[1],
-                    "robust_accuracy": 100.0 * k / m, "robust_ci_low": proportion_interval(k, m)[0],
-                    "robust_ci_high": proportion_interval(k, m)[1],
+                    "clean_accuracy": 100.0 * c / m, "clean_ci_low": clean_low, "clean_ci_high": clean_high,
+                    "robust_accuracy": 100.0 * k / m, "robust_ci_low": robust_low, "robust_ci_high": robust_high,
                     "robust_over_clean": k / c if c else float("nan"),
                     "seconds": float(sum(s["seconds"] for s in frame.attrs["summary"])),  # measured, stored with cells
                     "adder_layers": has_adder_layers(model.model),

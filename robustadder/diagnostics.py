@@ -418,7 +418,7 @@ def _loss_trace(r: _Runner, eps: float, steps: int, limit: int = 128) -> tuple[l
             ever.logical_or_(wrong)
 
     mode = r.settings.grad if r.settings.grad in GRAD_MODES else "surrogate"  # the trace follows one gradient
-    with inference_mode(model, r.settings.bn), adder_settings(model, grad_mode=mode if adder_layers(model) else None):
+    with inference_mode(model, r.settings.bn), adder_settings(model, grad_mode=mode):
         with torch.no_grad():
             clean_ok = model(x).argmax(1) == y
         final = gradient.pgd(model, x, y, eps=eps, alpha=eps / 4, steps=steps, norm="Linf", random_start_=True,

@@ -16,7 +16,7 @@ Inference settings (recorded with every result):
 * ``batch_size``; ``grad``: the adder input gradient used by white-box attacks: ``surrogate``
   (HardTanh, the official layer's), ``exact`` (sign, the true subgradient) or ``both`` (the default:
   each gradient attack runs once per mode, both stored as cells of their own, and a third cell holds the
-  per-sample worst case — see :func:`run_cell_adaptive`); models without adder layers have one gradient
+  per-sample worst case — see :func:`run_cell`); models without adder layers have one gradient
   and record ``grad`` as ``none``; ``backend``, ``dtype``, ``device``.
 
 Every adversarial batch is checked before anything is stored: ‖x_adv − x‖ ≤ eps (+1e-6) in the
@@ -281,26 +281,8 @@ class CellResult:
     reused: bool
 
 
-def run_cell(
-    store: Store,
-    loaded: LoadedModel,
-    model: torch.nn.Module,
-    attack: AttackConfig,
-    runner: Runner,
-    settings: Settings,
-    data: ImageSet,
-    *,
-    force: bool = False,
-    progress: bool = True,
-    dist: DistContext | None = None,
-) -> CellResult:
-    """Run (or resume, or reuse) one cell and return its rows.
-
-    Under torchrun (``dist``, default: the current context) each rank computes only the batches with
-    ``index % world_size == rank``; batches are fixed by the configuration, so the ranks together write
-    exactly the rows of a single process. Rank 0 creates/resets the cell first and marks it done last.
-    """
-    dist = dist or context()
+def _compute_cell(store, loaded, model, attack, runner, settings, data, force, progress, dist) -> CellResult:
+    """One stored cell whose ``settings.grad`` is a single mode or ``none`` (see :func:`run_cell`)."""
     if settings.bn == "train" and len(data) % settings.batch_size == 1:
         raise UserError(
             f"BN in train mode needs at least 2 samples per batch, but {len(data)} samples in batches of "
@@ -391,7 +373,7 @@ def run_cell(
     return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, not pending)
 
 
-def run_cell_adaptive(
+def run_cell(
     store: Store,
     loaded: LoadedModel,
     model: torch.nn.Module,
@@ -404,26 +386,32 @@ def run_cell_adaptive(
     progress: bool = True,
     dist: DistContext | None = None,
 ) -> CellResult:
-    """:func:`run_cell`, with ``grad='both'`` resolved: the AdderNet-adaptive white box.
+    """Run (or resume, or reuse) one cell and return its rows.
 
-    Neither adder input gradient is the stronger one everywhere (on the third-party ANN-20, FGSM at
-    1/255 fooled more samples through the exact gradient, at 8/255 through the surrogate), so an
-    evaluation that follows one of them can overstate robustness. With ``both`` a gradient attack on a
-    model with adder layers runs once per mode (each a cell of its own, reusable and reportable) and the
-    result is a third cell whose row per sample is the worst case: the component that fooled the sample
-    (the surrogate's when both did), with that component's prediction and perturbation norms. Its config
-    names the two component cells. Anything else runs as one cell with the grad that can matter.
+    Under torchrun (``dist``, default: the current context) each rank computes only the batches with
+    ``index % world_size == rank``; batches are fixed by the configuration, so the ranks together write
+    exactly the rows of a single process. Rank 0 creates/resets the cell first and marks it done last.
+
+    ``grad='both'`` is resolved here, the one entry point, so no caller can run a cell recorded as
+    ``both`` through a single gradient: the AdderNet-adaptive white box. Neither adder input gradient is
+    the stronger one everywhere (on the third-party ANN-20, FGSM at 1/255 fooled more samples through the
+    exact gradient, at 8/255 through the surrogate), so an evaluation that follows one of them can
+    overstate robustness. With ``both`` a gradient attack on a model with adder layers runs once per mode
+    (each a cell of its own, reusable and reportable) and the result is a third cell whose row per sample
+    is the worst case: the component that fooled the sample (the surrogate's when both did), with that
+    component's prediction and perturbation norms. Its config names the two component cells. Anything
+    else runs as one cell with the grad that can matter.
     """
     dist = dist or context()
+
+    def compute(grad: str) -> CellResult:
+        one = settings if settings.grad == grad else replace(settings, grad=grad)
+        return _compute_cell(store, loaded, model, attack, runner, one, data, force, progress, dist)
+
     grad = effective_grad(loaded, attack, settings.grad)
     if grad != "both":
-        one = settings if settings.grad == grad else replace(settings, grad=grad)
-        return run_cell(store, loaded, model, attack, runner, one, data, force=force, progress=progress, dist=dist)
-    parts = {
-        mode: run_cell(store, loaded, model, attack, runner, replace(settings, grad=mode), data, force=force,
-                       progress=progress, dist=dist)
-        for mode in GRAD_MODES
-    }  # fmt: skip
+        return compute(grad)
+    parts = {mode: compute(mode) for mode in GRAD_MODES}
     config = cell_config(loaded, attack, settings, data)
     cell_id = cell_hash(config)
     config["components"] = {mode: part.cell_id for mode, part in parts.items()}
@@ -433,7 +421,7 @@ def run_cell_adaptive(
         stale = record is not None and (record.config or {}).get("components") != config["components"]
         if force or record is None or record.status != "done" or stale:
             store.begin_cell(cell_id, config, len(data), force=True)
-            for _batch, rows, seconds in worst_case_rows(parts["surrogate"].frame, parts["exact"].frame):
+            for rows, seconds in worst_case_rows(parts["surrogate"].frame, parts["exact"].frame):
                 store.add_batch(cell_id, rows, seconds)
             store.finish_cell(cell_id)
     dist.barrier()
@@ -444,7 +432,7 @@ def run_cell_adaptive(
 def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame):
     """Per batch of ``first``: the per-sample worst case of two cells on the same samples (see above).
 
-    Yields (batch, rows, seconds) with rows in the store's column order; a batch's seconds are the sum of
+    Yields (rows, seconds) with rows in the store's column order; a batch's seconds are the sum of
     both components' (the cost of the adaptive evaluation).
     """
     b = second.set_index("sample_id")
@@ -459,4 +447,4 @@ def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame):
             src = rb if pick_b else ra._asdict()
             out.append((int(sid), int(ra.label), int(ra.clean_pred), int(src["adv_pred"]), int(ra.clean_correct),
                         int(src["adv_correct"]), float(src["linf"]), float(src["l2"]), int(batch), seconds))  # fmt: skip
-        yield int(batch), out, seconds
+        yield out, seconds

@@ -85,9 +85,12 @@ def worst_case_flags(frames: list[pd.DataFrame]) -> pd.Series:
     return flags if flags is not None else pd.Series(dtype=bool)
 
 
-def worst_case_accuracy(frames: list[pd.DataFrame]) -> float:
-    """Per-sample worst case over several cells on the same samples: robust only if robust in all."""
+def worst_case_accuracy(frames: list[pd.DataFrame]) -> tuple[float, tuple[float, float]]:
+    """Robust accuracy (percent) and its 95 % interval of the per-sample worst case over several cells.
+
+    A sample counts as robust only if it is robust in every cell (the cells cover the same samples).
+    """
     flags = worst_case_flags(frames)
     if len(flags) == 0:
-        return float("nan")
-    return 100.0 * float(flags.mean())
+        return float("nan"), (float("nan"), float("nan"))
+    return 100.0 * float(flags.mean()), proportion_interval(int(flags.sum()), len(flags))

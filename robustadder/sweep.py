@@ -47,7 +47,7 @@ from .api import _source_loader, pin_transfer_source
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
 from .data import ImageSet, load_cifar10
 from .distributed import context
-from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell_adaptive
+from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .nn import adder_layers
@@ -283,9 +283,7 @@ def run_sweep(
         attack = pin_transfer_source(cell.attack)
         runner = build_runner(attack, build_ctx)
         try:
-            result = run_cell_adaptive(
-                store, loaded, model, attack, runner, cell.settings, plan.data, force=force, progress=progress
-            )
+            result = run_cell(store, loaded, model, attack, runner, cell.settings, plan.data, force=force, progress=progress)
         except UserError as exc:  # this cell cannot run under its settings: record why, go on with the others
             if context().active:
                 raise  # ranks must stay in step; the job stops and says why

@@ -102,3 +102,19 @@ def make_tiny(kind: str = "adder", seed: int = 0, n: int = 24):
     data = ImageSet(x, y.astype(np.int64), data.ids, "tiny")
     state = model.state_dict()
     return LoadedModel(model, f"tiny-{kind}", model.spec, weights_sha256(state), "memory"), data
+
+
+def save_tiny_world(folder: Path, n: int = 24, **models: tuple[str, int]):
+    """Tiny models saved as ``NAME.pt`` (``NAME=(kind, seed)``) and the first one's images as the test set
+    (``cifar10_test.npz``), for tests that run the CLI on files. Returns ({NAME: LoadedModel}, data)."""
+    import numpy as np
+
+    from robustadder.models import save_checkpoint
+
+    loaded, data = {}, None
+    for name, (kind, seed) in models.items():
+        loaded[name], own = make_tiny(kind, seed=seed, n=n)
+        data = data if data is not None else own
+        save_checkpoint(folder / f"{name}.pt", loaded[name].model)
+    np.savez(folder / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
+    return loaded, data

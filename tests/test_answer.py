@@ -9,7 +9,7 @@ from scipy import stats
 from robustadder.attacks import make_config
 from robustadder.summary import mcnemar_exact, proportion_interval
 
-from conftest import make_tiny
+from conftest import make_tiny, save_tiny_world
 
 
 @pytest.mark.parametrize("eps", ["1/255", "2/255", "8/255", "16/255"])
@@ -91,14 +91,8 @@ def test_a_cnn_has_one_gradient(tmp_path):
 
 
 def _two_models(tmp_path):
-    from robustadder.models import save_checkpoint
-
-    ann, data = make_tiny("adder", seed=0, n=16)
-    cnn, _ = make_tiny("conv", seed=1, n=16)
-    save_checkpoint(tmp_path / "ann.pt", ann.model)
-    save_checkpoint(tmp_path / "cnn.pt", cnn.model)
-    np.savez(tmp_path / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
-    return ann, cnn, data
+    models, data = save_tiny_world(tmp_path, n=16, ann=("adder", 0), cnn=("conv", 1))
+    return models["ann"], models["cnn"], data
 
 
 def test_compare_api_end_to_end(tmp_path):

@@ -26,15 +26,9 @@ def test_the_api_functions_are_there_when_asked_for():
 
 
 def _world(tmp_path, n=24):
-    import numpy as np
+    from conftest import save_tiny_world
 
-    from robustadder.models import save_checkpoint
-
-    from conftest import make_tiny
-
-    loaded, data = make_tiny("adder", n=n)
-    save_checkpoint(tmp_path / "ann.pt", loaded.model)
-    np.savez(tmp_path / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
+    save_tiny_world(tmp_path, n=n, ann=("adder", 0))
 
 
 def _eval_cmd(tmp_path, *extra):

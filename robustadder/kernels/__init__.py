@@ -73,8 +73,7 @@ def get_backend(name: str | AdderBackend, device: torch.device | str = "cpu") ->
                 if backend.name == "reference" and passed_over:
                     _say_fallback(device, passed_over)
                 return backend
-            if device.type in backend.device_types:  # a backend meant for this device that cannot run here
-                passed_over.append(f"{backend.name}: {why}")
+            passed_over.append(f"{backend.name}: {why}")  # a backend meant for this device cannot run here
         raise RuntimeError(f"no adder backend available on {device}")  # the reference always is
     if name not in _REGISTRY:
         raise UserError(f"unknown adder backend '{name}': choose one of {', '.join(backend_names())}")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ..fetch import robustadder_home
+from ..fetch import file_digest, robustadder_home
 from .base import AdderBackend, GradMode, output_size
 
 _SOURCES = ("adder_cpu.cc",)
@@ -70,10 +70,6 @@ def default_march() -> str:
     return os.environ.get("ROBUSTADDER_KERNEL_MARCH") or "native"
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _verified(path: Path) -> bool:
     """Whether a cached library is complete: its sha256 matches the one recorded when it was built.
 
@@ -82,16 +78,9 @@ def _verified(path: Path) -> bool:
     """
     stamp = path.with_name(path.name + ".sha256")
     try:
-        return path.is_file() and stamp.read_text().strip() == _digest(path)
+        return path.is_file() and stamp.read_text().strip() == file_digest(path)
     except OSError:
         return False
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,9 +114,11 @@ def load_library(march: str | None = None) -> ctypes.CDLL:
             if proc.returncode != 0:
                 raise RuntimeError(f"compiling the CPU adder kernel failed: {proc.stderr.strip()[:500]}")
             os.chmod(tmp, 0o755)
-            digest = _digest(Path(tmp))
+            digest = file_digest(tmp)
             os.replace(tmp, path)  # atomic: concurrent processes never load a half-written library
-            _atomic_write_text(path.with_name(path.name + ".sha256"), digest + "\n")
+            from ..models.checkpoint import atomic_write  # at call time: models imports this package
+
+            atomic_write(path.with_name(path.name + ".sha256"), lambda fh: fh.write(f"{digest}\n".encode()))
             compiled = True
         finally:
             Path(tmp).unlink(missing_ok=True)
