@@ -274,6 +274,12 @@ def _pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
+#: the pairs table's headers in LaTeX: short enough for a paper's text width
+_LATEX_PAIR_HEADERS = {"Δ robust (points)": "Δ", "p (McNemar)": "p", "p (Holm)": "p (Holm)",
+                       "Δ on common clean-correct": "Δ common", "Δ clean": "Δ clean"}  # fmt: skip
+_LATEX_SYMBOLS = {"−": "$-$", "∞": r"$\infty$", "Δ": r"$\Delta$", "×": r"$\times$"}
+
+
 def render(table: pd.DataFrame, fmt: str) -> str:
     """The comparison as text, md, latex, csv, html or json."""
     import json
@@ -301,8 +307,13 @@ def render(table: pd.DataFrame, fmt: str) -> str:
         return "\n".join([tables[0], "", tables[1], "", *[f"- {v}" for v in verdicts], "", caption, ""])
     if fmt == "latex":
         body = shown.style.to_latex(hrules=True, caption=caption.replace("%", r"\%"), position="t")
-        body2 = shown_pairs.style.hide(axis="index").to_latex(hrules=True)
-        return "\n".join([body.replace("−", "$-$"), body2.replace("−", "$-$")])
+        body = body.replace("\\begin{table}[t]\n", "\\begin{table}[t]\n\\small\n", 1)  # fits a paper's column
+        short = shown_pairs.rename(columns=_LATEX_PAIR_HEADERS)
+        body2 = "{\\small\n" + short.style.hide(axis="index").to_latex(hrules=True) + "}\n"
+        text = "\n".join([body, body2])
+        for symbol, tex in _LATEX_SYMBOLS.items():  # pdflatex knows none of these as text characters
+            text = text.replace(symbol, tex)
+        return text
     if fmt == "html":
         items = "".join(f"<li>{v}</li>" for v in verdicts)
         return (
