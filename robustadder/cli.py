@@ -492,39 +492,46 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
 @click.option("--sweep", "sweeps", multiple=True, type=click.Path(dir_okay=False), help="Sweep file(s) instead of presets.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "latex", "md", "html"]), default="md", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
-@click.option("--n", "n", type=int, default=None, help="The number of test images the sweep was run with.")
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None,
+              help="The number of test images the sweep was run with [default: the sweep file's n].")  # fmt: skip
+@click.option("--intervals", is_flag=True, help="Show the 95 % Wilson interval of every accuracy (md, latex, html).")
+@click.option("--wide", is_flag=True, help="LaTeX: a table* fit to \\textwidth instead of \\columnwidth.")
 @click.option("--checks", "with_checks", is_flag=True, help="Include the stored gradient-masking check reports (md, html).")
-def report_cmd(store, presets, sweeps, fmt, output, n, data, with_checks) -> None:
-    """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots)."""
+def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_checks) -> None:
+    """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots).
+
+    Reads the store only: the weights and the data need not be on this machine. A sweep is reported
+    once 'robustadder sweep FILE' has run with this store (it records the sweep's grid).
+    """
     from . import report as rep
-    from .store import Store
-    from .sweep import load_sweep, plan_sweep
+    from .store import Store, default_store_path
+    from .sweep import load_sweep
 
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
     if not sources:
         sources = [rep.preset_path("paper")]
-    from .store import default_store_path
-
-    guard_output(output, [store or default_store_path(), data, *sources])
+    guard_output(output, [store or default_store_path(), *sources])
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
+    if with_checks and fmt not in ("md", "html"):
+        raise UserError("--checks renders in --format md or html")
+    configs = [load_sweep(path) for path in sources]
+    names = [c.name for c in configs]
+    if len(set(names)) < len(names):
+        dup = next(x for x in names if names.count(x) > 1)
+        raise UserError(f"sweep '{dup}' is given twice; pass each sweep once")
     from .diagnostics import CheckReport
 
     with Store.open(store, readonly=True) as db:
-        reports = []
-        for path in sources:
-            cfg = load_sweep(path)
-            if n is not None:
-                cfg.n = n
-            reports.append(rep.build(db, plan_sweep(cfg, data=data, store=db)))
+        reports = [rep.build(db, cfg, n=n) for cfg in configs]
         checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
-    if with_checks and fmt not in ("md", "html"):
-        raise UserError("--checks renders in --format md or html")
     if fmt == "html":
-        text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks))
+        toc = [(c.anchor, f"check: {c.model}") for c in checks]
+        text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks),
+                           intervals=intervals, extra_toc=toc)  # fmt: skip
     else:
-        text = "\n".join([*(rep.render(r, fmt) for r in reports), *(c.to_markdown() for c in checks)])
+        text = "\n".join([*(rep.render(r, fmt, intervals=intervals, wide=wide) for r in reports),
+                          *(c.to_markdown() for c in checks)])  # fmt: skip
     if output:
         write_output(output, text)
         click.echo(f"wrote {output}")

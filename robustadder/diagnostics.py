@@ -144,16 +144,21 @@ class CheckReport:
             note += f" At {ref['eps'] * 255:.4g}/255, {ref['attack']} leaves {ref['robust_accuracy']:.2f} % robust."
         return note
 
+    @property
+    def anchor(self) -> str:
+        """Id of this report's section on an HTML page (unique per weights)."""
+        return f"check-{self.weights_sha256[:12]}"
+
     def to_html(self) -> str:
         """HTML section (for the report page)."""
         colour = {"pass": "#2a7", "warn": "#c80", "fail": "#c22", "skip": "#888", "n/a": "#888"}
         rows = "".join(
             f"<tr><td>{html.escape(r.title)}</td><td style='color:{colour[r.verdict]};font-weight:bold'>{r.verdict.upper()}"
-            f"</td><td style='text-align:left'>{html.escape(r.summary)}</td></tr>"
+            f"</td><td style='text-align:left;white-space:normal'>{html.escape(r.summary)}</td></tr>"
             for r in self.results
         )
         return (
-            f"<section><h2>Gradient-masking checks: {html.escape(self.model)}</h2>"
+            f"<section><h2 id='{self.anchor}'>Gradient-masking checks: {html.escape(self.model)}</h2>"
             f"<p>{html.escape(self.arch)}, {self.n} test images, eps {self.eps * 255:.4g}/255</p>"
             f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
             f"<p><b>Verdict:</b> {html.escape(self.verdict)}</p></section>"

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .errors import UserError
 
-SCHEMA_VERSION = 2  # 2: gradient-masking check reports (table checks)
+SCHEMA_VERSION = 3  # 2: gradient-masking check reports (table checks); 3: sweep grids and models (tables grid, models)
 DEFAULT_STORE = "robustadder.sqlite"
 SAMPLE_COLUMNS = (
     "sample_id",
@@ -87,6 +87,29 @@ CREATE TABLE IF NOT EXISTS samples (
     run_id INTEGER REFERENCES runs(run_id),
     PRIMARY KEY (cell_id, sample_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    weights_sha256 TEXT PRIMARY KEY,
+    info TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_models (
+    sweep TEXT NOT NULL,
+    label TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    weights_sha256 TEXT,
+    reason TEXT,
+    updated REAL NOT NULL,
+    PRIMARY KEY (sweep, label)
+);
+CREATE TABLE IF NOT EXISTS grid (
+    sweep TEXT NOT NULL,
+    model TEXT NOT NULL,
+    attack TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    cell_id TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (sweep, model, attack, settings, n)
+);
 CREATE TABLE IF NOT EXISTS checks (
     check_id INTEGER PRIMARY KEY AUTOINCREMENT,
     weights_sha256 TEXT NOT NULL,
@@ -326,7 +349,63 @@ class Store:
         ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
+    def record_sweep(
+        self,
+        sweep: str,
+        models: Sequence[tuple[str, str, str | None, str | None]],
+        infos: dict[str, dict[str, Any]],
+        points: Sequence[tuple[str, str, str, int, str]],
+    ) -> None:
+        """Record what a sweep's grid is made of, so that reports need neither weights nor data.
+
+        ``models``: (label, ref, weights sha256 or None, skip reason or None); ``infos``: per weights
+        sha256, what reports say of a model (architecture, variant, operation counts); ``points``:
+        (model label, attack key, settings key, n, cell id) per grid point. A rerun of the sweep
+        replaces its records (the newest grid wins, e.g. after a checkpoint was retrained).
+        """
+        now = time.time()
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO sweep_models (sweep, label, ref, weights_sha256, reason, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(sweep, label, ref, sha, reason, now) for label, ref, sha, reason in models],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO models (weights_sha256, info) VALUES (?, ?)",
+                [(sha, json.dumps(info, sort_keys=True)) for sha, info in infos.items()],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO grid (sweep, model, attack, settings, n, cell_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(sweep, *point, now) for point in points],
+            )
+
     # -- reading ----------------------------------------------------------------------------------------
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+    def sweep_records(self, sweep: str) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], pd.DataFrame]:
+        """What :meth:`record_sweep` stored for a sweep: its models, their infos, its grid points."""
+        if not self._has_table("grid"):  # a store of schema 2 (opened read-only, not migrated)
+            return (
+                pd.DataFrame(columns=["label", "ref", "weights_sha256", "reason"]),
+                {},
+                pd.DataFrame(columns=["model", "attack", "settings", "n", "cell_id"]),
+            )
+        models = pd.read_sql_query(
+            "SELECT label, ref, weights_sha256, reason FROM sweep_models WHERE sweep = ?", self.conn, params=(sweep,)
+        )
+        shas = [s for s in models["weights_sha256"] if s]
+        infos = {
+            sha: json.loads(info)
+            for sha, info in self.conn.execute(
+                f"SELECT weights_sha256, info FROM models WHERE weights_sha256 IN ({', '.join('?' * len(shas))})", shas
+            )
+        }
+        grid = pd.read_sql_query(
+            "SELECT model, attack, settings, n, cell_id FROM grid WHERE sweep = ?", self.conn, params=(sweep,)
+        )
+        return models, infos, grid
+
     def cell(self, cell_id: str) -> CellRecord | None:
         """One cell, or None."""
         row = self.conn.execute(

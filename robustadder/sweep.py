@@ -31,7 +31,9 @@ cell, computed once (see :func:`robustadder.engine.cell_hash`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -207,6 +209,50 @@ def plan_sweep(config: SweepConfig, *, data: str | os.PathLike | ImageSet | None
     return SweepPlan(config, dataset, models, skipped, cells)
 
 
+# -- what reports read ------------------------------------------------------------------------------------
+def attack_key(attack: AttackConfig) -> str:
+    """A grid point's attack as the sweep file defines it (before any model is resolved)."""
+    return json.dumps(attack.to_json(), sort_keys=True)
+
+
+def settings_key(settings: Settings) -> str:
+    """A grid point's settings as the sweep file defines them."""
+    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
+
+
+def model_info(loaded: LoadedModel) -> dict[str, Any]:
+    """What a report says of a model without loading it: architecture, variant and operation counts.
+
+    Counted once when a sweep runs (a forward pass with hooks), so that the energy table of a report
+    needs no weights; ``ops`` is None for a model the counter does not know.
+    """
+    from .ops import count_ops
+
+    arch = loaded.arch
+    info: dict[str, Any] = {"arch": arch.name, "kind": arch.kind, "depth": arch.depth, "awn": arch.awn,
+                            "variant": arch.variant, "num_classes": arch.num_classes}  # fmt: skip
+    try:
+        counts = count_ops(loaded.model)
+        info["ops"] = {"adds": counts.total_adds, "muls": counts.total_muls, "energy_uj": counts.energy_uj}
+    except Exception:  # an architecture the counting convention does not cover: no energy figure
+        info["ops"] = None
+    return info
+
+
+def record_plan(plan: SweepPlan, store: Store) -> None:
+    """Store the sweep's grid (which cell each grid point is), its models and their infos."""
+    if not context().is_main:
+        return
+    n = len(plan.data)
+    models = []
+    for m in plan.config.models:
+        loaded = plan.models.get(m.label)
+        models.append((m.label, m.ref, loaded.weights_sha256 if loaded else None, plan.skipped.get(m.label)))
+    infos = {loaded.weights_sha256: model_info(loaded) for loaded in plan.models.values()}
+    points = [(c.model.label, attack_key(c.attack), settings_key(c.settings), n, c.cell_id) for c in plan.cells if c.cell_id]
+    store.record_sweep(plan.config.name, models, infos, points)
+
+
 # -- cost estimate -----------------------------------------------------------------------------------------
 def adder_work_per_image(model: torch.nn.Module) -> float:
     """Adder-layer (position, filter, tap) triples of one forward pass of one image, from layer shapes."""
@@ -272,7 +318,13 @@ def run_sweep(
     force: bool = False,
     progress: bool = True,
 ) -> list[PlannedCell]:
-    """Run every cell not yet done (all with ``force``); returns the cells with their final status."""
+    """Run every cell not yet done (all with ``force``); returns the cells with their final status.
+
+    The grid is recorded first (:func:`record_plan`), so a report can show an interrupted sweep's
+    finished cells, and a rerun of a finished sweep (no cell to compute) records it for stores that
+    predate the record.
+    """
+    record_plan(plan, store)
     todo = distinct_cells(c for c in plan.cells if c.status != "skipped" and (force or c.status != "done"))
     show = progress and context().is_main
     bar = tqdm(total=len(todo), desc=f"sweep {plan.config.name}", unit="cell", disable=not show)

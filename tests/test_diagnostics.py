@@ -117,8 +117,10 @@ def test_cli_check_json_strict_and_report(trained, tmp_path, monkeypatch):
     CliRunner().invoke(main, args)
     with Store.open(store, readonly=True) as db:
         assert len(db.samples()) == before
-    md = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(_tiny_sweep(tmp_path, path)),
-                                   "--data", str(tmp_path), "--checks"])  # fmt: skip
+    sweep = _tiny_sweep(tmp_path, path)
+    ran = CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(store), "--data", str(tmp_path)])
+    assert ran.exit_code == 0, ran.output
+    md = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--checks"])
     assert md.exit_code == 0, md.output
     assert "Gradient-masking checks" in md.output and "Verdict" in md.output
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from robustadder.engine import cell_hash
 from robustadder.errors import UserError
 from robustadder.models import save_checkpoint
 from robustadder.store import Store
+from robustadder.summary import proportion_interval
 from robustadder.sweep import load_sweep, plan_sweep, run_sweep
 
 from conftest import REPO, make_tiny, wait_for_rows
@@ -147,7 +149,7 @@ def test_seeds_of_a_deterministic_attack_share_one_computation(world):
         # 28 distinct grid cells; the ANN's 12 gradient-attack cells (grad both, the default) each add a
         # surrogate and an exact component cell
         assert len(db.cells()) == 28 + 2 * 12
-        report = rep.build(db, plan_sweep(load_sweep(sweep), data=tmp, store=db))
+        report = rep.build(db, load_sweep(sweep))
     long = report.long[(report.long["status"] == "done") & (report.long["attack"] == "FGSM")]
     by_seed = long.pivot_table(index=["model", "bn", "eps_label"], columns="seed", values="robust_accuracy")
     assert len(by_seed) == 2 * 2 * 2 and (by_seed[0] == by_seed[1]).all()
@@ -212,7 +214,7 @@ SWEEP_SCRIPT = textwrap.dedent(
 def _report_texts(store: Path, sweep: Path, data: Path) -> dict[str, str]:
     out = {}
     with Store.open(store, readonly=True) as db:
-        report = rep.build(db, plan_sweep(load_sweep(sweep), data=data, store=db))
+        report = rep.build(db, load_sweep(sweep))
         for fmt in ("csv", "md", "latex", "html"):
             out[fmt] = rep.render(report, fmt)
     return out
@@ -244,7 +246,7 @@ def finished(world):
     with Store.open(store) as db:
         run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
     with Store.open(store, readonly=True) as db:
-        report = rep.build(db, plan_sweep(load_sweep(sweep), data=tmp, store=db))
+        report = rep.build(db, load_sweep(sweep))
     return tmp, sweep, store, report
 
 
@@ -276,57 +278,251 @@ def test_dry_run_of_a_finished_sweep_reports_the_measured_compute_time(finished)
     assert line.endswith(_fmt_duration(spent)), (line, spent)
 
 
-def test_csv_round_trips_through_pandas(finished):
+def test_csv_is_tidy_rounded_and_round_trips_through_pandas(finished):
     _, _, _, report = finished
     text = rep.render(report, "csv")
-    back = pd.read_csv(io.StringIO(text), keep_default_na=True)
-    expected = pd.read_csv(io.StringIO(report.long.to_csv(index=False)))
-    pd.testing.assert_frame_equal(back, expected)
+    back = rep.read_csv(io.StringIO(text))
+    pd.testing.assert_frame_equal(back, rep.csv_table(report), check_dtype=False)
     assert len(back) == len(report.long) and {"model", "attack", "robust_accuracy", "seed", "bn"} <= set(back.columns)
+    assert {"robust_ci_low", "robust_ci_high", "clean_ci_low", "clean_ci_high"} <= set(back.columns)
+    # one row per (model, attack, eps, settings): no duplicate grid point
+    keys = ["model", "attack", "eps", "bn", "shuffle", "seed", "batch_size", "grad", "backend", "dtype", "device"]
+    assert not back.duplicated(keys).any()
+    # accuracies with 2 decimals, counts as integers: no float noise in the file
+    header, *lines = text.splitlines()
+    cols = header.split(",")
+    for line in lines:
+        fields = dict(zip(cols, next(__import__("csv").reader([line])), strict=True))
+        for col in ("robust_accuracy", "clean_accuracy", "robust_ci_low"):
+            assert fields[col] == "" or len(fields[col].split(".")[-1]) <= 2, (col, fields[col])
+        assert fields["n"] == "" or fields["n"].isdigit(), fields["n"]
     done = back[(back["status"] == "done") & (back["attack"] != "Worst case")]
-    assert np.allclose(done["robust_accuracy"], report.long.loc[done.index, "robust_accuracy"])
+    assert np.allclose(done["robust_accuracy"], report.long.loc[done.index, "robust_accuracy"], atol=0.005)
+    # the intervals are Wilson intervals over n samples
+    row = report.long[report.long["status"] == "done"].iloc[0]
+    lo, hi = proportion_interval(round(row["robust_accuracy"] * row["n"] / 100), int(row["n"]))
+    assert (row["robust_ci_low"], row["robust_ci_high"]) == pytest.approx((lo, hi))
 
 
-def test_latex_compiles_with_pdflatex(finished, tmp_path):
+NEURIPS_PREAMBLE = (  # the NeurIPS text block: 5.5 in (397 pt) wide, one column
+    "\\documentclass[10pt]{article}\n\\usepackage[letterpaper,textwidth=5.5in,textheight=9in]{geometry}\n"
+    "\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+)
+
+
+def compile_latex(tmp_path: Path, body: str, name: str = "doc") -> str:
+    """pdflatex -halt-on-error on a NeurIPS-sized page; returns the log."""
     pdflatex = need("pdflatex")
-    _, _, _, report = finished
-    latex = rep.render(report, "latex")
-    assert "\\toprule" in latex and "\\bfseries" in latex and "\\caption{" in latex and "\\label{tab:robustadder-mini}" in latex
-    doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + latex + "\n\\end{document}\n")
+    doc = tmp_path / f"{name}.tex"
+    doc.write_text(NEURIPS_PREAMBLE + "\\begin{document}\n" + body + "\n\\end{document}\n")
     proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
+    return (tmp_path / f"{name}.log").read_text(errors="replace")
 
 
-def test_html_page_renders_in_headless_chromium(finished, tmp_path):
-    chromium = need("chromium")
+def test_latex_compiles_and_fits_a_neurips_column(finished, tmp_path):
     _, _, _, report = finished
+    latex = rep.render(report, "latex")
+    assert "\\toprule" in latex and "\\bfseries" not in latex and "\\caption{" in latex
+    assert "\\label{tab:robustadder-mini}" in latex and "\\textbf{" in latex
+    # math minus signs in the Δ rows, a rule before them, and the protocol in the caption
+    assert re.search(r"\$[+-]\d+\.\d\d\$", latex)
+    lines = latex.splitlines()
+    first_delta = next(i for i, line in enumerate(lines) if line.startswith("$\\Delta$"))
+    assert lines[first_delta - 1] == "\\midrule"
+    caption = next(line for line in lines if line.startswith("\\caption{"))
+    for fact in ("first 12 CIFAR-10 test images", "2 steps", "step eps/4", "random start", "1 restart",
+                 "Gradient: both", "BN: eval/train", "cifar10\\_test.npz", "sha256"):  # fmt: skip
+        assert fact in caption, fact
+    for variant, kwargs in (("default", {}), ("intervals", {"intervals": True})):
+        log = compile_latex(tmp_path, rep.render(report, "latex", **kwargs), variant)
+        assert "Overfull \\hbox" not in log, variant
+    wide = rep.render(report, "latex", wide=True)
+    assert "\\begin{table*}" in wide and "\\textwidth" in wide
+    compile_latex(tmp_path, wide, "wide")
+
+
+def test_a_table_wider_than_the_column_is_scaled_to_fit(finished, tmp_path):
+    """However many columns, the default LaTeX never overflows the page (the box is scaled to the column)."""
+    _, _, _, report = finished
+    latex = rep.render(report, "latex", intervals=True)
+    many = latex.replace("\\begin{document}", "")
+    log = compile_latex(tmp_path, "\\setlength{\\columnwidth}{150pt}\\setlength{\\hsize}{150pt}\n" + many, "narrow")
+    assert "Overfull \\hbox" not in log
+
+
+BOLD_PROBE = """<script>
+for (const td of document.querySelectorAll('td')) {
+  td.setAttribute('data-bold', parseInt(getComputedStyle(td).fontWeight) >= 600 ? '1' : '0');
+}
+</script></body>"""
+
+
+def _dom_bold_cells(html: str, tmp_path: Path) -> list[list[tuple[int, int]]]:
+    """Per table of the page: (row, column) of every cell Chromium renders in bold."""
+    chromium = need("chromium")
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", BOLD_PROBE))
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    tables = []
+    for table in re.findall(r"<table.*?</table>", dom, flags=re.S):
+        bold = []
+        body = re.search(r"<tbody>.*?</tbody>", table, flags=re.S)
+        for r, row in enumerate(re.findall(r"<tr.*?</tr>", body.group(0) if body else "", flags=re.S)):
+            for c, cell in enumerate(re.findall(r"<td[^>]*>", row)):
+                if 'data-bold="1"' in cell:
+                    bold.append((r, c))
+        tables.append(bold)
+    return tables
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def test_html_page_emphasis_per_table_in_headless_chromium(finished, tmp_path):
+    chromium = need("chromium")
+    tmp, sweep, store, report = finished
+    # two reports on one page (the second a copy under another name): each table's bold cells are its own
+    other = tmp / "mini2.toml"
+    other.write_text(sweep.read_text().replace('name = "mini"', 'name = "mini2"'))
+    with Store.open(store) as db:
+        run_sweep(plan_sweep(load_sweep(other), data=tmp, store=db), db, progress=False)  # reuses every cell
+        second = rep.build(db, load_sweep(other))
+    html = rep.to_html([report, second])
+    assert html.count("<table") == 4 and len(set(re.findall(r'<table id="([^"]+)"', html))) == 4
+    assert "Contents" in html and "href='#mini-0'" in html and "href='#mini2-1'" in html
+    bold = _dom_bold_cells(html, tmp_path)
+    expected = rep.best_mask(rep._display(report, "html")[1])
+    want = [(r, c) for r in range(expected.shape[0]) for c in range(expected.shape[1]) if expected.iat[r, c]]
+    assert want, "the fixture has a unique best somewhere"
+    assert bold[0] == want and bold[2] == want  # results tables; energy tables (1, 3) have no bold cell
+    assert bold[1] == [] and bold[3] == []
+    assert html.count("<img") == 4  # eps curve and settings spread, per report
     page = tmp_path / "report.html"
-    page.write_text(rep.render(report, "html"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert "<table" in dom.stdout and "Worst case" in dom.stdout and "Δ ANN − CNN" in dom.stdout
-    assert dom.stdout.count("<img") == 2  # eps curve and settings spread
-    shot = tmp_path / "shot.png"
-    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
-                   capture_output=True, timeout=120)  # fmt: skip
+    page.write_text(html)
+    shot = Path(os.environ.get("ROBUSTADDER_ARTIFACTS", tmp_path)) / "report-screenshot.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=120)  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 20_000
+    print(f"screenshot for people to look at: {shot}")
+
+
+def test_plots_are_readable_at_full_zoom(finished):
+    import matplotlib.image as mpimg
+
+    _, _, _, report = finished
+    figures = rep.plots(report)
+    assert [name for name, _ in figures] == ["Robust accuracy vs eps", "Spread across inference settings and seeds"]
+    for _, png in figures:
+        width = mpimg.imread(io.BytesIO(png)).shape[1]
+        assert width <= 1100, width
 
 
 def test_report_cli_and_markdown(finished):
     tmp, sweep, store, _ = finished
     out = tmp / "t.md"
-    result = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--data", str(tmp),
-                                       "--format", "md", "-o", str(out)])  # fmt: skip
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--format", "md", "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "| model" in text and "skipped model gone" in text and "samples: 12" in text
+    assert "| model" in text and "skipped model gone" in text and "first 12 CIFAR-10 test images" in text
     bad = CliRunner().invoke(main, ["report", "--store", str(tmp / "nope.sqlite"), "--sweep", str(sweep)])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+    twice = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--sweep", str(sweep)])
+    assert twice.exit_code == 2 and "given twice" in twice.stderr
+
+
+def test_report_needs_neither_weights_nor_data(finished, monkeypatch):
+    """Moved checkpoints and a missing data directory change nothing: the report reads the store alone."""
+    tmp, sweep, store, _ = finished
+    before = {f: CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--format", f]).output
+              for f in ("md", "csv", "latex")}  # fmt: skip
+    gone = tmp / "elsewhere"
+    gone.mkdir()
+    for name in ("ann.pt", "cnn.pt", "cifar10_test.npz"):
+        (tmp / name).rename(gone / name)
+    monkeypatch.setenv("ROBUSTADDER_DATA", str(tmp / "no-such-dir"))
+    monkeypatch.setattr("robustadder.models.resolve_model", lambda *a, **k: pytest.fail("a report loaded a model"))
+    monkeypatch.setattr("robustadder.data.load_cifar10", lambda *a, **k: pytest.fail("a report loaded data"))
+    for fmt, text in before.items():
+        result = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        assert result.output == text, fmt
+    assert "24.6" in before["md"]  # operation counts, stored when the sweep ran (ANN additions, M)
+
+
+def test_a_sweep_never_run_on_the_store_is_one_line(finished):
+    tmp, sweep, store, _ = finished
+    other = tmp / "never.toml"
+    other.write_text(sweep.read_text().replace('name = "mini"', 'name = "never"'))
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(other)])
+    assert result.exit_code == 2 and "no record of sweep 'never'" in result.stderr and "Traceback" not in result.output
+    wrong_n = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--n", "5"])
+    assert wrong_n.exit_code == 2 and "run on 12 images" in wrong_n.stderr
+
+
+def test_no_machine_local_path_in_any_report(finished):
+    tmp, sweep, store, _ = finished
+    home = os.path.expanduser("~")
+    for fmt in ("md", "csv", "latex", "html"):
+        text = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--format", fmt]).output
+        for local in (str(tmp), str(store.parent), home, str(tmp / "cifar10_test.npz")):
+            assert local not in text, (fmt, local)
+        assert "cifar10_test.npz" in text or fmt == "csv"
+
+
+def test_eps_in_numeric_order_and_bold_only_for_a_unique_best(world):
+    tmp, sweep = world
+    sweep.write_text(sweep.read_text().replace('eps = ["4/255", "8/255"]', 'eps = ["16/255", "2/255", "1/255", "8/255"]'))
+    with Store.open(tmp / "o.sqlite") as db:
+        run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
+        report = rep.build(db, load_sweep(sweep))
+    for fmt in ("md", "latex", "html", "csv"):
+        text = rep.render(report, fmt)
+        start = {"md": "| model", "latex": "\\begin{tabular}", "html": "<table", "csv": "\n"}[fmt]
+        text = text[text.index(start) :]  # the table, not the provenance
+        positions = [text.find(e) for e in ("1/255", "2/255", "8/255", "16/255")]
+        assert all(p >= 0 for p in positions) and positions == sorted(positions), (fmt, positions)
+    # more than MAX_VALUE_COLUMNS columns (attack x 4 eps): eps moves to the rows
+    assert report.wide.xs("mean", axis=1, level=-1).shape[1] <= rep.MAX_VALUE_COLUMNS
+    text, means = rep._display(report, "md")
+    mask = rep.best_mask(means)
+    for c in means.columns:
+        for r, key in enumerate(means.index):
+            if mask.iat[r, c if isinstance(c, int) else means.columns.get_loc(c)]:
+                assert not str(key[0]).startswith("Δ")
+                peers = [k for k in means.index if not str(k[0]).startswith("Δ") and k[1:] == key[1:]]
+                values = means.loc[peers, c].round(2)
+                assert (values == values.max()).sum() == 1  # unique
+    ties = means.round(2)
+    for c in means.columns:  # a column where every model has the same value has no bold cell
+        for key in {k[1:] for k in means.index}:
+            peers = [k for k in means.index if not str(k[0]).startswith("Δ") and k[1:] == key]
+            if len(peers) > 1 and ties.loc[peers, c].nunique() == 1:
+                assert not mask.loc[peers, c].any()
+
+
+def test_failed_cells_and_skipped_models_are_reported_as_such(finished):
+    tmp, sweep, store, report = finished
+    p = report.provenance
+    assert p["cells_skipped"] > 0 and p["cells_done"] == p["grid_points"] - p["cells_skipped"]
+    assert f"{p['cells_done']}/{p['cells_done']} grid points present" in rep.to_markdown(report)
+    cid = report.long[(report.long["status"] == "done") & (report.long["attack"] == "FGSM")]["cell_id"].iloc[0]
+    with Store.open(store) as db:
+        db.finish_cell(cid, error=f"boom at {tmp}/secret.py")
+        failed = rep.build(db, load_sweep(sweep))
+    md = rep.to_markdown(failed)
+    assert f"failed cell {cid}: boom at secret.py" in md and str(tmp) not in md
+
+
+def test_energy_table_has_clean_accuracy_and_no_mean_over_eps(finished):
+    _, _, _, report = finished
+    energy = rep.energy_table(report)
+    assert energy["clean acc (%)"].notna().all()
+    assert not any("worst" in c for c in energy.columns)  # two eps: no single worst case to show
 
 
 def test_presets_parse():
