@@ -13,7 +13,7 @@ import pandas as pd
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
 from .data import ImageSet, load_cifar10
 from .distributed import context
-from .engine import Settings, prepare, run_cell
+from .engine import Settings, cell_config, cell_hash, check_bn_batches, effective_grad, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .store import Store
@@ -85,6 +85,33 @@ def _source_loader(settings: Settings, target: LoadedModel, arch: str | None):
     return load
 
 
+def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Settings, dataset: ImageSet) -> None:
+    """Before a long evaluation: what it will cost on this machine (a short calibration), on stderr.
+
+    The default eval (10,000 images) runs for hours on a CPU; without a word the first sign of that was a
+    bar waiting for its first batch. Cells already done in the store cost nothing and are not counted.
+    """
+    import sys
+
+    from .sweep import calibrate
+
+    todo = [c for c in configs if (rec := db.cell(cell_hash(cell_config(loaded, c, settings, dataset)))) is None
+            or rec.status != "done"]  # fmt: skip
+    if not todo:
+        return
+    fwd, fb = calibrate(model, settings)
+    total = 0.0
+    for cfg in todo:
+        f_passes, fb_passes = cfg.definition.passes(cfg)
+        runs = 2 if effective_grad(loaded, cfg, settings.grad) == "both" else 1
+        total += runs * len(dataset) * ((f_passes + 2) * fwd + fb_passes * fb)
+    minutes = total / 60
+    when = f"~{minutes:.0f} min" if minutes >= 1 else f"~{total:.0f} s" if total >= 1 else "under 1 s"
+    print(f"estimated cost: {when} for {len(todo)} attack cell(s) on {len(dataset)} images (calibrated on this machine; "
+          "adaptive attacks such as AutoAttack stop early on fooled samples and may take less)",
+          file=sys.stderr)  # fmt: skip
+
+
 def evaluate(
     model: str | LoadedModel,
     attacks: str | AttackConfig | Sequence[str | AttackConfig] = "none",
@@ -127,9 +154,12 @@ def evaluate(
     configs = [pin_transfer_source(c) for c in configs]
     runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched
     prepared = prepare(loaded, settings)
+    check_bn_batches(settings, len(dataset))  # before the store is touched
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     try:
+        if progress and context().is_main:
+            _say_estimate(db, loaded, prepared, configs, settings, dataset)
         if db.run_id is None:
             dist = context()
             db.start_run(
@@ -150,7 +180,7 @@ def evaluate(
         summary.append({"attack": cfg.label, "name": cfg.name, "eps": cfg.eps, "norm": cfg.norm, "cell_id": res.cell_id,
                         "reused": res.reused, "params": dict(cfg.params), "grad": res.config["settings"]["grad"],
                         "components": res.config.get("components", {}),
-                        **attack_summary(res.frame, res.seconds)})  # fmt: skip
+                        **attack_summary(res.frame, res.seconds, (cfg.norm, cfg.eps))})  # fmt: skip
     out = pd.concat(frames, ignore_index=True)
     out.attrs.update(
         model=loaded.name,

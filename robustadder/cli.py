@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,31 @@ from .errors import UserError
 
 
 class _Group(click.Group):
-    """Click group that turns library UserErrors into click errors with exit code 2."""
+    """Click group that turns library UserErrors into click errors with exit code 2.
+
+    Every error a user can cause ends in one line on stderr: click's own usage errors (a bad option
+    value) print a usage block and a hint above the error in standalone mode, so they are shown here
+    as one line that names the help to read.
+    """
+
+    def main(self, *args, **kwargs):  # noqa: D102 - click's entry point
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # no command given: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -31,6 +56,13 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; finished work is kept", err=True)
             sys.exit(130)
+        except sqlite3.DatabaseError as exc:  # a damaged store, a full disk, a lock held too long
+            err = click.ClickException(
+                f"results store error: {exc} (the store may be damaged or locked by another program, or the disk full); "
+                "finished batches are kept"
+            )
+            err.exit_code = 2
+            raise err from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -94,7 +94,7 @@ def load_cifar10(split: str = "test", data: str | os.PathLike | None = None) -> 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     root = resolve_data_dir(data)
-    hint = "pass --data PATH, set ROBUSTADDER_DATA, or run 'robustadder data download'"
+    hint = "pass --data PATH (data=PATH in Python), set ROBUSTADDER_DATA, or run 'robustadder data download'"
     if not root.is_dir():
         raise UserError(f"data directory not found: {root}; {hint}")
     npz = root / f"cifar10_{split}.npz"

@@ -238,7 +238,11 @@ def _versions(store: Store, long: pd.DataFrame) -> dict[str, list[str]]:
     ).fetchall()
     versions: dict[str, set] = {}
     for (text,) in rows:
-        for k, v in json.loads(text).items():
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise UserError(f"store {store.path} is damaged: a run's versions are not valid JSON") from None
+        for k, v in parsed.items():
             if k != "python":
                 versions.setdefault(k, set()).add(v)
     return {k: sorted(v) for k, v in sorted(versions.items())}
@@ -761,14 +765,24 @@ def to_latex(report: Report, *, label: str | None = None, wide: bool = False, in
         f"\\caption{{{_caption(report, intervals)}}}",
         f"\\label{{{name}}}",
         "\\setlength{\\tabcolsep}{4pt}",
+        fit_to_width("\n".join(lines), width),
+        f"\\end{{{env}}}",
+        "",
+    ])  # fmt: skip
+
+
+def fit_to_width(tabular: str, width: str = "\\columnwidth") -> str:
+    """A tabular set in a box and scaled down to ``width`` only when it is wider (plain LaTeX + graphicx).
+
+    No page geometry can then make the table overflow, and a table that fits keeps its font size.
+    """
+    return "\n".join([
         "\\ifdefined\\robustadderbox\\else\\newsavebox\\robustadderbox\\fi",
         "\\sbox\\robustadderbox{%",
-        *lines,
+        tabular.rstrip("\n"),
         "}%",
         f"\\ifdim\\wd\\robustadderbox>{width}\\resizebox{{{width}}}{{!}}{{\\usebox\\robustadderbox}}"
         "\\else\\usebox\\robustadderbox\\fi",
-        f"\\end{{{env}}}",
-        "",
     ])  # fmt: skip
 
 

@@ -145,6 +145,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _loads(text: str, store: Path, what: str) -> Any:
+    """JSON stored by this module; a hand-edited value is a damaged store, said in one line."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        raise UserError(f"store {store} is damaged: {what} is not valid JSON") from None
+
+
 @dataclass
 class CellRecord:
     """A cell as stored."""
@@ -188,14 +196,26 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             store = cls(path, conn)
             if readonly:
-                store._validate()
+                try:
+                    store._validate()
+                except sqlite3.OperationalError:
+                    # read-only media: a WAL store needs its -shm file, which cannot be created there;
+                    # nothing can write such a file, so read it as immutable (no locks, no -shm)
+                    conn.close()
+                    conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+                    store = cls(path, conn)
+                    store._validate()
             else:
                 # Several processes (torchrun ranks) may open a new file at once: checking and creating
                 # the schema in one write transaction serializes them, so exactly one creates it.
                 with store.transaction():
-                    if store._validate() < SCHEMA_VERSION:  # new file, or an older schema (migrations add tables)
-                        for stmt in filter(str.strip, _SCHEMA.split(";")):  # executescript would COMMIT
-                            conn.execute(stmt)
+                    version = store._validate()
+                    # every table IF NOT EXISTS: creates a new file, migrates an older schema (migrations add
+                    # tables) and restores an auxiliary table someone dropped (before, a check computed its
+                    # whole report and then lost it on the missing table)
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):  # executescript would COMMIT
+                        conn.execute(stmt)
+                    if version < SCHEMA_VERSION:
                         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 store._use_wal()
         except (UserError, sqlite3.DatabaseError) as exc:
@@ -211,9 +231,17 @@ class Store:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             return 0
-        if not {"meta", "cells", "samples", "runs"} <= tables:
+        core = {"meta", "cells", "samples", "runs"}
+        if "meta" in tables and not core <= tables:
+            missing = ", ".join(sorted(core - tables))
+            raise UserError(f"store {self.path} is damaged: table(s) {missing} missing; its results cannot be read")
+        if not core <= tables:
             raise UserError(f"store {self.path} is an SQLite file of something else (tables {sorted(tables)})")
-        version = int(dict(self.conn.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", 0))
+        raw = dict(self.conn.execute("SELECT key, value FROM meta").fetchall()).get("schema_version", 0)
+        try:
+            version = int(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"store {self.path} is damaged: schema version {raw!r} is not a number") from None
         if version > SCHEMA_VERSION:
             raise UserError(f"store {self.path} has schema {version}, newer than this robustadder; upgrade it")
         return version
@@ -347,7 +375,7 @@ class Store:
             "SELECT report FROM checks WHERE check_id IN (SELECT max(check_id) FROM checks GROUP BY weights_sha256, model) "
             "ORDER BY check_id"
         ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [_loads(r[0], self.path, "a check report") for r in rows]
 
     def record_sweep(
         self,
@@ -413,7 +441,7 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        return CellRecord(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5])
+        return CellRecord(row[0], _loads(row[1], self.path, f"the config of cell {row[0]}"), row[2], row[3], row[4], row[5])
 
     def done_sample_ids(self, cell_id: str) -> set[int]:
         """Sample ids already stored for a cell."""
@@ -440,11 +468,13 @@ class Store:
             "created, updated FROM cells ORDER BY created",
             self.conn,
         )
-        frame["config"] = frame["config"].map(json.loads)
+        frame["config"] = [
+            _loads(c, self.path, f"the config of cell {i}") for c, i in zip(frame["config"], frame["cell_id"], strict=True)
+        ]
         return frame
 
     def runs(self) -> pd.DataFrame:
         """All runs, versions parsed."""
         frame = pd.read_sql_query("SELECT * FROM runs ORDER BY run_id", self.conn)
-        frame["versions"] = frame["versions"].map(json.loads)
+        frame["versions"] = [_loads(v, self.path, "a run's versions") for v in frame["versions"]]
         return frame

@@ -154,8 +154,45 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     n = raw.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise UserError(f"{where}: n must be a positive integer")
+    labels = [m.label for m in models]
+    if len(set(labels)) < len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise UserError(f"{where}: model '{dup}' is listed twice; give each model once (or distinct labels)")
+    for key in ("name", "description"):
+        if not isinstance(raw.get(key, ""), str):
+            raise UserError(f"{where}: {key} must be a string")
     return SweepConfig(raw.get("name", path.stem), raw.get("description", ""), path, n, models, attacks, settings,
-                       dict(raw.get("report", {})))  # fmt: skip
+                       _report_layout(raw.get("report", {}), where))  # fmt: skip
+
+
+REPORT_AXES = ("model", "attack", "eps_label", *(k for k in SETTING_KEYS if k != "seed"))
+
+
+def _report_layout(value: Any, where: str) -> dict[str, list[str]]:
+    """A sweep's ``[report]`` table: rows and columns, each a list of axis names, no axis twice."""
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: [report] must be a table with rows and columns, not {value!r}")
+    unknown = sorted(set(value) - {"rows", "columns"})
+    if unknown:
+        raise UserError(f"{where}: [report] has unknown key '{unknown[0]}' (rows, columns)")
+    layout = {}
+    for key in ("rows", "columns"):
+        if key not in value:
+            continue
+        axes = value[key]
+        axes = [axes] if isinstance(axes, str) else axes
+        if not isinstance(axes, list) or not all(isinstance(a, str) for a in axes):
+            raise UserError(f"{where}: [report] {key} must be a list of axis names")
+        axes = ["eps_label" if a == "eps" else a for a in axes]
+        bad = [a for a in axes if a not in REPORT_AXES]
+        if bad:
+            raise UserError(f"{where}: [report] {key}: unknown axis '{bad[0]}' (axes: model, attack, eps, "
+                            f"{', '.join(REPORT_AXES[3:])})")  # fmt: skip
+        layout[key] = axes
+    both = layout.get("rows", []) + layout.get("columns", [])
+    if len(set(both)) < len(both):
+        raise UserError(f"{where}: [report] names an axis twice")
+    return layout
 
 
 @dataclass

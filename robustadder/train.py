@@ -155,6 +155,11 @@ class Trainer:
         set_grad_mode(self.model, "surrogate")
         set_backend(self.model, "auto")
         self.steps_per_epoch = math.ceil(len(self.train) / config.batch_size)
+        if config.batch_size == 1 or len(self.train) % config.batch_size == 1:  # BN trains on batch statistics
+            raise UserError(
+                f"training needs at least 2 samples per batch (BN), but {len(self.train)} training images in batches of "
+                f"{config.batch_size} leave a batch of 1; choose another --batch-size or --train-subset"
+            )
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,38 @@ def save_tiny_world(folder: Path, n: int = 24, **models: tuple[str, int]):
         save_checkpoint(folder / f"{name}.pt", loaded[name].model)
     np.savez(folder / "cifar10_test.npz", x=data.x, y=data.y.astype(np.uint8))
     return loaded, data
+
+
+# -- external tools (pdflatex, chromium): required in CI, skipped elsewhere when missing ---------------
+REQUIRE_TOOLS = os.environ.get("ROBUSTADDER_REQUIRE_TOOLS") == "1"  # set by .ci/run: missing tools fail
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        if REQUIRE_TOOLS:
+            pytest.fail(f"{tool} is required in CI (installed by .ci/run)")
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+NEURIPS_PREAMBLE = (  # the NeurIPS text block: 5.5 in (397 pt) wide, one column
+    "\\documentclass[10pt]{article}\n\\usepackage[letterpaper,textwidth=5.5in,textheight=9in]{geometry}\n"
+    "\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+)
+
+
+def compile_latex(tmp_path: Path, body: str, name: str = "doc") -> str:
+    """pdflatex -halt-on-error on a NeurIPS-sized page; returns the log."""
+    pdflatex = need("pdflatex")
+    doc = tmp_path / f"{name}.tex"
+    doc.write_text(NEURIPS_PREAMBLE + "\\begin{document}\n" + body + "\n\\end{document}\n")
+    proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
+    return (tmp_path / f"{name}.log").read_text(errors="replace")
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip

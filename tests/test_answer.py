@@ -9,7 +9,7 @@ from scipy import stats
 from robustadder.attacks import make_config
 from robustadder.summary import mcnemar_exact, proportion_interval
 
-from conftest import make_tiny, save_tiny_world
+from conftest import compile_latex, make_tiny, save_tiny_world
 
 
 @pytest.mark.parametrize("eps", ["1/255", "2/255", "8/255", "16/255"])
@@ -111,6 +111,9 @@ def test_compare_api_end_to_end(tmp_path):
     assert len(table.attrs["verdicts"]) == 1 and table.attrs["verdicts"][0].startswith("ANN vs CNN")
     for fmt in ("text", "md", "latex", "csv", "html", "json"):
         assert render(table, fmt)
+    # the LaTeX compiles and fits a NeurIPS column (booktabs tables, boxed and scaled only when wider)
+    log = compile_latex(tmp_path, render(table, "latex"), "compare")
+    assert "Overfull \\hbox" not in log
     # a rerun reuses every cell: same numbers, nothing recomputed
     again = compare([ann, cnn], labels=["ANN", "CNN"], eps=["2/255", "8/255"], attacks=["fgsm", "pgd:steps=2"], data=data, n=16,
                     store=tmp_path / "s.sqlite", batch_size=8, progress=False)  # fmt: skip

@@ -222,3 +222,352 @@ def test_check_on_a_single_image_is_a_one_line_error(tmp_path):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "at least 2 test images" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "s.sqlite").exists()
+
+
+# -- property: whatever a user writes, the CLI ends in 0 or one line and 2 -----------------------------------
+def _no_traceback(result) -> None:
+    assert result.exit_code in (0, 2), (result.exit_code, result.output[-800:], repr(result.exception))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _toml_values():
+    from hypothesis import strategies as st
+
+    words = ["8/255", "1/255", "abc", "", "1e400", "-1/255", "0.5/255", "eval", "train", "both", "exact", "surrogate",
+             "cpu", "mps", "float64", "auto", "reference"]  # fmt: skip
+    scalars = st.one_of(st.integers(-3, 300), st.booleans(), st.floats(allow_nan=False, width=32), st.sampled_from(words))
+    return st.one_of(scalars, st.lists(scalars, max_size=3))
+
+
+def _toml(value) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value) if value == value and abs(value) != float("inf") else "0.0"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value)
+
+
+@pytest.fixture(scope="module")
+def property_world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("property")
+    _world(folder, n=8)
+    return folder
+
+
+def test_random_sweep_files_never_end_in_a_traceback(property_world):
+    from click.testing import CliRunner
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from robustadder.cli import main
+
+    keys = ["bn", "shuffle", "seed", "batch_size", "grad", "backend", "dtype", "device", "nonsense"]
+    attack = st.fixed_dictionaries(
+        {"name": st.sampled_from(["fgsm", "pgd", "none", "magic", "bim", 5])},
+        optional={"steps": _toml_values(), "alpha": _toml_values(), "eps": _toml_values(), "restarts": _toml_values()},
+    )
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        n=st.one_of(st.none(), _toml_values()),
+        models=st.one_of(
+            st.just(["ann.pt"]),
+            st.lists(st.sampled_from(["ann.pt", "gone.pt", "ann20-typo", "ann.pt"]), max_size=3),
+            _toml_values(),
+        ),  # fmt: skip
+        eps=st.one_of(st.none(), _toml_values()),
+        settings_=st.dictionaries(st.sampled_from(keys), _toml_values(), max_size=3),
+        attacks=st.lists(attack, max_size=2),
+        report=st.one_of(
+            st.none(), _toml_values(), st.dictionaries(st.sampled_from(["rows", "columns", "x"]), _toml_values(), max_size=2)
+        ),  # fmt: skip
+    )
+    def run(n, models, eps, settings_, attacks, report):
+        lines = [f"n = {_toml(n)}" if n is not None else "", f"models = {_toml(models)}"]
+        if eps is not None:
+            lines.append(f"eps = {_toml(eps)}")
+        if isinstance(report, dict):
+            lines.append("[report]")
+            lines += [f"{k} = {_toml(v)}" for k, v in report.items()]
+        elif report is not None:
+            lines.insert(0, f"report = {_toml(report)}")
+        lines.append("[settings]")
+        lines += [f"{k} = {_toml(v)}" for k, v in settings_.items()]
+        for a in attacks:
+            lines.append("[[attacks]]")
+            lines += [f"{k} = {_toml(v)}" for k, v in a.items()]
+        path = property_world / "random.toml"
+        path.write_text("\n".join(lines) + "\n")
+        store = property_world / "never.sqlite"
+        result = CliRunner().invoke(main, ["sweep", str(path), "--dry-run", "--data", str(property_world),
+                                           "--store", str(store)])  # fmt: skip
+        _no_traceback(result)
+        assert not store.exists()
+
+    run()
+
+
+def test_random_eval_options_never_end_in_a_traceback(property_world):
+    from click.testing import CliRunner
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from robustadder.cli import main
+
+    text = st.sampled_from(["8/255", "1/255", "0", "-1", "abc", "1e400", "nan", "inf", "1/0", "2", "0.5/255", ""])
+    attack = st.sampled_from(["fgsm", "pgd:steps=2", "pgd:steps=0", "pgd:steps=abc", "magic", "pgd:alpha=-1",
+                              "bim:steps=1,alpha=1/255", "none", "fgsm:bogus=1", "pgd:restarts=0"])  # fmt: skip
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(eps=text, attack=attack, n=st.sampled_from(["2", "0", "-1", "x", "9", "100000"]),
+           batch=st.sampled_from(["1", "4", "0", "-2", "y"]), bn=st.sampled_from(["eval", "train", "bogus"]),
+           grad=st.sampled_from(["both", "exact", "surrogate", "none", "x"]))  # fmt: skip
+    def run(eps, attack, n, batch, bn, grad):
+        store = property_world / "eval.sqlite"
+        result = CliRunner().invoke(main, ["eval", "--model", str(property_world / "ann.pt"), "--attack", attack,
+                                           "--eps", eps, "--n", n, "--batch-size", batch, "--bn", bn, "--grad", grad,
+                                           "--data", str(property_world), "--store", str(store)])  # fmt: skip
+        _no_traceback(result)
+
+    run()
+
+
+# -- damaged inputs -----------------------------------------------------------------------------------------
+def test_batches_of_one_under_bn_train_are_one_line_errors_before_anything_is_written(tmp_path):
+    from conftest import tree
+
+    _world(tmp_path, n=8)
+    before = tree(tmp_path)
+    for args in (["--batch-size", "1"], ["--n", "5", "--batch-size", "4"]):
+        out = subprocess.run([sys.executable, "-m", "robustadder", "eval", "--model", str(tmp_path / "ann.pt"), "--attack",
+                              "fgsm", "--n", "8", "--bn", "train", "--data", str(tmp_path), "--store",
+                              str(tmp_path / "s.sqlite"), *args], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 2 and "at least 2 samples per batch" in out.stderr and "Traceback" not in out.stderr
+        assert tree(tmp_path) == before
+
+
+def test_training_with_a_last_batch_of_one_is_refused_before_any_work(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.savez(tmp_path / f"cifar10_{split}.npz", x=rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8),
+                 y=rng.integers(0, 10, 9).astype(np.uint8))  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "robustadder", "train", "--kind", "conv", "--epochs", "1", "--batch-size",
+                          "4", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt")], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "at least 2 samples per batch" in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("m.*"))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('report = "model"', "[report] must be a table"),
+        ('[report]\nrows = ["model", "bogus"]', "unknown axis 'bogus'"),
+        ('[report]\nrows = "model"\ncolumns = ["model"]', "names an axis twice"),
+        ('models = ["ann20", "ann20"]', "listed twice"),
+        ("name = 5", "name must be a string"),
+    ],
+)
+def test_bad_report_layouts_and_duplicate_models_in_sweep_files(tmp_path, text, message):
+    from robustadder.errors import UserError
+    from robustadder.sweep import load_sweep
+
+    head, _, tail = text.partition("[report]")
+    models = "" if "models" in head else 'models = ["ann20"]\n'
+    path = tmp_path / "s.toml"
+    path.write_text(f'{models}{head}\n[[attacks]]\nname = "fgsm"\n' + (f"[report]{tail}\n" if tail else ""))
+    with pytest.raises(UserError, match=message.replace("[", r"\[")):
+        load_sweep(path)
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ("models = 5", "'models' must be a table"),
+        ("[models]\nx = 3", "model 'x' must be a table"),
+        ('[models.x]\narch = "resnet20_adder"\npath = "a.pt"\nsha256 = "abc"', "sha256 must be 64 hex digits"),
+        ('[models.x]\narch = "resnet99_magic"\npath = "a.pt"\nsha256 = "' + "a" * 64 + '"', "unknown architecture"),
+        ('[models.x]\narch = 5\npath = "a.pt"\nsha256 = "' + "a" * 64 + '"', "arch must be a string"),
+        ('[models.x]\narch = "resnet20_adder"\npath = "a.pt"\nsha256 = "' + "a" * 64 + '"\naccuracy = "high"',
+         "accuracy must be a number"),
+    ],
+)  # fmt: skip
+def test_a_malformed_zoo_manifest_is_one_line(tmp_path, manifest, message):
+    (tmp_path / "zoo.toml").write_text(manifest + "\n")
+    out = subprocess.run([sys.executable, "-m", "robustadder", "models"], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "ROBUSTADDER_ZOO": str(tmp_path / "zoo.toml")})  # fmt: skip
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-500:]
+
+
+def test_the_advice_for_a_tampered_shipped_model_is_to_restore_it(tmp_path):
+    import os
+
+    from robustadder.errors import UserError
+    from robustadder.models.zoo import load_zoo
+
+    (tmp_path / "a.pt").write_bytes(b"tampered")
+    (tmp_path / "zoo.toml").write_text('[models.x]\narch = "resnet20_adder"\npath = "a.pt"\nsha256 = "' + "a" * 64 + '"\n')
+    with pytest.raises(UserError, match="restore it") as info:
+        load_zoo(tmp_path / "zoo.toml")["x"].ensure()
+    assert "rerun to fetch" not in str(info.value)
+    assert os.path.exists(tmp_path / "a.pt")
+
+
+def _finished_store(tmp_path):
+    _world(tmp_path)
+    out = subprocess.run(_eval_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-500:]
+    return tmp_path / "s.sqlite"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("UPDATE meta SET value = 'abc' WHERE key = 'schema_version'", "schema version 'abc' is not a number"),
+        ("UPDATE cells SET config = '{broken'", "is not valid JSON"),
+        ("DROP TABLE samples", "table(s) samples missing"),
+    ],
+)
+def test_a_hand_damaged_store_is_one_line_for_every_reader(tmp_path, damage, message):
+    import sqlite3
+
+    store = _finished_store(tmp_path)
+    with sqlite3.connect(store) as conn:
+        conn.execute(damage)
+    for cmd in (_eval_cmd(tmp_path), [sys.executable, "-m", "robustadder", "report", "--store", str(store)]):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-800:]
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_dropped_checks_table_is_restored_not_fatal(tmp_path):
+    import sqlite3
+
+    from robustadder.store import Store
+
+    store = _finished_store(tmp_path)
+    with sqlite3.connect(store) as conn:
+        conn.execute("DROP TABLE checks")
+    with Store.open(store) as db:  # a writer recreates it: a check can store its report again
+        db.add_check("a" * 64, "m", {"x": 1})
+        assert db.checks() == [{"x": 1}]
+
+
+def test_disk_full_while_writing_ends_in_one_line_and_leaves_no_cell_running(tmp_path, monkeypatch):
+    import sqlite3
+
+    from click.testing import CliRunner
+
+    from robustadder.cli import main
+    from robustadder.store import Store
+
+    _world(tmp_path)
+
+    def full(self, *a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "add_batch", full)
+    result = CliRunner().invoke(main, _eval_cmd(tmp_path)[3:])
+    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit), result.output
+    errors = [line for line in result.stderr.splitlines() if "Error:" in line]
+    assert len(errors) == 1 and "disk is full" in errors[0] and "Traceback" not in result.output
+    monkeypatch.undo()
+    with Store.open(tmp_path / "s.sqlite", readonly=True) as db:
+        assert "running" not in set(db.cells()["status"])
+
+
+def test_atomic_writes_keep_the_mode_and_write_through_symlinks(tmp_path):
+    import os
+    import stat
+
+    from robustadder.models.checkpoint import atomic_write
+
+    target = tmp_path / "real.md"
+    target.write_text("old")
+    os.chmod(target, 0o644)
+    link = tmp_path / "link.md"
+    link.symlink_to(target)
+    atomic_write(link, lambda fh: fh.write(b"new"))
+    assert link.is_symlink() and target.read_text() == "new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    fresh = tmp_path / "fresh.md"
+    old = os.umask(0o022)
+    try:
+        atomic_write(fresh, lambda fh: fh.write(b"x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_a_store_on_read_only_media_can_be_reported_from(tmp_path, monkeypatch):
+    """Read-only media cannot hold a WAL store's -shm file: the store is then read as immutable."""
+    import sqlite3
+
+    from robustadder.store import Store
+
+    store = _finished_store(tmp_path)
+    real = sqlite3.connect
+
+    class Broken:  # what SQLite does on read-only media for a WAL file opened with mode=ro: reads fail
+        def execute(self, sql, *a, **k):
+            if sql.startswith("PRAGMA"):
+                return None
+            raise sqlite3.OperationalError("unable to open database file")
+
+        def close(self):
+            pass
+
+    def connect(target, *a, **k):
+        return Broken() if "mode=ro" in str(target) and "immutable=1" not in str(target) else real(target, *a, **k)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with Store.open(store, readonly=True) as db:
+        assert len(db.samples()) == 24
+
+
+def test_the_data_error_names_the_python_argument_and_max_linf_never_reads_above_eps(tmp_path, monkeypatch):
+    from robustadder import evaluate
+    from robustadder.errors import UserError
+
+    monkeypatch.delenv("ROBUSTADDER_DATA", raising=False)
+    _world(tmp_path, n=8)
+    with pytest.raises(UserError, match=r"data=PATH in Python"):
+        evaluate(str(tmp_path / "ann.pt"), "fgsm", data=tmp_path / "nowhere", n=2)
+    df = evaluate(str(tmp_path / "ann.pt"), ["fgsm", "pgd:steps=2"], eps="8/255", data=tmp_path, n=8, batch_size=4,
+                  grad="surrogate", store=tmp_path / "s.sqlite", progress=False)  # fmt: skip
+    for s in df.attrs["summary"]:
+        assert s["max_linf"] <= s["eps"]
+    assert df["linf"].max() > 0
+
+
+def test_eval_states_its_cost_before_it_starts(tmp_path):
+    _world(tmp_path)
+    out = subprocess.run(_eval_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "estimated cost: " in out.stderr and "24 images" in out.stderr
+    again = subprocess.run(_eval_cmd(tmp_path), capture_output=True, text=True, timeout=300)
+    assert "estimated cost" not in again.stderr  # done cells cost nothing
+
+
+def test_planning_hashes_the_data_once(monkeypatch):
+    import numpy as np
+
+    from robustadder import engine
+    from robustadder.data import ImageSet
+
+    data = ImageSet(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.uint8), np.arange(4), "x")
+    calls = []
+    real = engine.hashlib.sha256
+    monkeypatch.setattr(engine.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    first = engine.data_fingerprint(data)
+    assert all(engine.data_fingerprint(data) == first for _ in range(100)) and len(calls) == 1

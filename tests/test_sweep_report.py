@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,18 +25,7 @@ from robustadder.store import Store
 from robustadder.summary import proportion_interval
 from robustadder.sweep import load_sweep, plan_sweep, run_sweep
 
-from conftest import REPO, make_tiny, wait_for_rows
-
-REQUIRE_TOOLS = os.environ.get("ROBUSTADDER_REQUIRE_TOOLS") == "1"  # set by .ci/run: missing tools fail
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if REQUIRE_TOOLS:
-            pytest.fail(f"{tool} is required in CI (installed by .ci/run)")
-        pytest.skip(f"{tool} is not installed")
-    return path
+from conftest import CHROMIUM_FLAGS, REPO, compile_latex, make_tiny, need, wait_for_rows
 
 
 @pytest.fixture
@@ -304,24 +292,6 @@ def test_csv_is_tidy_rounded_and_round_trips_through_pandas(finished):
     assert (row["robust_ci_low"], row["robust_ci_high"]) == pytest.approx((lo, hi))
 
 
-NEURIPS_PREAMBLE = (  # the NeurIPS text block: 5.5 in (397 pt) wide, one column
-    "\\documentclass[10pt]{article}\n\\usepackage[letterpaper,textwidth=5.5in,textheight=9in]{geometry}\n"
-    "\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
-)
-
-
-def compile_latex(tmp_path: Path, body: str, name: str = "doc") -> str:
-    """pdflatex -halt-on-error on a NeurIPS-sized page; returns the log."""
-    pdflatex = need("pdflatex")
-    doc = tmp_path / f"{name}.tex"
-    doc.write_text(NEURIPS_PREAMBLE + "\\begin{document}\n" + body + "\n\\end{document}\n")
-    proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:]
-    assert (tmp_path / f"{name}.pdf").stat().st_size > 1000
-    return (tmp_path / f"{name}.log").read_text(errors="replace")
-
-
 def test_latex_compiles_and_fits_a_neurips_column(finished, tmp_path):
     _, _, _, report = finished
     latex = rep.render(report, "latex")
@@ -377,10 +347,6 @@ def _dom_bold_cells(html: str, tmp_path: Path) -> list[list[tuple[int, int]]]:
                     bold.append((r, c))
         tables.append(bold)
     return tables
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 def test_html_page_emphasis_per_table_in_headless_chromium(finished, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import stat
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -206,12 +207,23 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str 
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Write a file through a temp file in the same directory and an atomic rename.
 
-    A crash or Ctrl-C mid-write leaves either the old file or none, never a truncated one.
+    A crash or Ctrl-C mid-write leaves either the old file or none, never a truncated one. A symlink is
+    written through (its target is replaced, the link stays), and the file gets the mode a plain
+    ``open`` would give it (the old file's, else 0666 less the umask), not the temp file's 0600.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -71,10 +71,12 @@ class ZooEntry:
             download(self.url, path, digest=self.sha256)
         got = file_digest(path)
         if got != self.sha256:
-            raise UserError(
-                f"zoo model '{self.name}': {path} has sha256 {got[:12]}…, expected {self.sha256[:12]}…; "
+            fix = (
                 "delete the file and rerun to fetch it again"
+                if self.url
+                else f"it ships with the project: restore it (git checkout -- models/{self.path})"
             )
+            raise UserError(f"zoo model '{self.name}': {path} has sha256 {got[:12]}…, expected {self.sha256[:12]}…; {fix}")
         return path
 
     def load(self) -> LoadedModel:
@@ -94,11 +96,27 @@ def load_zoo(manifest: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"zoo manifest {path} is not valid TOML: {exc}") from None
     entries: dict[str, ZooEntry] = {}
-    for name, raw in (data.get("models") or {}).items():
-        fields: dict[str, Any] = {k: v for k, v in raw.items() if k in ZooEntry.__dataclass_fields__}
+    models = data.get("models") or {}
+    if not isinstance(models, dict):
+        raise UserError(f"zoo manifest {path}: 'models' must be a table of [models.<name>] entries")
+    for name, raw in models.items():
+        if not isinstance(raw, dict):
+            raise UserError(f"zoo manifest {path}: model '{name}' must be a table ([models.{name}])")
+        fields: dict[str, Any] = {k: v for k, v in raw.items() if k in ZooEntry.__dataclass_fields__ and k != "manifest_dir"}
         if "arch" not in fields or "sha256" not in fields or not (fields.get("url") or fields.get("path")):
             raise UserError(f"zoo manifest {path}: model '{name}' needs arch, sha256 and url or path")
+        for key, value in fields.items():
+            expected = (int, float) if key == "accuracy" else str
+            if not isinstance(value, expected) or isinstance(value, bool):
+                kind = "number" if key == "accuracy" else "string"
+                raise UserError(f"zoo manifest {path}: model '{name}': {key} must be a {kind}")
+        if len(fields["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in fields["sha256"].lower()):
+            raise UserError(f"zoo manifest {path}: model '{name}': sha256 must be 64 hex digits")
         entries[name] = ZooEntry(name=name, manifest_dir=path.parent, **fields)
+        try:
+            parse_arch(fields["arch"])
+        except UserError as exc:
+            raise UserError(f"zoo manifest {path}: model '{name}': {exc}") from None
     return entries
 
 
