@@ -345,6 +345,32 @@ class Store:
                     "UPDATE cells SET seconds = seconds + ?, updated = ? WHERE cell_id = ?", (seconds, time.time(), cell_id)
                 )
 
+    def copy_batches(self, source: str, cell_id: str, batches: int) -> int:
+        """Copy the rows of ``source``'s batches ``0 .. batches-1`` into ``cell_id`` (one transaction).
+
+        For a cell whose first batches are exactly another cell's (the same configuration on a prefix of
+        the samples): those rows are that computation, already done. Their measured seconds travel with
+        them. Returns the number of rows copied.
+        """
+        cols = ", ".join(SAMPLE_COLUMNS)
+        with self.transaction():
+            before = self.conn.total_changes
+            self.conn.execute(
+                f"INSERT OR IGNORE INTO samples (cell_id, {cols}, run_id) SELECT ?, {cols}, run_id FROM samples "
+                "WHERE cell_id = ? AND batch < ?",
+                (cell_id, source, batches),
+            )
+            copied = self.conn.total_changes - before
+            seconds = self.conn.execute(
+                "SELECT coalesce(sum(s), 0) FROM (SELECT max(batch_seconds) AS s FROM samples WHERE cell_id = ? AND batch < ? "
+                "GROUP BY batch)",
+                (source, batches),
+            ).fetchone()[0]
+            self.conn.execute(
+                "UPDATE cells SET seconds = seconds + ?, updated = ? WHERE cell_id = ?", (seconds, time.time(), cell_id)
+            )
+        return copied
+
     def finish_cell(self, cell_id: str, *, error: str | None = None) -> None:
         """Mark a cell done (all rows present) or failed (with the reason)."""
         with self.transaction():

@@ -571,3 +571,31 @@ def test_planning_hashes_the_data_once(monkeypatch):
     monkeypatch.setattr(engine.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
     first = engine.data_fingerprint(data)
     assert all(engine.data_fingerprint(data) == first for _ in range(100)) and len(calls) == 1
+
+
+def test_a_longer_run_reuses_the_full_batches_of_a_shorter_one(tmp_path):
+    """The demo's 1,000-image cells are not recomputed by a later run on more images: same rows, fewer batches."""
+    import sqlite3
+
+    _world(tmp_path)
+    base = [sys.executable, "-m", "robustadder", "eval", "--model", str(tmp_path / "ann.pt"), "--attack", "pgd:steps=2",
+            "--batch-size", "4", "--grad", "surrogate", "--data", str(tmp_path)]  # fmt: skip
+    short = subprocess.run([*base, "--n", "10", "--store", str(tmp_path / "s.sqlite")], capture_output=True, text=True)
+    assert short.returncode == 0, short.stderr[-500:]
+    longer = subprocess.run([*base, "--n", "24", "--store", str(tmp_path / "s.sqlite")], capture_output=True, text=True)
+    straight = subprocess.run([*base, "--n", "24", "--store", str(tmp_path / "t.sqlite")], capture_output=True, text=True)
+    assert longer.returncode == 0 and straight.returncode == 0
+
+    def rows(store):
+        with sqlite3.connect(store) as conn:
+            (cid,) = conn.execute("SELECT cell_id FROM cells WHERE n_samples = 24").fetchone()
+            return conn.execute(
+                "SELECT sample_id, label, clean_pred, adv_pred, linf, l2, batch, run_id FROM samples WHERE cell_id = ? "
+                "ORDER BY sample_id",
+                (cid,),
+            ).fetchall()
+
+    reused, fresh = rows(tmp_path / "s.sqlite"), rows(tmp_path / "t.sqlite")
+    assert [r[:7] for r in reused] == [r[:7] for r in fresh]  # identical results
+    runs = {r[0]: r[7] for r in reused}
+    assert {runs[i] for i in range(8)} == {1} and {runs[i] for i in range(8, 24)} == {2}  # 2 full batches reused
