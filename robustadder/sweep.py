@@ -106,7 +106,7 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     for item in _as_list(raw.get("models", [])):
         if isinstance(item, str):
             ref, label = item, None
-        elif isinstance(item, dict) and isinstance(item.get("ref"), str):
+        elif isinstance(item, dict) and isinstance(item.get("ref"), str) and isinstance(item.get("label", ""), str):
             ref, label = item["ref"], item.get("label")
         else:
             raise UserError(f"{where}: each model is a zoo name, a path, or {{ref = ..., label = ...}}; got {item!r}")
@@ -120,6 +120,8 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     norm = raw.get("norm", "Linf")
     eps_values = _as_list(raw.get("eps", [None]))
     attacks: list[AttackConfig] = []
+    if not isinstance(raw.get("attacks", []), list):
+        raise UserError(f"{where}: attacks must be an array of tables ([[attacks]] with a name each)")
     for i, entry in enumerate(raw.get("attacks", [])):
         if not isinstance(entry, dict) or "name" not in entry:
             raise UserError(f"{where}: attacks[{i}] needs a name")
@@ -138,6 +140,8 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
                 attacks.append(cfg)
     if not attacks:
         raise UserError(f"{where}: no [[attacks]] given")
+    if not isinstance(raw.get("settings", {}), dict):
+        raise UserError(f"{where}: settings must be a table ([settings] with one value or a list per setting)")
     grid = dict(raw.get("settings", {}))
     bad = sorted(set(grid) - set(SETTING_KEYS))
     if bad:

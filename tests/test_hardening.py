@@ -276,7 +276,7 @@ def test_random_sweep_files_never_end_in_a_traceback(property_world):
         optional={"steps": _toml_values(), "alpha": _toml_values(), "eps": _toml_values(), "restarts": _toml_values()},
     )
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(
         n=st.one_of(st.none(), _toml_values()),
         models=st.one_of(
@@ -290,9 +290,18 @@ def test_random_sweep_files_never_end_in_a_traceback(property_world):
         report=st.one_of(
             st.none(), _toml_values(), st.dictionaries(st.sampled_from(["rows", "columns", "x"]), _toml_values(), max_size=2)
         ),  # fmt: skip
+        top=st.dictionaries(st.sampled_from(["settings", "attacks", "name", "description", "norm"]), _toml_values(), max_size=1),
+        label=st.one_of(st.none(), _toml_values()),
     )
-    def run(n, models, eps, settings_, attacks, report):
+    def run(n, models, eps, settings_, attacks, report, top, label):
         lines = [f"n = {_toml(n)}" if n is not None else "", f"models = {_toml(models)}"]
+        if label is not None:
+            lines[-1] = f'models = [{{ref = "ann.pt", label = {_toml(label)}}}]'
+        lines += [f"{k} = {_toml(v)}" for k, v in top.items()]
+        if "settings" in top:
+            settings_ = {}
+        if "attacks" in top:
+            attacks = []
         if eps is not None:
             lines.append(f"eps = {_toml(eps)}")
         if isinstance(report, dict):
