@@ -69,12 +69,13 @@ def _fmt_eps(eps: float, norm: str) -> str:
     return f"{k:.3g}/255" if norm == "Linf" else f"{eps:g} ({norm})"
 
 
-_ABS_PATH = re.compile(r"(?:[A-Za-z]:)?(?:~|/)[^\s'\"(),;:]*/([^\s'\"(),;:/]+)")
+# an absolute path (not part of a URL): /a/b/name, ~/a/name, C:/a/name
+_ABS_PATH = re.compile(r"(?<![\w:/.~])(?:[A-Za-z]:)?(?:~|/)[^\s'\"(),;:]*/([^\s'\"(),;:/]+)")
 
 
 def public_text(text: Any) -> str:
-    """Text without machine-local paths: every absolute path is replaced by its file name."""
-    return _ABS_PATH.sub(r"\1", str(text))
+    """Text without machine-local paths: every absolute path becomes ``.../<file name>`` (URLs stay)."""
+    return _ABS_PATH.sub(r".../\1", str(text))
 
 
 # -- planning from the store -------------------------------------------------------------------------------
@@ -522,7 +523,12 @@ def _display(report: Report, fmt: str, intervals: bool = False) -> tuple[pd.Data
                 cell += f"{{\\scriptsize$\\pm${s:.2f}}}" if latex else f" ± {s:.2f}"
             if intervals and pd.notna(lows.iat[r, c]):
                 lo, hi = lows.iat[r, c], highs.iat[r, c]
-                cell += f" {{\\scriptsize[{lo:.1f}, {hi:.1f}]}}" if latex else f" [{lo:.1f}, {hi:.1f}]"
+                if latex:
+                    cell += f" {{\\scriptsize[{lo:.1f}, {hi:.1f}]}}"
+                elif fmt == "html":  # on a line of its own: a page of interval columns stays narrow
+                    cell += f"<br><span class='ci'>[{lo:.1f}, {hi:.1f}]</span>"
+                else:
+                    cell += f" [{lo:.1f}, {hi:.1f}]"
             text.iat[r, c] = cell
     return text, means
 
@@ -683,7 +689,7 @@ def energy_table(report: Report) -> pd.DataFrame:
             worst = long_all[(long_all["model"] == label) & (long_all["attack"] == WORST) & (long_all["status"] == "done")]
             if (worst["bn"] == "eval").any():
                 worst = worst[worst["bn"] == "eval"]
-            row[f"worst-case robust acc at {_fmt_eps(eps_values[0], 'Linf')} (%)"] = (
+            row[f"worst case at {_fmt_eps(eps_values[0], 'Linf')} (%)"] = (
                 worst["robust_accuracy"].mean() if len(worst) else np.nan
             )
         rows.append(row)
@@ -862,8 +868,10 @@ def plots(report: Report) -> list[tuple[str, bytes]]:
         fig.tight_layout()
         figures.append(("Robust accuracy vs eps", _png(fig)))
     varying = [k for k in SETTING_KEYS if k != "seed" and data[k].nunique() > 1]
-    if varying or data["seed"].nunique() > 1:
-        groups = list(data.groupby(["model", "attack"], sort=False))
+    groups = list(data.groupby(["model", "attack"], sort=False))
+    if not varying:  # seeds only: a spread exists only where seeds gave different cells
+        groups = [(k, g) for k, g in groups if g["cell_id"].nunique() > 1]
+    if groups and (varying or any(g["robust_accuracy"].nunique() > 1 for _, g in groups)):
         fig, ax = plt.subplots(figsize=(FIGURE_WIDTH_IN, max(2.5, 0.32 * len(groups) + 1.2)))
         ax.boxplot([g["robust_accuracy"].to_numpy() for _, g in groups], orientation="horizontal", showmeans=True)
         for i, (_, g) in enumerate(groups, start=1):
@@ -920,7 +928,8 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
             f"<p>{_html_escape(report.provenance['description'])}</p>"
         )
         sections.append(
-            f"<section>{head}{styler.to_html()}<h3>Accuracy, robustness and energy per inference</h3>{energy}{figs}"
+            f"<section>{head}<div class='scroll'>{styler.to_html()}</div><h3>Accuracy, robustness and energy per "
+            f"inference</h3><div class='scroll'>{energy}</div>{figs}"
             f"<ul class='provenance'>{prov}</ul></section>"
         )
         toc.append((anchor, f"{report.provenance['sweep']}: {report.provenance['description']}"))
@@ -929,8 +938,10 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
     css = (
         "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border-bottom:1px solid #ccc;padding:4px 10px;text-align:right;white-space:nowrap}"
+        "thead th{white-space:normal;vertical-align:bottom}"
         "th.row_heading,th.index_name{text-align:left}figure{margin:1em 0}figure img{max-width:100%}"
-        "ul.provenance{font-size:90%;color:#333}nav ul{line-height:1.6}"
+        "ul.provenance{font-size:90%;color:#333}nav ul{line-height:1.6}div.scroll{overflow-x:auto}"
+        "span.ci{font-size:80%;color:#555;font-weight:normal}"
     )
     nav = f"<nav><h2>Contents</h2><ul>{contents}</ul></nav>" if len(toc) > 1 else ""
     return (

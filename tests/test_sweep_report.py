@@ -481,7 +481,7 @@ def test_failed_cells_and_skipped_models_are_reported_as_such(finished):
         db.finish_cell(cid, error=f"boom at {tmp}/secret.py")
         failed = rep.build(db, load_sweep(sweep))
     md = rep.to_markdown(failed)
-    assert f"failed cell {cid}: boom at secret.py" in md and str(tmp) not in md
+    assert f"failed cell {cid}: boom at .../secret.py" in md and str(tmp) not in md
 
 
 def test_energy_table_has_clean_accuracy_and_no_mean_over_eps(finished):
