@@ -513,5 +513,5 @@ def test_smoke_preset_runs(shared_data, thirdparty, tmp_path):
         main, ["sweep", str(REPO / "attacks" / "smoke.toml"), "--store", str(store), "--data", str(shared_data)]
     )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(main, ["report", "--store", str(store), "--preset", "smoke", "--data", str(shared_data)])
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--preset", "smoke"])
     assert result.exit_code == 0 and "ANN-20 (third party)" in result.output
