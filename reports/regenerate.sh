@@ -21,7 +21,10 @@ done
 for preset in paper settings; do
     "$R" sweep "reports/$preset.toml" --store "$STORE"
 done
-for model in ann20 ann20-awn cnn20 cnn20-awn ../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt; do
+# N_CHECK=0 skips the checks (on a 2-core CPU each ANN's check runs PGD-40 with both gradients over the eps
+# grid: about half an hour per model at 200 images)
+[ "$N_CHECK" = 0 ] && rm -f reports/check-*.md  # never leave another run's checks beside this run's tables
+[ "$N_CHECK" = 0 ] || for model in ann20 ann20-awn cnn20 cnn20-awn ../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt; do
     name=$(basename "$model" .pt)
     if ! "$R" check --model "$model" --n "$N_CHECK" --store "$STORE" > "reports/check-$name.md" 2> "reports/.check-$name.err"; then
         echo "check of $model did not run: $(tail -n 1 "reports/.check-$name.err")" | tee "reports/check-$name.md"
@@ -64,7 +67,7 @@ compute() {  # the preset's compute time as measured when its cells ran (summed 
     echo "\`$STORE\`, which is not committed, so an interrupted run resumes) with:"
     echo
     echo '```bash'
-    echo "ROBUSTADDER_DATA=../shared/data N_PAPER=${N[paper]} N_EPS=${N[eps-sweep]} N_SETTINGS=${N[settings]} N_CHECK=$N_CHECK bash reports/regenerate.sh"
+    echo "ROBUSTADDER_DATA=../shared/data N_PAPER=${N[paper]} N_EPS=${N[eps-sweep]} N_SETTINGS=${N[settings]} N_CHECK=$N_CHECK N_COMPARE=$N_COMPARE bash reports/regenerate.sh"
     echo '```'
     echo
     echo "Generated $(date -u +%Y-%m-%d) by robustadder $("$R" --version | awk '{print $NF}') at commit" \
@@ -75,7 +78,7 @@ compute() {  # the preset's compute time as measured when its cells ran (summed 
     for preset in paper eps-sweep settings; do
         echo "| \`$preset\` preset | \`$preset.{md,tex,csv}\`, sweep file \`$preset.toml\` | first ${N[$preset]} | $(compute "$preset") |"
     done
-    for model in ann20 ann20-awn cnn20 cnn20-awn thirdparty-addernet-resnet20-cifar10; do
+    [ "$N_CHECK" = 0 ] || for model in ann20 ann20-awn cnn20 cnn20-awn thirdparty-addernet-resnet20-cifar10; do
         echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"
     done
     echo "| all tables, plots and checks | \`index.html\` | | |"
@@ -83,4 +86,6 @@ compute() {  # the preset's compute time as measured when its cells ran (summed 
     echo
     echo "Compute time: the summed batch times of a preset's cells, as stored when they ran (a check reuses the"
     echo "sweeps' cells where they coincide and adds its own)."
+    [ "$N_CHECK" != 0 ] || { echo; echo "The gradient-masking checks were not run (N_CHECK=0)."; }
+    [ "$N_COMPARE" != 0 ] || { echo; echo "The \`compare\` reports were not run (N_COMPARE=0)."; }
 } > reports/README.md
