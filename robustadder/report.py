@@ -414,7 +414,6 @@ def build(store: Store, sweep: SweepConfig | SweepPlan | ReportPlan, *, n: int |
     wide = stats.pivot_table(index=rows, columns=cols, values=values, observed=True, dropna=False, sort=True)
     wide = wide.reorder_levels(list(range(1, wide.columns.nlevels)) + [0], axis=1)
     wide = wide.sort_index(axis=1, level=list(range(wide.columns.nlevels - 1)), sort_remaining=False)
-    wide = wide.dropna(how="all", axis=0)
     wide.index = wide.index.remove_unused_levels() if isinstance(wide.index, pd.MultiIndex) else wide.index
     if "model" in rows:
         wide = _with_deltas(wide, plan)
@@ -704,7 +703,8 @@ def to_markdown(report: Report, *, intervals: bool = False) -> str:
     mask = best_mask(means)
     text = text.mask(mask, "**" + text.astype(str) + "**")
     body = _flat_columns(text).reset_index().to_markdown(index=False)
-    energy = energy_table(report).to_markdown(index=False, floatfmt=".2f")
+    energy = energy_table(report)
+    energy = energy.astype(object).where(energy.notna(), "–").to_markdown(index=False, floatfmt=".2f")
     footer = "\n".join(f"- {line}" for line in provenance_lines(report))
     return (
         f"### {report.provenance['sweep']}: robust accuracy (%)\n\n{body}\n\n"
@@ -778,17 +778,20 @@ def to_latex(report: Report, *, label: str | None = None, wide: bool = False, in
 
 
 def fit_to_width(tabular: str, width: str = "\\columnwidth") -> str:
-    """A tabular set in a box and scaled down to ``width`` only when it is wider (plain LaTeX + graphicx).
+    """A tabular in a box: scaled to ``width`` only when wider, to 0.8 text height only when taller.
 
-    No page geometry can then make the table overflow, and a table that fits keeps its font size.
+    Plain LaTeX + graphicx. No page geometry can then make the table overflow, and a table that fits keeps its font size.
     """
     return "\n".join([
         "\\ifdefined\\robustadderbox\\else\\newsavebox\\robustadderbox\\fi",
         "\\sbox\\robustadderbox{%",
         tabular.rstrip("\n"),
         "}%",
-        f"\\ifdim\\wd\\robustadderbox>{width}\\resizebox{{{width}}}{{!}}{{\\usebox\\robustadderbox}}"
-        "\\else\\usebox\\robustadderbox\\fi",
+        f"\\ifdim\\wd\\robustadderbox>{width}\\sbox\\robustadderbox{{\\resizebox{{{width}}}{{!}}{{\\usebox\\robustadderbox}}}}\\fi",
+        # and a long table (e.g. the settings view) to the page height: a float cannot break across pages
+        "\\ifdim\\dimexpr\\ht\\robustadderbox+\\dp\\robustadderbox\\relax>0.8\\textheight"
+        "\\sbox\\robustadderbox{\\resizebox*{!}{0.8\\textheight}{\\usebox\\robustadderbox}}\\fi",
+        "\\usebox\\robustadderbox",
     ])  # fmt: skip
 
 
@@ -922,7 +925,8 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
             for name, png in plots(report)
         )
         prov = "".join(f"<li>{_html_escape(line)}</li>" for line in provenance_lines(report))
-        energy = energy_table(report).style.hide(axis="index").set_uuid(f"{anchor}-energy").format(precision=2).to_html()
+        energy_style = energy_table(report).style.hide(axis="index").set_uuid(f"{anchor}-energy")
+        energy = energy_style.format(precision=2, na_rep="–").to_html()
         head = (
             f"<h2 id='{anchor}'>{_html_escape(report.provenance['sweep'])}</h2>"
             f"<p>{_html_escape(report.provenance['description'])}</p>"
