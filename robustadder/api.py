@@ -13,7 +13,7 @@ import pandas as pd
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
 from .data import ImageSet, load_cifar10
 from .distributed import context
-from .engine import Settings, cell_config, cell_hash, check_bn_batches, effective_grad, prepare, run_cell
+from .engine import Settings, cell_config, cell_hash, check_bn_batches, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
 from .store import Store
@@ -93,18 +93,15 @@ def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Sett
     """
     import sys
 
-    from .sweep import calibrate
+    from .sweep import calibrate, image_passes
 
     todo = [c for c in configs if (rec := db.cell(cell_hash(cell_config(loaded, c, settings, dataset)))) is None
             or rec.status != "done"]  # fmt: skip
     if not todo:
         return
     fwd, fb = calibrate(model, settings)
-    total = 0.0
-    for cfg in todo:
-        f_passes, fb_passes = cfg.definition.passes(cfg)
-        runs = 2 if effective_grad(loaded, cfg, settings.grad) == "both" else 1
-        total += runs * len(dataset) * ((f_passes + 2) * fwd + fb_passes * fb)
+    passes = [image_passes(loaded, cfg, settings.grad, len(dataset)) for cfg in todo]
+    total = sum(forward * fwd + forward_backward * fb for forward, forward_backward in passes)
     minutes = total / 60
     when = f"~{minutes:.0f} min" if minutes >= 1 else f"~{total:.0f} s" if total >= 1 else "under 1 s"
     print(f"estimated cost: {when} for {len(todo)} attack cell(s) on {len(dataset)} images (calibrated on this machine; "

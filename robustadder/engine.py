@@ -310,11 +310,8 @@ def reuse_prefix(store: Store, config: dict, cell_id: str, data: ImageSet, setti
     if settings.shuffle or store.done_sample_ids(cell_id):
         return 0
 
-    def key(c: dict) -> str:  # the configuration but the samples (names and labels do not matter either)
-        c = json.loads(json.dumps({k: v for k, v in c.items() if k not in ("data", "components")}))
-        c["model"].pop("name", None)
-        c["attack"].pop("label", None)
-        return json.dumps(c, sort_keys=True)
+    def key(c: dict) -> str:  # a cell's identity but its samples
+        return cell_hash({**c, "data": {}})
 
     mine = key(config)
     best: tuple[int, str] | None = None

@@ -38,7 +38,7 @@ import pandas as pd
 
 from .errors import UserError
 from .store import Store
-from .summary import CONFIDENCE, proportion_interval, robust_flags
+from .summary import CONFIDENCE, proportion_interval, robust_flags, worst_case_accuracy
 from .sweep import SETTING_KEYS, PlannedCell, SweepConfig, SweepPlan, attack_key, load_sweep, settings_key
 
 PRESETS = {"paper": "paper.toml", "eps": "eps-sweep.toml", "settings": "settings.toml", "smoke": "smoke.toml"}
@@ -147,10 +147,6 @@ def plan_report(store: Store, config: SweepConfig, n: int | None = None) -> Repo
 
 
 # -- collecting ------------------------------------------------------------------------------------------
-def _interval(k: int, n: int) -> tuple[float, float]:
-    return proportion_interval(k, n) if n else (np.nan, np.nan)
-
-
 def long_table(store: Store, plan: ReportPlan) -> pd.DataFrame:
     """One row per grid point (status, metrics and intervals when done) plus worst-case rows."""
     ids = sorted({c.cell_id for c in plan.cells if c.cell_id and c.status == "done"})
@@ -180,8 +176,8 @@ def long_table(store: Store, plan: ReportPlan) -> pd.DataFrame:
             clean, robust = frame["clean_correct"].astype(bool), robust_flags(frame)
             n = len(frame)
             row.update(n=n, clean_accuracy=100 * clean.mean(), robust_accuracy=100 * robust.mean())
-            row["clean_ci_low"], row["clean_ci_high"] = _interval(int(clean.sum()), n)
-            row["robust_ci_low"], row["robust_ci_high"] = _interval(int(robust.sum()), n)
+            row["clean_ci_low"], row["clean_ci_high"] = proportion_interval(int(clean.sum()), n)
+            row["robust_ci_low"], row["robust_ci_high"] = proportion_interval(int(robust.sum()), n)
             if clean.any():
                 row["attack_success_rate"] = 100 * (clean & ~frame["adv_correct"].astype(bool)).sum() / clean.sum()
         rows.append(row)
@@ -197,12 +193,8 @@ def long_table(store: Store, plan: ReportPlan) -> pd.DataFrame:
         row = {**group.iloc[0].to_dict(), **dict(zip(group_keys, key, strict=True))}
         row.update(attack=WORST, attack_name="worst-case", cell_id=identity, attack_success_rate=np.nan, reason="")
         if (group["status"] == "done").all():
-            flags = None
-            for cid in group["cell_id"]:
-                f = robust_flags(by_cell[cid]).set_axis(by_cell[cid]["sample_id"].to_numpy())
-                flags = f if flags is None else flags & f
-            row.update(status="done", robust_accuracy=100 * flags.mean())
-            row["robust_ci_low"], row["robust_ci_high"] = _interval(int(flags.sum()), len(flags))
+            accuracy, (low, high) = worst_case_accuracy([by_cell[cid] for cid in group["cell_id"]])
+            row.update(status="done", robust_accuracy=accuracy, robust_ci_low=low, robust_ci_high=high)
         else:
             row.update(status="missing" if (group["status"] != "skipped").any() else "skipped",
                        robust_accuracy=np.nan, robust_ci_low=np.nan, robust_ci_high=np.nan)  # fmt: skip
@@ -211,9 +203,14 @@ def long_table(store: Store, plan: ReportPlan) -> pd.DataFrame:
         out = pd.concat([out, pd.DataFrame(worst_rows)], ignore_index=True)
     # sweep order for models and attacks (worst case last), numeric order for eps
     models = {m.label: i for i, m in enumerate(plan.config.models)}
-    attacks = {a: i for i, a in enumerate(dict.fromkeys([a.label for a in plan.config.attacks] + [WORST]))}
+    attacks = {a: i for i, a in enumerate(_attack_order(plan))}
     order = pd.DataFrame({"m": out["model"].map(models), "a": out["attack"].map(attacks), "e": out["eps"]})
     return out.loc[order.sort_values(["m", "a", "e"], kind="stable").index].reset_index(drop=True)
+
+
+def _attack_order(plan: ReportPlan) -> list[str]:
+    """Attack labels in sweep order, the worst case last."""
+    return list(dict.fromkeys([a.label for a in plan.config.attacks] + [WORST]))
 
 
 def _data_provenance(store: Store, long: pd.DataFrame) -> dict[str, Any]:
@@ -364,7 +361,7 @@ def _ordered(data: pd.DataFrame, plan: ReportPlan, keys: list[str]) -> pd.DataFr
     data = data.copy()
     for key in keys:
         if key == "attack":
-            cats = list(dict.fromkeys([a.label for a in plan.config.attacks] + [WORST]))
+            cats = _attack_order(plan)
         elif key == "model":
             cats = [m.label for m in plan.config.models]
         elif key == "eps_label":
@@ -425,41 +422,36 @@ def build(store: Store, sweep: SweepConfig | SweepPlan | ReportPlan, *, n: int |
 
 
 def _with_deltas(wide: pd.DataFrame, plan: ReportPlan) -> pd.DataFrame:
-    """Append ANN − CNN rows (differences of the means) for each ANN with a CNN counterpart."""
-    deltas = []
+    """Append ANN − CNN rows (differences of the means) for each ANN with a CNN counterpart.
+
+    A Δ row's key is the label followed by the row's other axes; it is kept where both models have the row.
+    """
+    names = list(wide.index.names)
+    at = names.index("model")
+    keys = [k if isinstance(k, tuple) else (k,) for k in wide.index]
     means = wide.xs("mean", axis=1, level=-1, drop_level=False)
-    multi = isinstance(wide.index, pd.MultiIndex)
-    index = wide.index.astype(object) if not multi else wide.index
-    wide = wide.set_axis(index, axis=0)
+
+    def rows_of(model: str) -> dict[tuple, int]:  # the model's rows by their other axes
+        return {k[:at] + k[at + 1 :]: i for i, k in enumerate(keys) if k[at] == model}
+
+    delta_keys, values = [], []
     for model in [m.label for m in plan.config.models]:
         cnn = _counterpart(plan, model)
         if cnn is None:
             continue
-        try:
-            a = means.xs(model, level="model", drop_level=False) if multi else means.loc[[model]]
-            b = means.xs(cnn, level="model", drop_level=False) if multi else means.loc[[cnn]]
-        except KeyError:
-            continue
-        a, b = a.droplevel("model") if multi else a, b.droplevel("model") if multi else b
-        common = a.index.intersection(b.index) if multi else None
-        label = f"Δ {model} − {cnn}"
-        if multi:
-            diff = a.loc[common] - b.loc[common]
-            diff.index = pd.MultiIndex.from_tuples([(label, *(k if isinstance(k, tuple) else (k,))) for k in common])
-        else:
-            diff = pd.DataFrame(a.to_numpy() - b.to_numpy(), index=[label], columns=a.columns)
-        deltas.append(diff.reindex(columns=wide.columns))
-    if not deltas:
+        ann_rows, cnn_rows = rows_of(model), rows_of(cnn)
+        common = [rest for rest in ann_rows if rest in cnn_rows]
+        delta_keys += [(f"Δ {model} − {cnn}", *rest) for rest in common]
+        values += [means.iloc[ann_rows[r]].to_numpy() - means.iloc[cnn_rows[r]].to_numpy() for r in common]
+    if not delta_keys:
         return wide
-    delta = pd.concat(deltas)
-    names = list(wide.index.names)
-    out = pd.concat([wide.set_axis(wide.index.to_flat_index() if multi else wide.index, axis=0),
-                     delta.set_axis(delta.index.to_flat_index() if multi else delta.index, axis=0)])  # fmt: skip
-    if multi:
-        out.index = pd.MultiIndex.from_tuples(list(out.index), names=names)
+    delta = pd.DataFrame(values, columns=means.columns).reindex(columns=wide.columns)
+    all_keys = keys + delta_keys
+    if len(names) > 1:
+        index = pd.MultiIndex.from_tuples(all_keys, names=names)
     else:
-        out.index.name = names[0]
-    return out
+        index = pd.Index([k[0] for k in all_keys], name=names[0])
+    return pd.concat([wide.reset_index(drop=True), delta], ignore_index=True).set_axis(index, axis=0)
 
 
 def table(

@@ -394,8 +394,7 @@ class Store:
 
     def checks(self) -> list[dict[str, Any]]:
         """Latest check report per (weights, model), oldest first."""
-        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "checks" not in tables:
+        if not self._has_table("checks"):
             return []
         rows = self.conn.execute(
             "SELECT report FROM checks WHERE check_id IN (SELECT max(check_id) FROM checks GROUP BY weights_sha256, model) "
@@ -450,7 +449,7 @@ class Store:
         )
         shas = [s for s in models["weights_sha256"] if s]
         infos = {
-            sha: json.loads(info)
+            sha: _loads(info, self.path, f"the record of model {sha[:12]}")
             for sha, info in self.conn.execute(
                 f"SELECT weights_sha256, info FROM models WHERE weights_sha256 IN ({', '.join('?' * len(shas))})", shas
             )

@@ -329,6 +329,16 @@ def calibrate(model: torch.nn.Module, settings: Settings, images: int = 32) -> t
     return fwd, fb
 
 
+def image_passes(loaded: LoadedModel, attack: AttackConfig, grad: str, n: int) -> tuple[float, float]:
+    """Forward and forward + input-gradient passes of one image that a cell on ``n`` images makes.
+
+    The attack's own passes plus two clean forwards, once per adder gradient (``both`` runs two).
+    """
+    f_passes, fb_passes = attack.definition.passes(attack)
+    runs = 2 if effective_grad(loaded, attack, grad) == "both" else 1
+    return runs * n * (f_passes + 2), runs * n * fb_passes
+
+
 def estimate(plan: SweepPlan) -> dict[str, Any]:
     """Cost of the missing cells: adder work from model and attack, seconds from a short measurement."""
     calibration: dict[tuple, tuple[float, float]] = {}
@@ -342,12 +352,10 @@ def estimate(plan: SweepPlan) -> dict[str, Any]:
             calibration[key] = calibrate(model, cell.settings)
             work.setdefault(cell.model.label, adder_work_per_image(model))
         fwd, fb = calibration[key]
-        f_passes, fb_passes = cell.attack.definition.passes(cell.attack)
-        n = len(plan.data)
-        runs = 2 if effective_grad(loaded, cell.attack, cell.settings.grad) == "both" else 1  # one per adder gradient
-        cell.estimate_s = runs * n * ((f_passes + 2) * fwd + fb_passes * fb)
+        forward, forward_backward = image_passes(loaded, cell.attack, cell.settings.grad, len(plan.data))
+        cell.estimate_s = forward * fwd + forward_backward * fb
         total_s += cell.estimate_s
-        total_work += runs * n * (f_passes + 2 + 3 * fb_passes) * work[cell.model.label]
+        total_work += (forward + 3 * forward_backward) * work[cell.model.label]
     return {"seconds": total_s, "adder_gops": total_work / 1e9, "calibration": calibration}
 
 
