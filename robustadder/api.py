@@ -6,16 +6,18 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
 from .data import ImageSet, load_cifar10
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, check_bn_batches, prepare, run_cell
 from .errors import UserError
-from .models import LoadedModel, resolve_model
+from .models import LoadedModel, Normalization, announce, as_loaded, check_fits, resolve_model
 from .store import Store
 from .summary import attack_summary, worst_case_accuracy
 
@@ -53,6 +55,11 @@ def resolve_attacks(
     if unused:
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
     return configs
+
+
+def fits(loaded: LoadedModel, dataset: ImageSet) -> None:
+    """The model takes the data's images and predicts its classes (else one line, before any work)."""
+    check_fits(loaded, dataset.image_shape, dataset.num_classes, int(dataset.y.max()), Path(dataset.source).name)
 
 
 def pin_transfer_source(attack: AttackConfig) -> AttackConfig:
@@ -110,7 +117,7 @@ def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Sett
 
 
 def evaluate(
-    model: str | LoadedModel,
+    model: str | LoadedModel | torch.nn.Module,
     attacks: str | AttackConfig | Sequence[str | AttackConfig] = "none",
     *,
     eps: Any = None,
@@ -129,9 +136,14 @@ def evaluate(
     seed: int = 0,
     grad: str = "both",
     arch: str | None = None,
+    normalization: Normalization = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Evaluate a model (zoo name, checkpoint path or loaded model) under attacks on CIFAR-10 test images.
+    """Evaluate a model under attacks on CIFAR-10 test images.
+
+    ``model``: a zoo name, a checkpoint path, a factory (``FILE.py:fn``), a loaded model or any
+    ``nn.Module`` (``normalization=(mean, std)`` when it expects normalized inputs; adder layers of the
+    official kind are converted and that is said on stderr).
 
     Every (attack, eps, settings) is a cell in the results store: computed once, resumed after an
     interruption, reused afterwards (``force=True`` recomputes). Returns one row per (attack, sample)
@@ -145,8 +157,9 @@ def evaluate(
     settings = Settings(batch_size, backend, device, dtype, bn, shuffle, seed, grad)
     settings.validate()
     configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
-    loaded = model if isinstance(model, LoadedModel) else resolve_model(model, arch=arch)
+    loaded = as_loaded(model, arch=arch, normalization=normalization)
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
+    fits(loaded, dataset)
     build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
     configs = [pin_transfer_source(c) for c in configs]
     runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched
@@ -155,6 +168,8 @@ def evaluate(
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     try:
+        if context().is_main:
+            announce(loaded)  # not only with progress: a conversion is never silent (stderr, once)
         if progress and context().is_main:
             _say_estimate(db, loaded, prepared, configs, settings, dataset)
         if db.run_id is None:
@@ -183,6 +198,7 @@ def evaluate(
         model=loaded.name,
         arch=loaded.arch.name,
         variant=loaded.arch.variant,
+        converted_layers=list(loaded.meta.get("converted") or []),
         weights_sha256=loaded.weights_sha256,
         data=dataset.source,
         settings=settings.resolved(),

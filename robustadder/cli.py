@@ -115,8 +115,32 @@ def settings_options(fn):
     return fn
 
 
+MODEL_HELP = (
+    "Zoo name (see 'robustadder models'), checkpoint path, or a factory FILE.py:fn / package.module:fn that "
+    "returns an nn.Module (FILE.py is your own code and runs as Python when imported; official-style adder2d "
+    "layers are converted and that is said)."
+)
+
+
+def model_options(fn):
+    """--weights and --normalization: what a factory model needs besides its code."""
+    fn = click.option("--normalization", default=None,
+                      help="Input normalization inside a factory model: cifar10, imagenet, none or MEAN,..:STD,.. "
+                      "[default: none, the model takes [0, 1] images].")(fn)  # fmt: skip
+    return click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                        help="State dict for a factory model (read with weights_only=True).")(fn)  # fmt: skip
+
+
+def load_model_option(model_name: str, arch: str | None, weights: str | None, normalization: str | None):
+    """The --model of a command, loaded (the library says which adder layers it converted)."""
+    from .models import as_loaded
+
+    return as_loaded(model_name, arch=arch, weights=weights, normalization=normalization)
+
+
 @main.command("eval")
-@click.option("--model", "model_name", required=True, help="Zoo name (see 'robustadder models') or checkpoint path.")
+@click.option("--model", "model_name", required=True, help=MODEL_HELP)
+@model_options
 @click.option("--attack", "attacks", multiple=True, default=("none",), show_default=True,
               help="Attack name, optionally with options: pgd:steps=7,alpha=2/255. Repeat for several "
               "(a per-sample worst case is added). 'none' measures clean accuracy.")  # fmt: skip
@@ -144,9 +168,9 @@ def settings_options(fn):
 @click.option("--arch", default=None, help="Architecture of a checkpoint without metadata (e.g. resnet20_adder).")
 @settings_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_start, aa_version, source, queries,
-             extra, n, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype, device,
-             as_json) -> None:  # fmt: skip
+def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alpha, restarts, random_start, aa_version,
+             source, queries, extra, n, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype,
+             device, as_json) -> None:  # fmt: skip
     """Evaluate a model on the CIFAR-10 test set, clean or under attack.
 
     Under torchrun (``torchrun --nproc-per-node K -m robustadder eval ...``) the ranks share every cell's
@@ -166,11 +190,13 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         if not sep:
             raise UserError(f"--param '{item}' must look like KEY=VALUE")
         params[key.strip().replace("-", "_")] = value.strip()
+    progress = (not as_json or sys.stderr.isatty()) and dist.is_main
     try:
+        model = load_model_option(model_name, arch, weights, normalization)
         frame = evaluate(
-            model_name, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
+            model, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
             batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
-            grad=grad, arch=arch, progress=(not as_json or sys.stderr.isatty()) and dist.is_main,
+            grad=grad, progress=progress,
         )  # fmt: skip
     finally:
         distributed.shutdown()
@@ -185,6 +211,7 @@ def eval_cmd(model_name, attacks, eps, norm, steps, alpha, restarts, random_star
         "model": meta["model"],
         "arch": meta["arch"],
         "variant": meta["variant"],
+        "converted_layers": meta["converted_layers"],
         "weights_sha256": meta["weights_sha256"],
         "n": len(first),
         "clean_accuracy": round(clean, 4),
@@ -572,7 +599,8 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 
 
 @main.command("check")
-@click.option("--model", "model_name", required=True, help="Zoo name or checkpoint path.")
+@click.option("--model", "model_name", required=True, help=MODEL_HELP)
+@model_options
 @click.option("--n", "n", type=int, default=200, show_default=True, help="Test images (first N, original order).")
 @click.option(
     "--eps",
@@ -596,16 +624,16 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when a check fails.")
-def check_cmd(model_name, n, eps, steps, queries, source, bn, grad, batch_size, backend, device, seed, data, store, fmt,
-              as_json, strict) -> None:  # fmt: skip
+def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source, bn, grad, batch_size, backend, device, seed,
+              data, store, fmt, as_json, strict) -> None:  # fmt: skip
     """Gradient-masking checks (Carlini et al. 2019, Athalye et al. 2018) with a verdict on the claim."""
     from .diagnostics import run_checks
 
     if n < 1 or steps < 1 or queries < 1:
         raise UserError("--n, --steps and --queries must be at least 1")
     report = run_checks(
-        model_name, n=n, eps=eps, data=data, store=store, steps=steps, square_queries=queries, source=source,
-        batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed,
+        load_model_option(model_name, None, weights, normalization), n=n, eps=eps, data=data, store=store, steps=steps,
+        square_queries=queries, source=source, batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed,
         progress=not as_json or sys.stderr.isatty(),
     )  # fmt: skip
     if as_json:
@@ -663,6 +691,8 @@ def write_output(output: str, text: str | bytes) -> None:
     help="Attacks whose per-sample worst case is taken [default: pgd:steps=20,restarts=2 and autoattack].",
 )
 @click.option("--label", "labels", multiple=True, help="A display name per model, in order.")
+@click.option("--normalization", default=None, help="Input normalization of factory models (FILE.py:fn): cifar10, "
+              "imagenet, none or MEAN,..:STD,.. [default: none].")  # fmt: skip
 @click.option("--n", type=int, default=1000, show_default=True, help="The first N test images.")
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
@@ -686,15 +716,17 @@ def write_output(output: str, text: str | bytes) -> None:
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Robust accuracy vs eps with intervals (PNG/PDF)."
 )
-def compare_cmd(models, eps_list, attacks, labels, n, data, store, batch_size, grad, dtype, backend, device, seed, fmt,
-                as_json, output, plot_path) -> None:  # fmt: skip
+def compare_cmd(models, eps_list, attacks, labels, normalization, n, data, store, batch_size, grad, dtype, backend, device,
+                seed, fmt, as_json, output, plot_path) -> None:  # fmt: skip
     """Is model A more robust than model B? Robust accuracy with intervals, paired tests, a verdict per pair.
 
-    MODELS are zoo names or checkpoint files (two or more), evaluated on the same samples; cells are
-    reused from the store, so a rerun is free and an interrupted run resumes.
+    MODELS are zoo names, checkpoint files or factories FILE.py:fn (two or more; a factory file is your own
+    code and runs when imported), evaluated on the same samples; cells are reused from the store, so a rerun
+    is free and an interrupted run resumes.
     """
     # robustadder.compare is the function (the API); the module's names are imported from the module itself
     from .comparison import DEFAULT_ATTACKS, compare, plot, render
+    from .models.module import is_factory_ref
     from .store import default_store_path
 
     fmt = "json" if as_json else fmt
@@ -702,12 +734,13 @@ def compare_cmd(models, eps_list, attacks, labels, n, data, store, batch_size, g
         raise UserError(f"--n must be at least 1, not {n}")
     eps_values = [e.strip() for e in eps_list.split(",") if e.strip()]
     store_path = store or default_store_path()
-    guard_output(output, [store_path, data, *models])
-    guard_output(plot_path, [store_path, data, *models])
+    files = [m.rpartition(":")[0] if is_factory_ref(m) else m for m in models]
+    guard_output(output, [store_path, data, *files])
+    guard_output(plot_path, [store_path, data, *files])
     table = compare(
-        list(models), eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS), labels=list(labels) or None,
-        n=n, data=data, store=store_path, batch_size=batch_size, backend=backend, device=device, dtype=dtype, grad=grad,
-        seed=seed, progress=sys.stderr.isatty(),
+        list(models), normalization=normalization, eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS),
+        labels=list(labels) or None, n=n, data=data, store=store_path, batch_size=batch_size, backend=backend, device=device,
+        dtype=dtype, grad=grad, seed=seed, progress=sys.stderr.isatty(),
     )  # fmt: skip
     text = render(table, fmt)
     if plot_path:

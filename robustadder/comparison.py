@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .api import evaluate, resolve_attacks
+from .api import evaluate, fits, resolve_attacks
 from .attacks import parse_eps
 from .data import ImageSet, load_cifar10
 from .engine import GRAD_SETTINGS, Settings, has_adder_layers
 from .errors import UserError
-from .models import LoadedModel, resolve_model
+from .models import Normalization, announce, as_loaded
+from .models.module import is_factory_ref
 from .store import Store
 from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, worst_case_flags
 
@@ -59,8 +60,15 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def _takes_normalization(model: Any) -> bool:
+    """Only a module or a factory has no normalization of its own (zoo models and checkpoints carry theirs)."""
+    from torch import nn
+
+    return isinstance(model, nn.Module) or (isinstance(model, str) and is_factory_ref(model))
+
+
 def compare(
-    models: Sequence[str | LoadedModel],
+    models: Sequence[Any],
     *,
     eps: Sequence[Any] = DEFAULT_EPS,
     attacks: Sequence[str] = DEFAULT_ATTACKS,
@@ -74,6 +82,7 @@ def compare(
     dtype: str = "float32",
     grad: str = "both",
     seed: int = 0,
+    normalization: Normalization = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Compare the robustness of two or more models on the same samples.
@@ -98,13 +107,17 @@ def compare(
         raise UserError("compare's eps must be positive (clean accuracy is always reported)")
     resolve_attacks(list(attacks), eps=eps_values[0])  # validates names and options before any work
     Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
-    loaded = [m if isinstance(m, LoadedModel) else resolve_model(m) for m in models]
+    loaded = [as_loaded(m, normalization=normalization if _takes_normalization(m) else None) for m in models]
     names = list(labels) if labels is not None else [m.name for m in loaded]
     if len(set(names)) != len(names):
         raise UserError(f"models must be distinct: {', '.join(names)} (give --label to tell them apart)")
     if len({m.weights_sha256 for m in loaded}) != len(loaded):
         raise UserError("two of the models have the same weights; compare different models")
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
+    for model in loaded:
+        fits(model, dataset)
+    for model in loaded:
+        announce(model)
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     rows, flags = [], {}  # flags[(model, eps)] = per-sample robust (worst case); flags[(model, None)] = clean

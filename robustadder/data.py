@@ -44,13 +44,14 @@ class ImageSet:
     y: np.ndarray
     ids: np.ndarray
     source: str
+    num_classes: int = NUM_CLASSES
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, positions: np.ndarray | slice) -> ImageSet:
         """Subset by position (ids travel with the samples)."""
-        return ImageSet(self.x[positions], self.y[positions], self.ids[positions], self.source)
+        return ImageSet(self.x[positions], self.y[positions], self.ids[positions], self.source, self.num_classes)
 
     def first(self, n: int | None) -> ImageSet:
         """The first ``n`` samples in original order (all when ``n`` is None)."""
@@ -61,6 +62,11 @@ class ImageSet:
         if n > len(self):
             raise UserError(f"--n {n} exceeds the {len(self)} samples of {self.source}")
         return self.take(slice(0, n))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images as models take them."""
+        return (self.x.shape[3], self.x.shape[1], self.x.shape[2])
 
     def tensors(self, positions: np.ndarray | slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [0, 1] (N, C, H, W) and int64 labels."""

@@ -38,13 +38,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .api import evaluate
+from .api import evaluate, fits
 from .attacks import gradient, make_config
 from .data import ImageSet, load_cifar10
 from .engine import Settings, inference_mode, prepare
 from .errors import UserError
 from .kernels import GRAD_MODES
-from .models import LoadedModel, load_zoo, resolve_model
+from .models import LoadedModel, Normalization, announce, as_loaded, load_zoo, resolve_model
 from .nn import adder_layers, adder_settings
 from .store import Store
 from .summary import robust_flags
@@ -200,10 +200,12 @@ def _asr(frame: pd.DataFrame) -> float:
 
 def counterpart(loaded: LoadedModel) -> str | None:
     """A zoo model of the other kind (conv for adder and back), same depth and AWN, with weights present."""
+    if loaded.arch.kind not in ("adder", "conv"):
+        return None
     want = "conv" if loaded.arch.kind == "adder" else "adder"
     for name, entry in load_zoo().items():
         spec = entry.spec
-        if spec.kind == want and spec.depth == loaded.arch.depth and spec.awn == loaded.arch.awn and entry.present():
+        if spec.kind == want and spec.family == loaded.arch.family and spec.awn == loaded.arch.awn and entry.present():
             if entry.sha256 and name != loaded.name:
                 return name
     return None
@@ -221,7 +223,7 @@ class _Runner:
 
 
 def run_checks(
-    model: str | LoadedModel,
+    model: Any,
     *,
     n: int = 200,
     eps: Any = "auto",
@@ -236,6 +238,7 @@ def run_checks(
     bn: str = "eval",
     grad: str = "both",
     seed: int = 0,
+    normalization: Normalization = None,
     progress: bool = True,
 ) -> CheckReport:
     """Run every check on a model; see the module docstring for what each one tests."""
@@ -243,10 +246,12 @@ def run_checks(
     settings.validate()
     auto = isinstance(eps, str) and eps.strip().lower() == "auto"
     eps_value = None if auto else make_config("pgd", eps=eps).eps
-    loaded = model if isinstance(model, LoadedModel) else resolve_model(model)
+    loaded = as_loaded(model, normalization=normalization)
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
     if len(dataset) < 2:  # batch independence needs two batch layouts; shares of one image say nothing
         raise UserError(f"check needs at least 2 test images, not {len(dataset)} (use --n 100 or more for evidence)")
+    fits(loaded, dataset)
+    announce(loaded)
     src_name = source or counterpart(loaded)
     src_reason = "" if src_name else "no counterpart model is available (pass --source)"
     if src_name:

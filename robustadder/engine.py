@@ -219,9 +219,12 @@ def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, d
     """The full configuration of a cell, as stored (``grad`` as :func:`effective_grad` makes it)."""
     resolved = settings.resolved()
     resolved["grad"] = effective_grad(loaded, attack, settings.grad)
+    model = {"name": loaded.name, "arch": loaded.arch.name, "weights_sha256": loaded.weights_sha256}
+    if loaded.meta.get("input_normalization"):  # a module's normalization is not in its weights, but changes results
+        model["normalization"] = loaded.meta["input_normalization"]
     return {
         "engine": ENGINE_VERSION,
-        "model": {"name": loaded.name, "arch": loaded.arch.name, "weights_sha256": loaded.weights_sha256},
+        "model": model,
         "attack": attack.to_json(),
         "settings": resolved,
         "data": {"source": data.source, "fingerprint": data_fingerprint(data), "n": len(data),

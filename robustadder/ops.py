@@ -81,7 +81,7 @@ def count_ops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> O
 
     def on_conv(layer: nn.Conv2d, inputs, out) -> None:
         k = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-        kind = "fc" if isinstance(model, CifarResNet) and layer is model.fc else "conv"
+        kind = "fc" if layer is classifier else "conv"
         add(kind, out.numel() * (k - 1 + (layer.bias is not None)), out.numel() * k)
 
     def on_linear(layer: nn.Linear, inputs, out) -> None:
@@ -97,6 +97,7 @@ def count_ops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> O
     def on_block(block: BasicBlock, inputs, out) -> None:
         add("residual", out.numel(), 0)
 
+    classifier = next((m for m in reversed(list(model.modules())) if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     handles = []
     for m in model.modules():
         hook = {Adder2d: on_adder, nn.Linear: on_linear, nn.AvgPool2d: on_pool, BasicBlock: on_block}.get(type(m))
@@ -106,7 +107,7 @@ def count_ops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> O
             hook = on_bn
         if hook is not None:
             handles.append(m.register_forward_hook(hook))
-    if isinstance(model, CifarResNet):
+    if isinstance(model, CifarResNet) or getattr(model, "normalized", False):
         n_in = int(torch.tensor(shape).prod())
         add("input_norm", n_in, n_in)
     was = model.training

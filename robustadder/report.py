@@ -345,13 +345,14 @@ def _layout(plan: ReportPlan, data: pd.DataFrame) -> tuple[list[str], list[str]]
 
 
 def _counterpart(plan: ReportPlan, model: str) -> str | None:
-    """The CNN of the same depth and AWN flag as an ANN model of the sweep, if the sweep has one."""
+    """The CNN of the same family (depth, for stores from before families) and AWN flag as an ANN model."""
     ann = plan.models.get(model)
     if ann is None or ann.info.get("kind") != "adder":
         return None
+    key = "family" if "family" in ann.info else "depth"
     for label, other in plan.models.items():
         o = other.info
-        if o.get("kind") == "conv" and o.get("depth") == ann.info.get("depth") and o.get("awn") == ann.info.get("awn"):
+        if o.get("kind") == "conv" and o.get(key) == ann.info.get(key) and o.get("awn") == ann.info.get("awn"):
             return label
     return None
 

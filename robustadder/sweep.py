@@ -52,6 +52,7 @@ from .distributed import context
 from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
+from .models.module import is_factory_ref
 from .nn import adder_layers
 from .store import Store
 
@@ -61,10 +62,12 @@ _TOP_KEYS = {"name", "description", "n", "models", "eps", "norm", "settings", "a
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model as a sweep names it: zoo name or path, and the label reports use."""
+    """A model as a sweep names it: zoo name, checkpoint path or factory (+ weights), and its label."""
 
     ref: str
     label: str
+    weights: str | None = None
+    normalization: str | None = None
 
 
 @dataclass
@@ -103,18 +106,35 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
         raise UserError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_TOP_KEYS))})")
     where = f"{path}"
     models = []
+
+    def local(p: str) -> str:  # paths in a sweep file are relative to the file
+        candidate = Path(os.path.expandvars(p)).expanduser()
+        return str(candidate if candidate.is_absolute() else (path.parent / candidate).resolve())
+
+    model_keys = {"ref", "label", "weights", "normalization"}
     for item in _as_list(raw.get("models", [])):
         if isinstance(item, str):
-            ref, label = item, None
-        elif isinstance(item, dict) and isinstance(item.get("ref"), str) and isinstance(item.get("label", ""), str):
-            ref, label = item["ref"], item.get("label")
-        else:
+            item = {"ref": item}
+        if not (isinstance(item, dict) and isinstance(item.get("ref"), str) and all(isinstance(v, str) for v in item.values())):
             raise UserError(f"{where}: each model is a zoo name, a path, or {{ref = ..., label = ...}}; got {item!r}")
+        if set(item) - model_keys:
+            raise UserError(f"{where}: model {item['ref']!r}: unknown key '{sorted(set(item) - model_keys)[0]}' "
+                            f"(known: {', '.join(sorted(model_keys))})")  # fmt: skip
+        ref, label, weights = item["ref"], item.get("label"), item.get("weights")
         expanded = os.path.expandvars(ref)
-        if os.sep in expanded or expanded.endswith((".pt", ".pth", ".tar")):
-            candidate = Path(expanded)
-            expanded = str(candidate if candidate.is_absolute() else (path.parent / candidate).resolve())
-        models.append(ModelRef(expanded, label or (Path(ref).stem if os.sep in ref or ref.endswith((".pt", ".pth")) else ref)))
+        target, _, attr = expanded.rpartition(":")
+        factory = bool(target) and attr.isidentifier() and (target.endswith(".py") or "/" in target or "." in target)
+        if factory:
+            if target.endswith(".py") or "/" in target:
+                expanded = f"{local(target)}:{attr}"
+            default = Path(weights).stem if weights else attr
+        else:
+            if weights or item.get("normalization"):
+                raise UserError(f"{where}: model {ref!r}: weights / normalization apply to a factory (FILE.py:fn)")
+            if os.sep in expanded or expanded.endswith((".pt", ".pth", ".tar")):
+                expanded = local(expanded)
+            default = Path(ref).stem if os.sep in ref or ref.endswith((".pt", ".pth")) else ref
+        models.append(ModelRef(expanded, label or default, local(weights) if weights else None, item.get("normalization")))
     if not models:
         raise UserError(f"{where}: 'models' lists no model")
     norm = raw.get("norm", "Linf")
@@ -230,10 +250,11 @@ def plan_sweep(config: SweepConfig, *, data: str | os.PathLike | ImageSet | None
     skipped: dict[str, str] = {}
     for m in config.models:
         try:
-            models[m.label] = resolve_model(m.ref)
+            models[m.label] = resolve_model(m.ref, weights=m.weights, normalization=m.normalization)
             models[m.label].name = m.label
         except UserError as exc:
-            if str(exc).startswith("unknown model"):  # a typo, not weights that cannot be had: stop here
+            # a typo or the user's own code failing, not weights that cannot be had: stop here
+            if str(exc).startswith("unknown model") or is_factory_ref(m.ref):
                 raise UserError(f"{config.path}: {exc}") from None
             skipped[m.label] = str(exc)
     cells = []
@@ -270,7 +291,7 @@ def model_info(loaded: LoadedModel) -> dict[str, Any]:
     from .ops import count_ops
 
     arch = loaded.arch
-    info: dict[str, Any] = {"arch": arch.name, "kind": arch.kind, "depth": arch.depth, "awn": arch.awn,
+    info: dict[str, Any] = {"arch": arch.name, "family": arch.family, "kind": arch.kind, "depth": arch.depth, "awn": arch.awn,
                             "variant": arch.variant, "num_classes": arch.num_classes}  # fmt: skip
     try:
         counts = count_ops(loaded.model)

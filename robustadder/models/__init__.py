@@ -1,7 +1,9 @@
 """Architectures, checkpoint I/O and the model zoo."""
 
 from .checkpoint import LoadedModel, load_checkpoint, save_checkpoint, weights_sha256
+from .module import InputAdapter, Normalization, announce, as_loaded, check_fits, conversion_note, from_module, load_factory
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
+from .spec import ModelSpec, describe
 from .zoo import ZooEntry, count_parameters, load_zoo, resolve_model
 
 __all__ = [
@@ -10,10 +12,20 @@ __all__ = [
     "CIFAR10_STD",
     "ArchSpec",
     "CifarResNet",
+    "InputAdapter",
     "LoadedModel",
+    "ModelSpec",
+    "Normalization",
     "ZooEntry",
+    "announce",
+    "as_loaded",
+    "check_fits",
+    "conversion_note",
     "count_parameters",
     "create_model",
+    "describe",
+    "from_module",
+    "load_factory",
     "load_checkpoint",
     "load_zoo",
     "resolve_model",

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
+from .spec import ModelSpec
 
 FORMAT_TAG = "robustadder-checkpoint"
 FORMAT_VERSION = 1
@@ -43,9 +44,9 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 class LoadedModel:
     """A model ready for evaluation, with what is known about where it came from."""
 
-    model: CifarResNet
+    model: nn.Module
     name: str
-    arch: ArchSpec
+    arch: ArchSpec | ModelSpec
     weights_sha256: str
     source: str
     meta: dict[str, Any] = field(default_factory=dict)

@@ -91,6 +91,16 @@ class ArchSpec:
         """Human label of the variant, e.g. ``ANN+AWN``."""
         return ("ANN" if self.kind == "adder" else "CNN") + ("+AWN" if self.awn else "")
 
+    @property
+    def family(self) -> str:
+        """Architecture family without the layer kind, e.g. ``resnet20`` (what counterparts share)."""
+        return f"resnet{self.depth}"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the registry's models take."""
+        return (3, 32, 32)
+
 
 class CifarResNet(nn.Module):
     """CIFAR ResNet with the official AdderNet structure; takes [0, 1] images, returns logits."""

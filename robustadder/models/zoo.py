@@ -16,6 +16,7 @@ from .._compat import tomllib
 from ..errors import UserError
 from ..fetch import download, file_digest, weights_dir
 from .checkpoint import LoadedModel, load_checkpoint, parse_arch
+from .module import Normalization, is_factory_ref, load_factory
 from .resnet import ArchSpec, create_model
 
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "zoo.toml"
@@ -125,9 +126,26 @@ def count_parameters(arch: str) -> int:
     return sum(p.numel() for p in create_model(arch).parameters())
 
 
-def resolve_model(name_or_path: str, arch: str | None = None) -> LoadedModel:
-    """A zoo name or a checkpoint path → a loaded model (the one entry point the CLI uses)."""
+def resolve_model(
+    name_or_path: str,
+    arch: str | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    normalization: Normalization = None,
+) -> LoadedModel:
+    """A zoo name, a checkpoint path or a factory (``FILE.py:fn``, ``pkg.mod:fn``) → a loaded model.
+
+    The one entry point the CLI and sweep files use. ``weights`` and ``normalization`` apply to factories
+    only (a zoo model or checkpoint carries its own); given for anything else they are an error rather
+    than silently ignored.
+    """
     zoo = load_zoo()
+    if name_or_path not in zoo and is_factory_ref(name_or_path):
+        if arch:
+            raise UserError("--arch applies to checkpoint files, not to a model factory")
+        return load_factory(name_or_path, weights=weights, normalization=normalization)
+    if weights is not None or normalization is not None:
+        raise UserError(f"--weights and --normalization apply to a model factory (FILE.py:fn), not to '{name_or_path}'")
     if name_or_path in zoo:
         if arch:
             raise UserError(f"--arch applies to checkpoint files, not to zoo model '{name_or_path}'")

@@ -13,6 +13,7 @@ from .adder import (
 )
 from .awn import AWN_EPS, AWNConv2d, awn_weight
 from .conv import set_deterministic_convs
+from .convert import Converted, convert, is_foreign_adder
 
 __all__ = [
     "AWN_EPS",
@@ -20,11 +21,14 @@ __all__ = [
     "AWNConv2d",
     "Adder2d",
     "AdderFunction",
+    "Converted",
     "adaptive_scale",
     "adder2d",
     "adder_layers",
     "adder_settings",
     "awn_weight",
+    "convert",
+    "is_foreign_adder",
     "set_backend",
     "set_deterministic_convs",
     "set_grad_mode",

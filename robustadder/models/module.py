@@ -1,0 +1,307 @@
+"""Any ``nn.Module`` as a model the product can evaluate: conversion, input convention, identity.
+
+Every model the engine sees takes images in [0, 1] and returns logits, and knows its input shape (for the
+cost estimate and the operation counts). A user's module is put behind that convention by
+:class:`InputAdapter` — the normalization (mean, std) it was trained with happens inside, so attacks still
+measure eps in pixel space. Foreign adder layers are converted first (:func:`robustadder.nn.convert`), so
+the fast kernels and both gradient modes apply, and the conversion is reported, never silent.
+
+Factories: ``FILE.py:factory`` imports the user's own Python file (it runs as code, like any script the
+user runs) and ``package.module:factory`` imports an installed module; the factory is called without
+arguments and must return an ``nn.Module``. Weights are read with ``weights_only=True`` like every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+from ..nn import convert
+from .checkpoint import LoadedModel, check_finite, read_checkpoint_file, unwrap, weights_sha256
+from .resnet import CIFAR10_MEAN, CIFAR10_STD
+from .spec import describe
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "none": None,
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+Normalization = str | tuple[Sequence[float], Sequence[float]] | None
+
+
+def parse_normalization(value: Normalization, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``None`` / a preset name / ``"m,m,m:s,s,s"`` / ``(mean, std)`` → per-channel (mean, std) or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in NORMALIZATIONS:
+            pair = NORMALIZATIONS[key]
+        elif ":" in key:
+            mean_s, _, std_s = key.partition(":")
+            try:
+                pair = (tuple(float(v) for v in mean_s.split(",")), tuple(float(v) for v in std_s.split(",")))
+            except ValueError:
+                raise UserError(f"normalization '{value}' is not 'MEAN,...:STD,...' (numbers)") from None
+        else:
+            raise UserError(f"unknown normalization '{value}': use {', '.join(NORMALIZATIONS)} or 'MEAN,...:STD,...'")
+    else:
+        try:
+            mean, std = value
+            pair = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        except (TypeError, ValueError):
+            raise UserError(f"normalization must be (mean, std) sequences, not {value!r}") from None
+    if pair is None:
+        return None
+    mean, std = pair
+    if len(mean) == 1:
+        mean, std = mean * channels, std * channels if len(std) == 1 else std
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(f"normalization has {len(mean)} means and {len(std)} stds for {channels} input channels")
+    if any(s <= 0 for s in std):
+        raise UserError("normalization std values must be positive")
+    return tuple(mean), tuple(std)
+
+
+class InputAdapter(nn.Module):
+    """A user's module behind the product's input convention: [0, 1] images in, logits (N, K) out."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int], normalization=None) -> None:
+        super().__init__()
+        self.model = model
+        self._input_shape = tuple(int(v) for v in input_shape)
+        self.normalized = normalization is not None
+        mean, std = normalization if normalization is not None else ((0.0,) * self._input_shape[0], (1.0,) * self._input_shape[0])
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the images the model takes."""
+        return self._input_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalized:
+            x = (x - self.input_mean) / self.input_std
+        out = self.model(x)
+        if not isinstance(out, torch.Tensor):  # e.g. torchvision's InceptionOutputs / HF outputs
+            out = getattr(out, "logits", out[0] if isinstance(out, (tuple, list)) else out)
+        return out.flatten(1)
+
+
+def _probe(adapter: InputAdapter, source: str) -> int:
+    """Run two blank images through the model: it must work at this input shape and return (2, K) logits."""
+    param = next(iter(adapter.parameters()), None)
+    x = torch.zeros(2, *adapter.input_shape, dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu")  # fmt: skip
+    was = adapter.training
+    adapter.eval()
+    try:
+        with torch.no_grad():
+            out = adapter(x)
+    except Exception as exc:
+        reason = str(exc).split("\n")[0][:200] or type(exc).__name__
+        raise UserError(f"{source} fails on inputs of shape {tuple(x.shape[1:])}: {type(exc).__name__}: {reason}") from None
+    finally:
+        adapter.train(was)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"{source} returns {shape} for 2 images; a classifier returns logits (N, classes)")
+    return int(out.shape[1])
+
+
+def from_module(
+    model: nn.Module,
+    *,
+    normalization: Normalization = None,
+    input_shape: Sequence[int] = (3, 32, 32),
+    name: str | None = None,
+    arch: str | None = None,
+    source: str = "memory",
+) -> LoadedModel:
+    """Wrap any ``nn.Module`` as an evaluation-ready :class:`LoadedModel`.
+
+    ``normalization``: ``(mean, std)``, a preset (``cifar10``, ``imagenet``) or None for a model that takes
+    [0, 1] inputs itself. Foreign adder layers are converted in place (listed in ``meta['converted']``);
+    the weights' sha256 is that of the module's own state dict, so the same weights saved to a file and
+    loaded again have the same identity.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if not isinstance(model, nn.Module):
+        raise UserError(f"a model must be an nn.Module, a zoo name or a checkpoint path, not {type(model).__name__}")
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"input_shape must be (channels, height, width), not {tuple(input_shape)}")
+    converted = convert(model)
+    norm = parse_normalization(normalization, shape[0])
+    adapter = InputAdapter(model, shape, norm)
+    label = name or type(model).__name__
+    classes = _probe(adapter, f"model {label}")
+    state = model.state_dict()
+    check_finite(state, f"model {label}")
+    digest = weights_sha256(state)
+    meta: dict[str, Any] = {"converted": [c.name for c in converted], "converted_from": sorted({c.was for c in converted})}
+    if norm is not None:
+        meta["input_normalization"] = {"mean": list(norm[0]), "std": list(norm[1])}
+    spec = describe(adapter, arch or type(model).__name__, arch or type(model).__name__, classes, shape)
+    adapter.eval()
+    return LoadedModel(adapter, label, spec, digest, source, meta)
+
+
+def conversion_note(loaded: LoadedModel) -> str | None:
+    """One line saying which layers were converted, for the CLI and API to print (None: nothing converted)."""
+    names = loaded.meta.get("converted") or []
+    if not names:
+        return None
+    kinds = ", ".join(loaded.meta.get("converted_from") or [])
+    return f"{loaded.name}: converted {len(names)} adder layer(s) ({kinds}) to robustadder's Adder2d (same weights and outputs)"
+
+
+# -- factories ------------------------------------------------------------------------------------------
+def is_factory_ref(ref: str) -> bool:
+    """``FILE.py:factory`` or ``package.module:factory`` (not a Windows drive, not an existing file)."""
+    target, sep, attr = ref.rpartition(":")
+    return bool(sep and target and attr.isidentifier() and not Path(ref).exists())
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception from the user's own code as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    key = "robustadder_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(key, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"{path} cannot be imported as Python (is it a .py file?)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module  # dataclasses and pickling look classes up by module name
+    sys.path.insert(0, str(path.resolve().parent))  # the file's own sibling imports (e.g. 'import adder')
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(key, None)
+        raise UserError(
+            f"importing {path.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def load_factory(
+    ref: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    normalization: Normalization = None,
+    input_shape: Sequence[int] = (3, 32, 32),
+    name: str | None = None,
+) -> LoadedModel:
+    """``FILE.py:factory`` / ``package.module:factory`` [+ weights] → a :class:`LoadedModel`."""
+    target, _, attr = ref.rpartition(":")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        module = _import_file(Path(target).expanduser())
+        where = Path(target).name
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UserError(f"cannot import module '{target}': {exc}") from None
+        where = target
+    factory: Callable[[], Any] | None = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"{where} has no callable '{attr}' (the factory that builds the model)")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise UserError(
+            f"{where}:{attr}() failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{where}:{attr}() returned {type(model).__name__}, not an nn.Module")
+    source = f"{where}:{attr}"
+    if weights is not None:
+        path = Path(weights).expanduser()
+        state, _meta = unwrap(read_checkpoint_file(path), str(path))
+        check_finite(state, str(path))
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches: torch lists them all, one per line
+            detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+            raise UserError(f"{path.name} does not fit {source}: {detail}") from None
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or result.unexpected_keys:
+            parts = [f"missing {len(missing)} keys (e.g. '{missing[0]}')"] if missing else []
+            if result.unexpected_keys:
+                parts.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. '{result.unexpected_keys[0]}')")
+            raise UserError(f"{path.name} does not fit {source}: {', '.join(parts)}")
+        source = f"{source} + {path.name}"
+    label = name or (Path(weights).stem if weights is not None else attr)
+    loaded = from_module(
+        model, normalization=normalization, input_shape=input_shape, name=label, arch=f"{where}:{attr}", source=source
+    )
+    return loaded
+
+
+def as_loaded(
+    model: Any,
+    *,
+    arch: str | None = None,
+    weights: str | os.PathLike | None = None,
+    normalization: Normalization = None,
+) -> LoadedModel:
+    """What every entry point accepts as a model, loaded.
+
+    A zoo name, a checkpoint path, a factory, an ``nn.Module`` or a :class:`LoadedModel`. Converted adder
+    layers are announced by :func:`announce` once the inputs have been validated, so that an error stays
+    the only line on stderr.
+    """
+    from .zoo import resolve_model
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, nn.Module):
+        if arch or weights is not None:
+            raise UserError("arch and weights apply to files; load the weights into the nn.Module yourself")
+        loaded = from_module(model, normalization=normalization)
+    elif isinstance(model, (str, os.PathLike)):
+        loaded = resolve_model(str(model), arch=arch, weights=weights, normalization=normalization)
+    else:
+        raise UserError(f"a model is a zoo name, a checkpoint path, FILE.py:factory or an nn.Module, not {type(model).__name__}")
+    return loaded
+
+
+def announce(loaded: LoadedModel) -> None:
+    """Say on stderr, once per loaded model, which adder layers were converted."""
+    note = conversion_note(loaded)
+    if note and not loaded.meta.get("announced"):
+        print(note, file=sys.stderr)
+        loaded.meta["announced"] = True
+
+
+def check_fits(loaded: LoadedModel, image_shape: Sequence[int], num_classes: int, labels_max: int, data: str) -> None:
+    """A model must take the data's images and predict at least its classes: one line otherwise."""
+    want = tuple(getattr(loaded.model, "input_shape", image_shape))
+    if tuple(image_shape) != want:
+        raise UserError(f"{loaded.name} takes images of shape {want}, but {data} has {tuple(image_shape)}")
+    classes = int(loaded.arch.num_classes)
+    if classes != num_classes or labels_max >= classes:
+        raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has {num_classes}")
