@@ -464,12 +464,16 @@ def _fmt_duration(seconds: float) -> str:
 def sweep_cmd(config, dry_run, n, store, data, force) -> None:
     """Run every missing cell of a sweep grid (models x attacks x eps x settings x seeds).
 
-    Under torchrun the ranks share every cell's batches (one process per core or GPU); rank 0 reports.
+    CONFIG is a sweep file or the name of a shipped preset (paper, eps, settings, smoke). Under torchrun the
+    ranks share every cell's batches (one process per core or GPU); rank 0 reports.
     """
     from . import distributed
+    from .report import PRESETS, preset_path
     from .store import Store
     from .sweep import distinct_cells, estimate, load_sweep, plan_sweep, run_sweep
 
+    if not Path(config).exists() and config in PRESETS:
+        config = str(preset_path(config))
     cfg = load_sweep(config)
     devices = {s.device for s in cfg.settings}
     dist = distributed.init(devices.pop() if len(devices) == 1 else "cpu")

@@ -37,12 +37,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
+from .resources import presets_dir
 from .store import Store
 from .summary import CONFIDENCE, proportion_interval, robust_flags, worst_case_accuracy
 from .sweep import SETTING_KEYS, PlannedCell, SweepConfig, SweepPlan, attack_key, load_sweep, settings_key
 
 PRESETS = {"paper": "paper.toml", "eps": "eps-sweep.toml", "settings": "settings.toml", "smoke": "smoke.toml"}
-PRESET_DIR = Path(__file__).resolve().parents[1] / "attacks"
+PRESET_DIR = presets_dir()
 WORST = "Worst case"
 FORMATS = ("csv", "latex", "md", "html")
 DEFAULT_LAYOUT = {"rows": ["model"], "columns": ["attack"]}

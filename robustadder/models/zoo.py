@@ -15,11 +15,12 @@ from typing import Any
 from .._compat import tomllib
 from ..errors import UserError
 from ..fetch import download, file_digest, weights_dir
+from ..resources import zoo_dir
 from .checkpoint import LoadedModel, load_checkpoint, parse_arch
 from .module import Normalization, is_factory_ref, load_factory
 from .resnet import ArchSpec, create_model
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "zoo.toml"
+DEFAULT_MANIFEST = zoo_dir() / "zoo.toml"
 
 
 def manifest_path() -> Path:
@@ -76,6 +77,8 @@ class ZooEntry:
                 "delete the file and rerun to fetch it again"
                 if self.url
                 else f"it ships with the project: restore it (git checkout -- models/{self.path})"
+                if self.manifest_dir.name == "models"
+                else "it ships with robustadder: reinstall the package"
             )
             raise UserError(f"zoo model '{self.name}': {path} has sha256 {got[:12]}…, expected {self.sha256[:12]}…; {fix}")
         return path
