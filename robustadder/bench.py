@@ -382,6 +382,36 @@ def end_to_end_rows(
     return rows
 
 
+def imagenet_rows(batch_size: int = 8, backend: str = "auto", device: str = "cpu", repeats: int = 3) -> list[dict]:
+    """Forward of the ImageNet ResNet-50 AdderNet vs the conv ResNet-50 of the same shape (224×224, random).
+
+    The architecture a researcher brings from the AdderNet paper's ImageNet table: 25.6 M parameters, every
+    block and shortcut layer an adder. Untrained weights (speed does not depend on them).
+    """
+    from .models.registry import REGISTRY
+
+    dev = torch.device(device)
+    x = torch.rand(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
+    models = {}
+    for kind in ("adder", "conv"):
+        m = REGISTRY[f"resnet50_{kind}_imagenet"].factory().to(dev).eval()
+        set_backend(m, backend)
+        models[kind] = m
+
+    def forward(kind: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                models[kind](x)
+
+        return run
+
+    with tf32(False):
+        ann, cnn = _time_pair(forward("adder"), forward("conv"), dev, repeats, 300.0)
+    return [{"layer": "resnet50 imagenet end-to-end", "op": f"forward, batch {batch_size}, 224x224",
+             "backend": get_backend(backend, dev).name, "ms": round(ann, 2), "conv_ms": round(cnn, 2),
+             "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}]  # fmt: skip
+
+
 def compare_cost_rows(
     models: list[str],
     n: int = 100,

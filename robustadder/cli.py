@@ -360,8 +360,10 @@ def bench_cmd() -> None:
 )
 @click.option("--repeats", type=int, default=9, show_default=True, help="Timed repeats of fast ops (median).")
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 for the end-to-end rows.")
+@click.option("--imagenet/--no-imagenet", default=True, show_default=True,
+              help="Also time an ImageNet ResNet-50 AdderNet forward (batch 8) against the conv ResNet-50.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows on stdout.")
-def bench_kernels(batch_size, device, backends, repeats, data, as_json) -> None:
+def bench_kernels(batch_size, device, backends, repeats, data, imagenet, as_json) -> None:
     """Adder backends vs F.conv2d on every ResNet-20 adder-layer shape, plus end-to-end rows."""
     import torch
 
@@ -378,6 +380,8 @@ def bench_kernels(batch_size, device, backends, repeats, data, as_json) -> None:
         rows += bench.compile_rows()
     # a GPU evaluates the whole test set in about the time a CPU takes for a tenth of it
     rows += bench.end_to_end_rows(10000 if on_gpu else 1000, batch_size, fast, device, data)
+    if imagenet:
+        rows += bench.imagenet_rows(8, fast, device)
     if as_json:
         click.echo(json.dumps({"machine": bench.machine_info(device), "batch_size": batch_size, "rows": rows}))
         return

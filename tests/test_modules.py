@@ -343,3 +343,63 @@ def test_cli_compare_a_factory_with_a_zoo_model(user_file, tmp_path):
     rows = json.loads(out)["models"]
     assert {r["model"] for r in rows} == {"make", "cnn20"}
     assert "make: converted 2 adder layer(s)" in err
+
+
+# -- the architecture registry ----------------------------------------------------------------------------
+def test_registry_holds_every_architecture_with_its_description():
+    from robustadder.models.registry import REGISTRY, register_model
+
+    assert {f"resnet{d}_{k}{a}" for d in (20, 32, 56) for k in ("adder", "conv") for a in ("", "_awn")} <= set(REGISTRY)
+    assert {"vgg_small_adder", "vgg_small_conv", "resnet18_adder_imagenet", "resnet50_adder_imagenet"} <= set(REGISTRY)
+    r50 = REGISTRY["resnet50_adder_imagenet"]
+    assert (r50.num_classes, r50.input_shape, r50.kind) == (1000, (3, 224, 224), "adder")
+    assert model_kind(r50.factory()) == "adder" and model_kind(REGISTRY["vgg_small_adder"].factory()) == "adder"
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("vgg_small_adder", family="x", kind="adder")(lambda: None)
+
+
+def test_official_imagenet_resnet50_checkpoint_loads_by_path(tmp_path):
+    """The official release's layout: DataParallel 'module.' keys, legacy serialization, official key names."""
+    from robustadder.models import load_checkpoint
+    from robustadder.models.registry import REGISTRY
+
+    torch.manual_seed(0)
+    net = REGISTRY["resnet50_adder_imagenet"].factory().eval()
+    state = net.state_dict()
+    official_keys = ["conv1.weight", "layer1.0.conv1.adder", "layer1.0.conv3.adder", "layer1.0.downsample.0.adder",
+                     "layer4.2.conv3.adder", "layer3.5.bn3.running_var", "fc.weight", "fc.bias", "bn2.running_mean"]  # fmt: skip
+    assert set(official_keys) <= set(state) and len([k for k in state if k.endswith(".adder")]) == 52
+    path = tmp_path / "ResNet50-AdderNet.pth"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path, _use_new_zipfile_serialization=False)
+    loaded = load_checkpoint(path)
+    assert loaded.arch.name == "resnet50_adder_imagenet" and loaded.arch.family == "resnet50_imagenet"
+    assert (loaded.arch.num_classes, loaded.model.input_shape, loaded.arch.variant) == (1000, (3, 224, 224), "ANN")
+    x = torch.rand(1, 3, 64, 64)  # adaptive pooling: a small image keeps the test fast
+    mean, std = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), net((x - mean) / std), rtol=1e-5, atol=1e-4)
+    # CIFAR images do not fit an ImageNet model: one line before any work
+    cifar = ImageSet(np.zeros((2, 32, 32, 3), np.uint8), np.zeros(2, np.int64), np.arange(2), "cifar")
+    with pytest.raises(UserError, match=r"takes images of shape \(3, 224, 224\)"):
+        evaluate(loaded, "none", data=cifar, progress=False)
+
+
+def test_registry_names_with_weights_and_errors(tmp_path):
+    from robustadder.models import resolve_model
+    from robustadder.models.registry import REGISTRY
+
+    net = REGISTRY["vgg_small_adder"].factory(num_classes=10)
+    torch.save(net.state_dict(), tmp_path / "vgg.pt")
+    loaded = resolve_model("vgg_small_adder", weights=tmp_path / "vgg.pt")
+    assert loaded.arch.name == "vgg_small_adder" and loaded.arch.kind == "adder" and loaded.arch.num_classes == 10
+    assert load_checkpoint_arch(tmp_path / "vgg.pt") == "vgg_small_adder"  # inferred from the keys alone
+    with pytest.raises(UserError, match="needs its trained weights"):
+        resolve_model("vgg_small_adder")
+    with pytest.raises(UserError, match="does not fit architecture resnet18_adder_imagenet"):
+        resolve_model("resnet18_adder_imagenet", weights=tmp_path / "vgg.pt")
+
+
+def load_checkpoint_arch(path):
+    from robustadder.models import load_checkpoint
+
+    return load_checkpoint(path).arch.name

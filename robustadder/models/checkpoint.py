@@ -123,7 +123,9 @@ def infer_arch(state: Mapping[str, torch.Tensor], source: str) -> ArchSpec:
 def parse_arch(name: str) -> ArchSpec:
     """ArchSpec from a registry name given by a user (``--arch``)."""
     if name not in ARCHITECTURES:
-        raise UserError(f"unknown architecture '{name}': choose one of {', '.join(ARCHITECTURES)}")
+        from .registry import REGISTRY
+
+        raise UserError(f"unknown architecture '{name}': choose one of {', '.join(REGISTRY)}")
     return ARCHITECTURES[name]
 
 
@@ -190,6 +192,18 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str 
     recorded = meta.get("weights_sha256")
     if recorded and recorded != digest:
         raise UserError(f"{source}: weights do not match the sha256 recorded in its metadata; the file is corrupt")
+    from .registry import REGISTRY, infer_registered
+
+    registered = arch if arch in REGISTRY and arch not in ARCHITECTURES else None
+    if not arch and meta.get("arch") not in ARCHITECTURES:
+        registered = meta.get("arch") if meta.get("arch") in REGISTRY else infer_registered(state)
+    if registered:
+        from .module import load_registered
+
+        loaded = load_registered(state, registered, source, name or Path(path).name)
+        loaded.meta.update(meta)
+        loaded.weights_sha256 = digest  # of the file's tensors, as for every checkpoint
+        return loaded
     if arch:
         spec = parse_arch(arch)
         if "fc.weight" in state:  # --arch names the structure; the classifier says how many classes

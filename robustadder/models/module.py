@@ -131,6 +131,8 @@ def from_module(
     input_shape: Sequence[int] = (3, 32, 32),
     name: str | None = None,
     arch: str | None = None,
+    family: str | None = None,
+    num_classes: int | None = None,
     source: str = "memory",
 ) -> LoadedModel:
     """Wrap any ``nn.Module`` as an evaluation-ready :class:`LoadedModel`.
@@ -151,14 +153,14 @@ def from_module(
     norm = parse_normalization(normalization, shape[0])
     adapter = InputAdapter(model, shape, norm)
     label = name or type(model).__name__
-    classes = _probe(adapter, f"model {label}")
+    classes = num_classes or _probe(adapter, f"model {label}")  # a registered architecture's classes are known
     state = model.state_dict()
     check_finite(state, f"model {label}")
     digest = weights_sha256(state)
     meta: dict[str, Any] = {"converted": [c.name for c in converted], "converted_from": sorted({c.was for c in converted})}
     if norm is not None:
         meta["input_normalization"] = {"mean": list(norm[0]), "std": list(norm[1])}
-    spec = describe(adapter, arch or type(model).__name__, arch or type(model).__name__, classes, shape)
+    spec = describe(adapter, arch or type(model).__name__, family or arch or type(model).__name__, classes, shape)
     adapter.eval()
     return LoadedModel(adapter, label, spec, digest, source, meta)
 
@@ -305,3 +307,30 @@ def check_fits(loaded: LoadedModel, image_shape: Sequence[int], num_classes: int
     classes = int(loaded.arch.num_classes)
     if classes != num_classes or labels_max >= classes:
         raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has {num_classes}")
+
+
+def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name: str) -> LoadedModel:
+    """Weights of a registered architecture (VGG-small, ImageNet ResNets, ...) → a loaded model.
+
+    Built from the registry with the classes of the weights' classifier, loaded strictly, wrapped with the
+    architecture's input shape and training normalization.
+    """
+    from .registry import REGISTRY
+
+    entry = REGISTRY[arch]
+    classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else entry.num_classes
+    model = entry.factory(num_classes=classes)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"missing {len(missing)} keys (e.g. '{missing[0]}')"] if missing else []
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. '{unexpected[0]}')")
+        if wrong:
+            parts.append(f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}")
+        raise UserError(f"{source} does not fit architecture {arch}: {', '.join(parts)}; check --arch")
+    model.load_state_dict({k: state.get(k, expected[k]) for k in expected}, strict=True)
+    return from_module(model, normalization=(entry.mean, entry.std), input_shape=entry.input_shape, name=name, arch=arch,
+                       family=entry.family, num_classes=classes, source=source)  # fmt: skip

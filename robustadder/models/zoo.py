@@ -147,8 +147,19 @@ def resolve_model(
         if arch:
             raise UserError("--arch applies to checkpoint files, not to a model factory")
         return load_factory(name_or_path, weights=weights, normalization=normalization)
+    from .registry import REGISTRY
+
+    if name_or_path in REGISTRY and name_or_path not in zoo and not Path(name_or_path).exists():
+        if weights is None:
+            raise UserError(f"architecture '{name_or_path}' needs its trained weights: --weights FILE")
+        if normalization is not None or arch:
+            raise UserError(
+                f"architecture '{name_or_path}' carries its own normalization and structure; drop --normalization / --arch"
+            )
+        return load_checkpoint(Path(weights).expanduser(), arch=name_or_path)
     if weights is not None or normalization is not None:
-        raise UserError(f"--weights and --normalization apply to a model factory (FILE.py:fn), not to '{name_or_path}'")
+        raise UserError(f"--weights and --normalization apply to a model factory (FILE.py:fn) or an architecture name, "
+                        f"not to '{name_or_path}'")  # fmt: skip
     if name_or_path in zoo:
         if arch:
             raise UserError(f"--arch applies to checkpoint files, not to zoo model '{name_or_path}'")
