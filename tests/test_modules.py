@@ -403,3 +403,14 @@ def load_checkpoint_arch(path):
     from robustadder.models import load_checkpoint
 
     return load_checkpoint(path).arch.name
+
+
+def test_evaluating_a_module_leaves_the_callers_object_untouched(user_file):
+    mod = _own(user_file)
+    model = mod.make().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = _data(from_module(mod.make()).model, n=4)
+    evaluate(model, ["none", "fgsm"], eps="2/255", data=data, store=str(user_file.parent / "s.sqlite"), progress=False)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert type(model.block[0]).__name__ == "adder2d"  # not converted under the caller's feet
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

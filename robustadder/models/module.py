@@ -14,6 +14,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import importlib.util
@@ -138,7 +139,9 @@ def from_module(
     """Wrap any ``nn.Module`` as an evaluation-ready :class:`LoadedModel`.
 
     ``normalization``: ``(mean, std)``, a preset (``cifar10``, ``imagenet``) or None for a model that takes
-    [0, 1] inputs itself. Foreign adder layers are converted in place (listed in ``meta['converted']``);
+    [0, 1] inputs itself. The module is copied first: evaluating freezes parameters, sets eval mode and
+    converts foreign adder layers (listed in ``meta['converted']``), and none of that may happen to the
+    object the caller goes on training or using;
     the weights' sha256 is that of the module's own state dict, so the same weights saved to a file and
     loaded again have the same identity.
     """
@@ -149,6 +152,7 @@ def from_module(
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"input_shape must be (channels, height, width), not {tuple(input_shape)}")
+    model = copy.deepcopy(model)
     converted = convert(model)
     norm = parse_normalization(normalization, shape[0])
     adapter = InputAdapter(model, shape, norm)
