@@ -414,3 +414,12 @@ def test_evaluating_a_module_leaves_the_callers_object_untouched(user_file):
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert type(model.block[0]).__name__ == "adder2d"  # not converted under the caller's feet
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_user_code_that_fails_is_one_line(tmp_path):
+    (tmp_path / "broken.py").write_text("x = 1 / 0\n")
+    (tmp_path / "raising.py").write_text("def make():\n    raise RuntimeError('no GPU here\\nsecond line')\n")
+    with pytest.raises(UserError, match=r"^importing broken.py failed: ZeroDivisionError: division by zero$"):
+        load_factory(f"{tmp_path}/broken.py:make")
+    with pytest.raises(UserError, match=r"^raising.py:make\(\) failed: RuntimeError: no GPU here$"):
+        load_factory(f"{tmp_path}/raising.py:make")

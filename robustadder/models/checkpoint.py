@@ -161,25 +161,28 @@ def build_model(
     if len(mean) != channels:  # e.g. a grayscale model without metadata: channel-averaged CIFAR statistics
         mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
     model = CifarResNet(spec.depth, spec.kind, spec.awn, num_classes=spec.num_classes, mean=mean, std=std, in_channels=channels)
+    load_strictly(model, state, f"{source} does not fit architecture {spec.name}")
+    return model
+
+
+def load_strictly(model: nn.Module, state: Mapping[str, torch.Tensor], what: str, hint: str = "check --arch") -> None:
+    """Load ``state`` into ``model`` with every key and shape matching, else one line starting with ``what``.
+
+    Very old checkpoints (torch < 0.4.1) lack ``num_batches_tracked``; it does not affect inference and is
+    the one key allowed to be missing.
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. '{missing[0]}')")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. '{unexpected[0]}')")
-        raise UserError(f"{source} does not fit architecture {spec.name}: {', '.join(parts)}; check --arch")
-    for key, t in state.items():
-        if tuple(t.shape) != tuple(expected[key].shape):
-            raise UserError(
-                f"{source}: '{key}' has shape {tuple(t.shape)} but {spec.name} expects {tuple(expected[key].shape)}; check --arch"
-            )
-    # very old checkpoints (torch < 0.4.1) lack num_batches_tracked; it does not affect inference
-    full = {k: state.get(k, expected[k]) for k in expected}
-    model.load_state_dict(full, strict=True)
-    return model
+    wrong = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = [f"missing {len(missing)} keys (e.g. '{missing[0]}')"] if missing else []
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. '{unexpected[0]}')")
+    if wrong:
+        parts.append(f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}")
+    if parts:
+        raise UserError(f"{what}: {', '.join(parts)}" + (f"; {hint}" if hint else ""))
+    model.load_state_dict({k: state.get(k, expected[k]) for k in expected}, strict=True)
 
 
 def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str | None = None) -> LoadedModel:
@@ -283,6 +286,7 @@ __all__ = [
     "check_finite",
     "create_model",
     "infer_arch",
+    "load_strictly",
     "load_checkpoint",
     "read_checkpoint_file",
     "save_checkpoint",

@@ -29,12 +29,10 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..nn import convert
-from .checkpoint import LoadedModel, check_finite, read_checkpoint_file, unwrap, weights_sha256
-from .resnet import CIFAR10_MEAN, CIFAR10_STD
+from .checkpoint import LoadedModel, check_finite, load_strictly, read_checkpoint_file, unwrap, weights_sha256
+from .resnet import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .spec import describe
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "none": None,
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
@@ -205,9 +203,7 @@ def _import_file(path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(key, None)
-        raise UserError(
-            f"importing {path.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise UserError(f"importing {path.name} failed: {_one_line(exc)}") from None
     finally:
         sys.path.remove(str(path.resolve().parent))
     return module
@@ -238,9 +234,7 @@ def load_factory(
     try:
         model = factory()
     except Exception as exc:
-        raise UserError(
-            f"{where}:{attr}() failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        raise UserError(f"{where}:{attr}() failed: {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{where}:{attr}() returned {type(model).__name__}, not an nn.Module")
     source = f"{where}:{attr}"
@@ -248,17 +242,7 @@ def load_factory(
         path = Path(weights).expanduser()
         state, _meta = unwrap(read_checkpoint_file(path), str(path))
         check_finite(state, str(path))
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches: torch lists them all, one per line
-            detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
-            raise UserError(f"{path.name} does not fit {source}: {detail}") from None
-        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-        if missing or result.unexpected_keys:
-            parts = [f"missing {len(missing)} keys (e.g. '{missing[0]}')"] if missing else []
-            if result.unexpected_keys:
-                parts.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. '{result.unexpected_keys[0]}')")
-            raise UserError(f"{path.name} does not fit {source}: {', '.join(parts)}")
+        load_strictly(model, state, f"{path.name} does not fit {source}", hint="")
         source = f"{source} + {path.name}"
     label = name or (Path(weights).stem if weights is not None else attr)
     loaded = from_module(
@@ -324,17 +308,6 @@ def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name
     entry = REGISTRY[arch]
     classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else entry.num_classes
     model = entry.factory(num_classes=classes)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"missing {len(missing)} keys (e.g. '{missing[0]}')"] if missing else []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. '{unexpected[0]}')")
-        if wrong:
-            parts.append(f"'{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, expected {tuple(expected[wrong[0]].shape)}")
-        raise UserError(f"{source} does not fit architecture {arch}: {', '.join(parts)}; check --arch")
-    model.load_state_dict({k: state.get(k, expected[k]) for k in expected}, strict=True)
+    load_strictly(model, state, f"{source} does not fit architecture {arch}")
     return from_module(model, normalization=(entry.mean, entry.std), input_shape=entry.input_shape, name=name, arch=arch,
                        family=entry.family, num_classes=classes, source=source)  # fmt: skip

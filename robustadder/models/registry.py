@@ -24,10 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..nn import Adder2d
-from .resnet import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, KINDS, CifarResNet
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .resnet import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, IMAGENET_MEAN, IMAGENET_STD, KINDS, CifarResNet
 
 
 @dataclass(frozen=True)
