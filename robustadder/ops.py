@@ -81,7 +81,7 @@ def count_ops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> O
 
     def on_conv(layer: nn.Conv2d, inputs, out) -> None:
         k = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-        kind = "fc" if layer is classifier else "conv"
+        kind = "fc" if layer is classifier and out.shape[-2:] == (1, 1) else "conv"  # a classifier sees pooled features
         add(kind, out.numel() * (k - 1 + (layer.bias is not None)), out.numel() * k)
 
     def on_linear(layer: nn.Linear, inputs, out) -> None:

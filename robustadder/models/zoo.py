@@ -77,7 +77,7 @@ class ZooEntry:
                 "delete the file and rerun to fetch it again"
                 if self.url
                 else f"it ships with the project: restore it (git checkout -- models/{self.path})"
-                if self.manifest_dir.name == "models"
+                if self.manifest_dir.name != "_zoo"
                 else "it ships with robustadder: reinstall the package"
             )
             raise UserError(f"zoo model '{self.name}': {path} has sha256 {got[:12]}…, expected {self.sha256[:12]}…; {fix}")
