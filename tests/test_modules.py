@@ -423,3 +423,18 @@ def test_user_code_that_fails_is_one_line(tmp_path):
         load_factory(f"{tmp_path}/broken.py:make")
     with pytest.raises(UserError, match=r"^raising.py:make\(\) failed: RuntimeError: no GPU here$"):
         load_factory(f"{tmp_path}/raising.py:make")
+
+
+def test_containers_named_adder_are_not_layers():
+    class AdderBlock(nn.Module):  # a user's block: 'adder' in the name, adder layers inside, no weight of its own
+        def __init__(self):
+            super().__init__()
+            self.conv = _Grouped()
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), AdderBlock())
+    assert [c.name for c in convert(model)] == ["1.conv"]
+    assert isinstance(model[1].conv, Adder2d)

@@ -14,8 +14,8 @@ What is recognised as an adder layer (all public variants we know derive from th
   ``bias`` of length ``out``;
 * ``groups`` (ShiftAddNet) and ``dilation`` must be 1 and an Lp exponent ``p`` must be 1 — otherwise
   the layer computes something :class:`Adder2d` does not, and conversion stops with a one-line error
-  naming the layer. So does any module whose class name says "adder" but which has no ``adder`` weight:
-  such a model is never silently evaluated as a CNN.
+  naming the layer. So does any layer whose class name says "adder" but whose 4-D weight is not called
+  ``adder``: such a model is never silently evaluated as a CNN.
 """
 
 from __future__ import annotations
@@ -52,11 +52,19 @@ def _pair(value: object, what: str, where: str) -> int:
 
 
 def is_foreign_adder(module: nn.Module) -> bool:
-    """Whether ``module`` is someone else's adder layer (not ours): an ``adder`` weight, or 'adder' in its class name."""
+    """Whether ``module`` is someone else's adder layer (not ours).
+
+    An ``adder`` weight makes one; so does 'adder' in the class name of a module that holds a 4-D weight of
+    its own (a layer). A container named so (``AdderBlock``, ``AdderNet``) holds no weight directly and is not
+    a layer: its adder layers are found one by one.
+    """
     if isinstance(module, Adder2d):
         return False
+    own = [p for p in module._parameters.values() if isinstance(p, torch.Tensor) and p.dim() == 4]
     weight = module._parameters.get("adder")
-    return (isinstance(weight, torch.Tensor) and weight.dim() == 4) or bool(_ADDER_NAME.search(type(module).__name__))
+    return (isinstance(weight, torch.Tensor) and weight.dim() == 4) or (
+        bool(own) and bool(_ADDER_NAME.search(type(module).__name__))
+    )
 
 
 def _bias(module: nn.Module, out_channels: int, where: str) -> nn.Parameter | None:
