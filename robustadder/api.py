@@ -6,7 +6,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -55,11 +54,6 @@ def resolve_attacks(
     if unused:
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
     return configs
-
-
-def fits(loaded: LoadedModel, dataset: ImageSet) -> None:
-    """The model takes the data's images and predicts its classes (else one line, before any work)."""
-    check_fits(loaded, dataset.image_shape, dataset.num_classes, int(dataset.y.max()), Path(dataset.source).name)
 
 
 def pin_transfer_source(attack: AttackConfig) -> AttackConfig:
@@ -159,7 +153,7 @@ def evaluate(
     configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
     loaded = as_loaded(model, arch=arch, normalization=normalization)
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
-    fits(loaded, dataset)
+    check_fits(loaded, dataset)
     build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
     configs = [pin_transfer_source(c) for c in configs]
     runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched

@@ -131,13 +131,6 @@ def model_options(fn):
                         help="State dict for a factory model (read with weights_only=True).")(fn)  # fmt: skip
 
 
-def load_model_option(model_name: str, arch: str | None, weights: str | None, normalization: str | None):
-    """The --model of a command, loaded (the library says which adder layers it converted)."""
-    from .models import as_loaded
-
-    return as_loaded(model_name, arch=arch, weights=weights, normalization=normalization)
-
-
 @main.command("eval")
 @click.option("--model", "model_name", required=True, help=MODEL_HELP)
 @model_options
@@ -178,6 +171,7 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
     """
     from . import distributed
     from .api import evaluate
+    from .models import as_loaded
 
     dist = distributed.init(device)
     device = dist.device(device)
@@ -192,7 +186,7 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         params[key.strip().replace("-", "_")] = value.strip()
     progress = (not as_json or sys.stderr.isatty()) and dist.is_main
     try:
-        model = load_model_option(model_name, arch, weights, normalization)
+        model = as_loaded(model_name, arch=arch, weights=weights, normalization=normalization)
         frame = evaluate(
             model, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
             batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
@@ -636,11 +630,12 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
               data, store, fmt, as_json, strict) -> None:  # fmt: skip
     """Gradient-masking checks (Carlini et al. 2019, Athalye et al. 2018) with a verdict on the claim."""
     from .diagnostics import run_checks
+    from .models import as_loaded
 
     if n < 1 or steps < 1 or queries < 1:
         raise UserError("--n, --steps and --queries must be at least 1")
     report = run_checks(
-        load_model_option(model_name, None, weights, normalization), n=n, eps=eps, data=data, store=store, steps=steps,
+        as_loaded(model_name, weights=weights, normalization=normalization), n=n, eps=eps, data=data, store=store, steps=steps,
         square_queries=queries, source=source, batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed,
         progress=not as_json or sys.stderr.isatty(),
     )  # fmt: skip

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .api import evaluate, fits, resolve_attacks
+from .api import evaluate, resolve_attacks
 from .attacks import parse_eps
 from .data import ImageSet, load_cifar10
 from .engine import GRAD_SETTINGS, Settings, has_adder_layers
 from .errors import UserError
-from .models import Normalization, announce, as_loaded
+from .models import Normalization, announce, as_loaded, check_fits
 from .models.module import is_factory_ref
 from .store import Store
 from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, worst_case_flags
@@ -115,7 +115,7 @@ def compare(
         raise UserError("two of the models have the same weights; compare different models")
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
     for model in loaded:
-        fits(model, dataset)
+        check_fits(model, dataset)
     for model in loaded:
         announce(model)
     own_store = not isinstance(store, Store)

@@ -38,13 +38,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .api import evaluate, fits
+from .api import evaluate
 from .attacks import gradient, make_config
 from .data import ImageSet, load_cifar10
 from .engine import Settings, inference_mode, prepare
 from .errors import UserError
 from .kernels import GRAD_MODES
-from .models import LoadedModel, Normalization, announce, as_loaded, load_zoo, resolve_model
+from .models import LoadedModel, Normalization, announce, as_loaded, check_fits, load_zoo, resolve_model
 from .nn import adder_layers, adder_settings
 from .store import Store
 from .summary import robust_flags
@@ -250,7 +250,7 @@ def run_checks(
     dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
     if len(dataset) < 2:  # batch independence needs two batch layouts; shares of one image say nothing
         raise UserError(f"check needs at least 2 test images, not {len(dataset)} (use --n 100 or more for evidence)")
-    fits(loaded, dataset)
+    check_fits(loaded, dataset)
     announce(loaded)
     src_name = source or counterpart(loaded)
     src_reason = "" if src_name else "no counterpart model is available (pass --source)"

@@ -52,7 +52,7 @@ from .distributed import context
 from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, resolve_model
-from .models.module import is_factory_ref
+from .models.module import is_factory_ref, split_factory
 from .nn import adder_layers
 from .store import Store
 
@@ -122,10 +122,10 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
                             f"(known: {', '.join(sorted(model_keys))})")  # fmt: skip
         ref, label, weights = item["ref"], item.get("label"), item.get("weights")
         expanded = os.path.expandvars(ref)
-        target, _, attr = expanded.rpartition(":")
-        factory = bool(target) and attr.isidentifier() and (target.endswith(".py") or "/" in target or "." in target)
+        factory = split_factory(expanded)
         if factory:
-            if target.endswith(".py") or "/" in target:
+            target, attr, is_file = factory
+            if is_file:
                 expanded = f"{local(target)}:{attr}"
             default = Path(weights).stem if weights else attr
         else:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..data import ImageSet
 from ..errors import UserError
 from ..nn import convert
 from .checkpoint import LoadedModel, check_finite, load_strictly, read_checkpoint_file, unwrap, weights_sha256
@@ -133,15 +134,17 @@ def from_module(
     family: str | None = None,
     num_classes: int | None = None,
     source: str = "memory",
+    copy_module: bool = True,
 ) -> LoadedModel:
     """Wrap any ``nn.Module`` as an evaluation-ready :class:`LoadedModel`.
 
     ``normalization``: ``(mean, std)``, a preset (``cifar10``, ``imagenet``) or None for a model that takes
     [0, 1] inputs itself. The module is copied first: evaluating freezes parameters, sets eval mode and
     converts foreign adder layers (listed in ``meta['converted']``), and none of that may happen to the
-    object the caller goes on training or using;
-    the weights' sha256 is that of the module's own state dict, so the same weights saved to a file and
-    loaded again have the same identity.
+    object the caller goes on training or using (``copy_module=False`` for a module built just for this,
+    e.g. by a factory or the registry: a ResNet-50 copy is 100 MB for nothing). The weights' sha256 is that
+    of the module's own state dict, so the same weights saved to a file and loaded again have the same
+    identity.
     """
     if isinstance(model, LoadedModel):
         return model
@@ -150,7 +153,8 @@ def from_module(
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"input_shape must be (channels, height, width), not {tuple(input_shape)}")
-    model = copy.deepcopy(model)
+    if copy_module:
+        model = copy.deepcopy(model)
     converted = convert(model)
     norm = parse_normalization(normalization, shape[0])
     adapter = InputAdapter(model, shape, norm)
@@ -177,10 +181,24 @@ def conversion_note(loaded: LoadedModel) -> str | None:
 
 
 # -- factories ------------------------------------------------------------------------------------------
-def is_factory_ref(ref: str) -> bool:
-    """``FILE.py:factory`` or ``package.module:factory`` (not a Windows drive, not an existing file)."""
+def split_factory(ref: str) -> tuple[str, str, bool] | None:
+    """``(target, factory, is_file)`` of ``FILE.py:factory`` / ``package.module:factory``, else None.
+
+    The one reading of a factory reference, for the CLI, the API and sweep files alike: a target ending in
+    ``.py`` or holding a path separator is a file, a dotted name of identifiers a module.
+    """
     target, sep, attr = ref.rpartition(":")
-    return bool(sep and target and attr.isidentifier() and not Path(ref).exists())
+    if not (sep and target and attr.isidentifier()):
+        return None
+    is_file = target.endswith(".py") or "/" in target or os.sep in target
+    if not is_file and not all(part.isidentifier() for part in target.split(".")):
+        return None
+    return target, attr, is_file
+
+
+def is_factory_ref(ref: str) -> bool:
+    """Whether ``ref`` names a factory (and is not an existing file whose name has a colon)."""
+    return split_factory(ref) is not None and not Path(ref).exists()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -218,8 +236,11 @@ def load_factory(
     name: str | None = None,
 ) -> LoadedModel:
     """``FILE.py:factory`` / ``package.module:factory`` [+ weights] → a :class:`LoadedModel`."""
-    target, _, attr = ref.rpartition(":")
-    if target.endswith(".py") or os.sep in target or "/" in target:
+    parts = split_factory(ref)
+    if parts is None:
+        raise UserError(f"'{ref}' is not FILE.py:factory or package.module:factory")
+    target, attr, is_file = parts
+    if is_file:
         module = _import_file(Path(target).expanduser())
         where = Path(target).name
     else:
@@ -245,10 +266,8 @@ def load_factory(
         load_strictly(model, state, f"{path.name} does not fit {source}", hint="")
         source = f"{source} + {path.name}"
     label = name or (Path(weights).stem if weights is not None else attr)
-    loaded = from_module(
-        model, normalization=normalization, input_shape=input_shape, name=label, arch=f"{where}:{attr}", source=source
-    )
-    return loaded
+    return from_module(model, normalization=normalization, input_shape=input_shape, name=label, arch=f"{where}:{attr}",
+                       source=source, copy_module=False)  # fmt: skip
 
 
 def as_loaded(
@@ -287,14 +306,15 @@ def announce(loaded: LoadedModel) -> None:
         loaded.meta["announced"] = True
 
 
-def check_fits(loaded: LoadedModel, image_shape: Sequence[int], num_classes: int, labels_max: int, data: str) -> None:
-    """A model must take the data's images and predict at least its classes: one line otherwise."""
-    want = tuple(getattr(loaded.model, "input_shape", image_shape))
-    if tuple(image_shape) != want:
-        raise UserError(f"{loaded.name} takes images of shape {want}, but {data} has {tuple(image_shape)}")
+def check_fits(loaded: LoadedModel, dataset: ImageSet) -> None:
+    """The model takes the data's images and predicts its classes (else one line, before any work)."""
+    data = Path(dataset.source).name
+    want = tuple(getattr(loaded.model, "input_shape", dataset.image_shape))
+    if dataset.image_shape != want:
+        raise UserError(f"{loaded.name} takes images of shape {want}, but {data} has {dataset.image_shape}")
     classes = int(loaded.arch.num_classes)
-    if classes != num_classes or labels_max >= classes:
-        raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has {num_classes}")
+    if classes != dataset.num_classes or int(dataset.y.max()) >= classes:
+        raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has {dataset.num_classes}")
 
 
 def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name: str) -> LoadedModel:
@@ -310,4 +330,4 @@ def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name
     model = entry.factory(num_classes=classes)
     load_strictly(model, state, f"{source} does not fit architecture {arch}")
     return from_module(model, normalization=(entry.mean, entry.std), input_shape=entry.input_shape, name=name, arch=arch,
-                       family=entry.family, num_classes=classes, source=source)  # fmt: skip
+                       family=entry.family, num_classes=classes, source=source, copy_module=False)  # fmt: skip

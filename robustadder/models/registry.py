@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 
-from ..nn import Adder2d
-from .resnet import CIFAR10_MEAN, CIFAR10_STD, DEPTHS, IMAGENET_MEAN, IMAGENET_STD, KINDS, CifarResNet
+from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, KINDS, create_model, make_layer
 
 
 @dataclass(frozen=True)
@@ -68,26 +68,13 @@ def register_model(
 
 
 def layer(kind: str, in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Module:
-    """The layer an adder network computes with adders: adder or conv, no bias."""
-    if kind == "adder":
-        return Adder2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=False)
-    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=False)
+    """The layer an adder network computes with adders: adder or conv, no bias, no AWN."""
+    return make_layer(kind, False, in_ch, out_ch, kernel, stride, padding)
 
 
-# -- CIFAR ResNets (the project's own family, defined in .resnet) ------------------------------------------
-def _register_cifar_resnets() -> None:
-    for depth in DEPTHS:
-        for kind in KINDS:
-            for awn in (False, True):
-                name = f"resnet{depth}_{kind}" + ("_awn" if awn else "")
-
-                def build(depth=depth, kind=kind, awn=awn, **kwargs) -> nn.Module:
-                    return CifarResNet(depth, kind, awn, **kwargs)
-
-                register_model(name, family=f"resnet{depth}", kind=kind, awn=awn)(build)
-
-
-_register_cifar_resnets()
+# -- CIFAR ResNets (the project's own family: .resnet's ARCHITECTURES, one entry each) ------------------------
+for _spec in ARCHITECTURES.values():
+    register_model(_spec.name, family=_spec.family, kind=_spec.kind, awn=_spec.awn)(partial(create_model, _spec.name))
 
 
 # -- VGG-small (CIFAR) -------------------------------------------------------------------------------------
