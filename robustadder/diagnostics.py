@@ -199,7 +199,7 @@ def _asr(frame: pd.DataFrame) -> float:
 
 
 def counterpart(loaded: LoadedModel) -> str | None:
-    """A zoo model of the other kind (conv for adder and back), same depth and AWN, with weights present."""
+    """A zoo model of the other kind (conv for adder and back), same family and AWN, with weights present."""
     if loaded.arch.kind not in ("adder", "conv"):
         return None
     want = "conv" if loaded.arch.kind == "adder" else "adder"

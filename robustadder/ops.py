@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .models.resnet import BasicBlock, CifarResNet
+from .models.resnet import BasicBlock
 from .nn import Adder2d
 
 ADD_PJ = 0.9
@@ -107,7 +107,7 @@ def count_ops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> O
             hook = on_bn
         if hook is not None:
             handles.append(m.register_forward_hook(hook))
-    if isinstance(model, CifarResNet) or getattr(model, "normalized", False):
+    if getattr(model, "normalized", False):
         n_in = int(torch.tensor(shape).prod())
         add("input_norm", n_in, n_in)
     was = model.training

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from .registry import REGISTRY, infer_registered
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec
 
@@ -123,8 +124,6 @@ def infer_arch(state: Mapping[str, torch.Tensor], source: str) -> ArchSpec:
 def parse_arch(name: str) -> ArchSpec:
     """ArchSpec from a registry name given by a user (``--arch``)."""
     if name not in ARCHITECTURES:
-        from .registry import REGISTRY
-
         raise UserError(f"unknown architecture '{name}': choose one of {', '.join(REGISTRY)}")
     return ARCHITECTURES[name]
 
@@ -195,8 +194,6 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str 
     recorded = meta.get("weights_sha256")
     if recorded and recorded != digest:
         raise UserError(f"{source}: weights do not match the sha256 recorded in its metadata; the file is corrupt")
-    from .registry import REGISTRY, infer_registered
-
     registered = arch if arch in REGISTRY and arch not in ARCHITECTURES else None
     if not arch and meta.get("arch") not in ARCHITECTURES:
         registered = meta.get("arch") if meta.get("arch") in REGISTRY else infer_registered(state)

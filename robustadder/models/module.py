@@ -31,6 +31,7 @@ from ..data import ImageSet
 from ..errors import UserError
 from ..nn import convert
 from .checkpoint import LoadedModel, check_finite, load_strictly, read_checkpoint_file, unwrap, weights_sha256
+from .registry import REGISTRY
 from .resnet import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .spec import describe
 
@@ -323,8 +324,6 @@ def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name
     Built from the registry with the classes of the weights' classifier, loaded strictly, wrapped with the
     architecture's input shape and training normalization.
     """
-    from .registry import REGISTRY
-
     entry = REGISTRY[arch]
     classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else entry.num_classes
     model = entry.factory(num_classes=classes)

@@ -107,6 +107,8 @@ class ArchSpec:
 class CifarResNet(nn.Module):
     """CIFAR ResNet with the official AdderNet structure; takes [0, 1] images, returns logits."""
 
+    normalized = True  # the input normalization happens inside (counted by robustadder.ops)
+
     def __init__(
         self,
         depth: int = 20,

@@ -18,6 +18,7 @@ from ..fetch import download, file_digest, weights_dir
 from ..resources import zoo_dir
 from .checkpoint import LoadedModel, load_checkpoint, parse_arch
 from .module import Normalization, is_factory_ref, load_factory
+from .registry import REGISTRY
 from .resnet import ArchSpec, create_model
 
 DEFAULT_MANIFEST = zoo_dir() / "zoo.toml"
@@ -147,8 +148,6 @@ def resolve_model(
         if arch:
             raise UserError("--arch applies to checkpoint files, not to a model factory")
         return load_factory(name_or_path, weights=weights, normalization=normalization)
-    from .registry import REGISTRY
-
     if name_or_path in REGISTRY and name_or_path not in zoo and not Path(name_or_path).exists():
         if weights is None:
             raise UserError(f"architecture '{name_or_path}' needs its trained weights: --weights FILE")
