@@ -12,11 +12,11 @@ import pandas as pd
 import torch
 
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
-from .data import ImageSet, load_cifar10
+from .data import Dataset, ImageSet
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, check_bn_batches, prepare, run_cell
 from .errors import UserError
-from .models import LoadedModel, Normalization, announce, as_loaded, check_fits, resolve_model
+from .models import LoadedModel, Normalization, announce, as_loaded, evaluation_images, module_input_shape, resolve_model
 from .store import Store
 from .summary import attack_summary, worst_case_accuracy
 
@@ -131,13 +131,19 @@ def evaluate(
     grad: str = "both",
     arch: str | None = None,
     normalization: Normalization = None,
+    dataset: str | os.PathLike | Dataset | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Evaluate a model under attacks on CIFAR-10 test images.
+    """Evaluate a model under attacks on the test images of a dataset (default CIFAR-10).
 
     ``model``: a zoo name, a checkpoint path, a factory (``FILE.py:fn``), a loaded model or any
     ``nn.Module`` (``normalization=(mean, std)`` when it expects normalized inputs; adder layers of the
     official kind are converted and that is said on stderr).
+
+    ``dataset``: ``cifar10``, ``cifar100``, ``svhn``, ``imagefolder:PATH``, ``npz:PATH`` (see
+    :mod:`robustadder.data`); default the one the model's checkpoint was trained on, else CIFAR-10.
+    ``data``: the data directory of a registered dataset, or an :class:`ImageSet`. ``n``: the first n
+    test images in the dataset's order.
 
     Every (attack, eps, settings) is a cell in the results store: computed once, resumed after an
     interruption, reused afterwards (``force=True`` recomputes). Returns one row per (attack, sample)
@@ -151,28 +157,27 @@ def evaluate(
     settings = Settings(batch_size, backend, device, dtype, bn, shuffle, seed, grad)
     settings.validate()
     configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
-    loaded = as_loaded(model, arch=arch, normalization=normalization)
-    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
-    check_fits(loaded, dataset)
+    loaded = as_loaded(model, arch=arch, normalization=normalization, input_shape=module_input_shape(dataset, data))
+    images = evaluation_images([loaded], dataset, data, n)
     build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
     configs = [pin_transfer_source(c) for c in configs]
     runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched
     prepared = prepare(loaded, settings)
-    check_bn_batches(settings, len(dataset))  # before the store is touched
+    check_bn_batches(settings, len(images))  # before the store is touched
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     try:
         if context().is_main:
             announce(loaded)  # not only with progress: a conversion is never silent (stderr, once)
         if progress and context().is_main:
-            _say_estimate(db, loaded, prepared, configs, settings, dataset)
+            _say_estimate(db, loaded, prepared, configs, settings, images)
         if db.run_id is None:
             dist = context()
             db.start_run(
                 f"evaluate (rank {dist.rank}/{dist.world_size})" if dist.active else "evaluate", settings.resolved()["device"]
             )
         results = [
-            run_cell(db, loaded, prepared, cfg, runner, settings, dataset, force=force, progress=progress)
+            run_cell(db, loaded, prepared, cfg, runner, settings, images, force=force, progress=progress)
             for cfg, runner in zip(configs, runners, strict=True)
         ]
         store_path = str(db.path)
@@ -194,7 +199,8 @@ def evaluate(
         variant=loaded.arch.variant,
         converted_layers=list(loaded.meta.get("converted") or []),
         weights_sha256=loaded.weights_sha256,
-        data=dataset.source,
+        data=images.source,
+        dataset=images.dataset,
         settings=settings.resolved(),
         backend=settings.resolved()["backend"],
         store=store_path,

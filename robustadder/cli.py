@@ -122,6 +122,27 @@ MODEL_HELP = (
 )
 
 
+DATASET_HELP = (
+    "Test data: cifar10, cifar100, svhn, imagefolder:PATH (class sub-folders, resized to the model) or npz:PATH "
+    "(arrays x, y) [default: the dataset the model was trained on, else cifar10]."
+)
+
+
+def data_options(fn):
+    """--dataset (what the images are) and --data (where the named datasets live)."""
+    fn = click.option("--data", type=click.Path(), default=None,
+                      help="Directory of the named datasets [env ROBUSTADDER_DATA].")(fn)  # fmt: skip
+    return click.option("--dataset", default=None, help=DATASET_HELP)(fn)
+
+
+def _dataset_file(dataset: str | None) -> str | None:
+    """The file or folder a scheme:PATH dataset reads (an input no output may overwrite)."""
+    from .data import SCHEMES
+
+    scheme, sep, rest = (dataset or "").partition(":")
+    return rest if sep and scheme.lower() in SCHEMES else None
+
+
 def model_options(fn):
     """--weights and --normalization: what a factory model needs besides its code."""
     fn = click.option("--normalization", default=None,
@@ -153,25 +174,26 @@ def model_options(fn):
     "n",
     type=int,
     default=None,
-    help="Evaluate the first N test images (original order); --samples under torchrun, whose parser claims --n.",
+    help="Evaluate the first N test images (in the dataset's order); --samples under torchrun, whose parser claims --n.",
 )
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@data_options
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
 @click.option("--arch", default=None, help="Architecture of a checkpoint without metadata (e.g. resnet20_adder).")
 @settings_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alpha, restarts, random_start, aa_version,
-             source, queries, extra, n, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype,
+             source, queries, extra, n, dataset, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype,
              device, as_json) -> None:  # fmt: skip
-    """Evaluate a model on the CIFAR-10 test set, clean or under attack.
+    """Evaluate a model on a test set (CIFAR-10 by default), clean or under attack.
 
     Under torchrun (``torchrun --nproc-per-node K -m robustadder eval ...``) the ranks share every cell's
     batches; rank 0 prints the result.
     """
     from . import distributed
     from .api import evaluate
-    from .models import as_loaded
+    from .data import dataset_title
+    from .models import as_loaded, module_input_shape
 
     dist = distributed.init(device)
     device = dist.device(device)
@@ -186,9 +208,10 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         params[key.strip().replace("-", "_")] = value.strip()
     progress = (not as_json or sys.stderr.isatty()) and dist.is_main
     try:
-        model = as_loaded(model_name, arch=arch, weights=weights, normalization=normalization)
+        shape = module_input_shape(dataset)
+        model = as_loaded(model_name, arch=arch, weights=weights, normalization=normalization, input_shape=shape)
         frame = evaluate(
-            model, list(attacks), eps=eps, norm=norm, params=params, n=n, data=data, store=store, force=force,
+            model, list(attacks), eps=eps, norm=norm, params=params, n=n, dataset=dataset, data=data, store=store, force=force,
             batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
             grad=grad, progress=progress,
         )  # fmt: skip
@@ -212,6 +235,7 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         "clean_accuracy_ci": [round(v, 4) for v in clean_ci],
         "confidence": 0.95,
         "seconds": round(meta["wall_seconds"], 3),
+        "dataset": meta["dataset"],
         "data": meta["data"],
         "backend": meta["backend"],
         "settings": meta["settings"],
@@ -243,7 +267,8 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         f"model           {result['model']} ({result['arch']}, {result['variant']}), weights {result['weights_sha256'][:12]}"
     )
     click.echo(
-        f"samples         {result['n']} (ids {first['sample_id'].min()}..{first['sample_id'].max()}) from {result['data']}"
+        f"samples         {result['n']} {dataset_title(result['dataset'])} test images "
+        f"(ids {first['sample_id'].min()}..{first['sample_id'].max()}) from {result['data']}"
     )
     click.echo(
         f"settings        bn={st['bn']} shuffle={'yes' if st['shuffle'] else 'no'} seed={st['seed']} "
@@ -326,16 +351,48 @@ def models_cmd(ops: bool, as_json: bool) -> None:
 
 @main.group("data")
 def data_cmd() -> None:
-    """Manage the CIFAR-10 data."""
+    """The datasets: list them, download the official releases."""
+
+
+@data_cmd.command("list")
+@click.option("--data", type=click.Path(), default=None, help="Directory of the named datasets [env ROBUSTADDER_DATA].")
+def data_list(data) -> None:
+    """The registered datasets (classes, image shape, training statistics) and whether each is present."""
+    import pandas as pd
+
+    from .data import DATASETS, SCHEMES, resolve_data_dir
+
+    rows = []
+    for name, d in DATASETS.items():
+        try:
+            d.load("test", data, n=1)
+            present = "yes"
+        except UserError:
+            present = "no"
+        mean, std = d.normalization or ((), ())
+        image = "x".join(map(str, d.input_shape or ()))
+        rows.append({"dataset": name, "title": d.title, "classes": d.num_classes, "image": image,
+                     "mean": ",".join(f"{v:g}" for v in mean), "std": ",".join(f"{v:g}" for v in std),
+                     "splits": "/".join(d.splits), "present": present, "files": d.where})  # fmt: skip
+    click.echo(pd.DataFrame(rows).to_string(index=False))
+    click.echo(f"\ndata directory: {resolve_data_dir(data)}")
+    click.echo(f"file-based: {', '.join(f'{s}:PATH' for s in SCHEMES)} (see 'robustadder eval --help')")
 
 
 @data_cmd.command("download")
+@click.option("--dataset", default="cifar10", show_default=True, help="cifar10, cifar100 or svhn.")
+@click.option("--split", "splits", multiple=True, default=("test",), show_default=True,
+              help="Splits to fetch where they are separate files (svhn); archives hold both.")  # fmt: skip
 @click.option("--data", type=click.Path(), default=None, help="Target directory [env ROBUSTADDER_DATA].")
-def data_download(data) -> None:
-    """Download the official CIFAR-10 python release (md5-checked)."""
-    from .data import download_cifar10
+def data_download(dataset, splits, data) -> None:
+    """Download a dataset's official release into the data directory (md5-checked)."""
+    from .data import DATASETS, open_dataset, resolve_data_dir
 
-    click.echo(f"CIFAR-10 is in {download_cifar10(data)}")
+    d = open_dataset(dataset)
+    if d.download is None:
+        known = ", ".join(k for k, v in DATASETS.items() if v.download)
+        raise UserError(f"{d.title} has no download; datasets with one: {known}")
+    click.echo(f"{d.title} is in {d.download(resolve_data_dir(data), tuple(splits))}")
 
 
 @main.group("bench")
@@ -424,14 +481,27 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Final checkpoint path.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.state.")
 @click.option("--stop-after", type=int, default=None, help="Stop (resumably) after this many epochs in this process.")
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option(
+    "--dataset",
+    default="cifar10",
+    show_default=True,
+    help="Training data: cifar10, cifar100, svhn, imagefolder:PATH (PATH/train, PATH/val; read at 32x32) or "
+    "npz:DIR (train.npz, test.npz).",
+)
+@click.option("--flip/--no-flip", default=None, help="Horizontal-flip augmentation [default: on, off for svhn].")
+@click.option("--data", type=click.Path(), default=None, help="Directory of the named datasets [env ROBUSTADDER_DATA].")
 def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, train_subset, test_subset,
-              out, resume, stop_after, data) -> None:  # fmt: skip
-    """Train a CIFAR ResNet (adder or conv, ±AWN) with the official recipe; resumable each epoch."""
+              out, resume, stop_after, dataset, flip, data) -> None:  # fmt: skip
+    """Train a CIFAR ResNet (adder or conv, ±AWN) with the official recipe; resumable each epoch.
+
+    The model takes 32x32 images and normalizes inside with the dataset's statistics (measured on the
+    training images for a dataset that states none); the checkpoint records the dataset, which eval,
+    check and compare then use by default.
+    """
     from .train import TrainConfig, Trainer
 
-    config = TrainConfig(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed,
-                         train_subset=train_subset, test_subset=test_subset)  # fmt: skip
+    config = TrainConfig(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, flip=flip,
+                         train_subset=train_subset, test_subset=test_subset, dataset=dataset)  # fmt: skip
     trainer = Trainer(config, out, data)
     meta = trainer.run(resume=resume, stop_after=stop_after)
     if meta is None:
@@ -457,15 +527,21 @@ def _fmt_duration(seconds: float) -> str:
     "--n", "--samples", "n", type=int, default=None, help="Override the sweep's number of test images (--samples under torchrun)."
 )
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@click.option(
+    "--dataset",
+    default=None,
+    help="Test data, overriding the sweep file's 'dataset =' (cifar10, cifar100, svhn, imagefolder:PATH or npz:PATH).",
+)
+@click.option("--data", type=click.Path(), default=None, help="Directory of the named datasets [env ROBUSTADDER_DATA].")
 @click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
-def sweep_cmd(config, dry_run, n, store, data, force) -> None:
+def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
     """Run every missing cell of a sweep grid (models x attacks x eps x settings x seeds).
 
     CONFIG is a sweep file or the name of a shipped preset (paper, eps, settings, smoke). Under torchrun the
     ranks share every cell's batches (one process per core or GPU); rank 0 reports.
     """
     from . import distributed
+    from .data import dataset_title
     from .report import PRESETS, preset_path
     from .store import Store
     from .sweep import distinct_cells, estimate, load_sweep, plan_sweep, run_sweep
@@ -489,7 +565,7 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
     # a dry run never creates a store
     db = Store.open(store_path, readonly=True) if store_path.exists() else None
     try:
-        plan = plan_sweep(cfg, data=data, store=db)
+        plan = plan_sweep(cfg, data=data, store=db, dataset=dataset)
         cells = plan.cells
         # counts of distinct cells; grid points that reuse another's cell (a seed that cannot matter) apart
         done = len(distinct_cells(c for c in cells if c.status == "done"))
@@ -498,7 +574,7 @@ def sweep_cmd(config, dry_run, n, store, data, force) -> None:
         shared = len(cells) - skipped - len(distinct_cells(c for c in cells if c.status != "skipped"))
         say(
             f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
-            f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} images"
+            f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} {dataset_title(plan.data.dataset)} images"
         )
         say(f"  done {done}, to run {len(to_run)}, skipped {skipped}")
         if shared:
@@ -621,21 +697,22 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@data_options
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when a check fails.")
 def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source, bn, grad, batch_size, backend, device, seed,
-              data, store, fmt, as_json, strict) -> None:  # fmt: skip
+              dataset, data, store, fmt, as_json, strict) -> None:  # fmt: skip
     """Gradient-masking checks (Carlini et al. 2019, Athalye et al. 2018) with a verdict on the claim."""
     from .diagnostics import run_checks
-    from .models import as_loaded
+    from .models import as_loaded, module_input_shape
 
     if n < 1 or steps < 1 or queries < 1:
         raise UserError("--n, --steps and --queries must be at least 1")
     report = run_checks(
-        as_loaded(model_name, weights=weights, normalization=normalization), n=n, eps=eps, data=data, store=store, steps=steps,
+        as_loaded(model_name, weights=weights, normalization=normalization, input_shape=module_input_shape(dataset)),
+        n=n, eps=eps, dataset=dataset, data=data, store=store, steps=steps,
         square_queries=queries, source=source, batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed,
         progress=not as_json or sys.stderr.isatty(),
     )  # fmt: skip
@@ -697,7 +774,7 @@ def write_output(output: str, text: str | bytes) -> None:
 @click.option("--normalization", default=None, help="Input normalization of factory models (FILE.py:fn): cifar10, "
               "imagenet, none or MEAN,..:STD,.. [default: none].")  # fmt: skip
 @click.option("--n", type=int, default=1000, show_default=True, help="The first N test images.")
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 directory [env ROBUSTADDER_DATA].")
+@data_options
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option(
@@ -719,8 +796,8 @@ def write_output(output: str, text: str | bytes) -> None:
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Robust accuracy vs eps with intervals (PNG/PDF)."
 )
-def compare_cmd(models, eps_list, attacks, labels, normalization, n, data, store, batch_size, grad, dtype, backend, device,
-                seed, fmt, as_json, output, plot_path) -> None:  # fmt: skip
+def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, data, store, batch_size, grad, dtype, backend,
+                device, seed, fmt, as_json, output, plot_path) -> None:  # fmt: skip
     """Is model A more robust than model B? Robust accuracy with intervals, paired tests, a verdict per pair.
 
     MODELS are zoo names, checkpoint files or factories FILE.py:fn (two or more; a factory file is your own
@@ -738,12 +815,12 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, data, store
     eps_values = [e.strip() for e in eps_list.split(",") if e.strip()]
     store_path = store or default_store_path()
     files = [m.rpartition(":")[0] if is_factory_ref(m) else m for m in models]
-    guard_output(output, [store_path, data, *files])
-    guard_output(plot_path, [store_path, data, *files])
+    guard_output(output, [store_path, data, _dataset_file(dataset), *files])
+    guard_output(plot_path, [store_path, data, _dataset_file(dataset), *files])
     table = compare(
         list(models), normalization=normalization, eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS),
-        labels=list(labels) or None, n=n, data=data, store=store_path, batch_size=batch_size, backend=backend, device=device,
-        dtype=dtype, grad=grad, seed=seed, progress=sys.stderr.isatty(),
+        labels=list(labels) or None, n=n, dataset=dataset, data=data, store=store_path, batch_size=batch_size, backend=backend,
+        device=device, dtype=dtype, grad=grad, seed=seed, progress=sys.stderr.isatty(),
     )  # fmt: skip
     text = render(table, fmt)
     if plot_path:

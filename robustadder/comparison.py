@@ -30,10 +30,10 @@ import pandas as pd
 
 from .api import evaluate, resolve_attacks
 from .attacks import parse_eps
-from .data import ImageSet, load_cifar10
+from .data import Dataset, ImageSet, dataset_title
 from .engine import GRAD_SETTINGS, Settings, has_adder_layers
 from .errors import UserError
-from .models import Normalization, announce, as_loaded, check_fits
+from .models import Normalization, announce, as_loaded, evaluation_images, module_input_shape
 from .models.module import is_factory_ref
 from .store import Store
 from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, worst_case_flags
@@ -83,9 +83,10 @@ def compare(
     grad: str = "both",
     seed: int = 0,
     normalization: Normalization = None,
+    dataset: str | os.PathLike | Dataset | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Compare the robustness of two or more models on the same samples.
+    """Compare the robustness of two or more models on the same samples of a dataset (default CIFAR-10).
 
     Returns one row per (model, eps) — ``model``, ``eps``, ``eps_label``, ``n``, ``clean_accuracy`` with
     ``clean_ci_low/high``, ``robust_accuracy`` with ``robust_ci_low/high``, ``robust_over_clean``,
@@ -107,15 +108,14 @@ def compare(
         raise UserError("compare's eps must be positive (clean accuracy is always reported)")
     resolve_attacks(list(attacks), eps=eps_values[0])  # validates names and options before any work
     Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
-    loaded = [as_loaded(m, normalization=normalization if _takes_normalization(m) else None) for m in models]
+    shape = module_input_shape(dataset, data)
+    loaded = [as_loaded(m, normalization=normalization if _takes_normalization(m) else None, input_shape=shape) for m in models]
     names = list(labels) if labels is not None else [m.name for m in loaded]
     if len(set(names)) != len(names):
         raise UserError(f"models must be distinct: {', '.join(names)} (give --label to tell them apart)")
     if len({m.weights_sha256 for m in loaded}) != len(loaded):
         raise UserError("two of the models have the same weights; compare different models")
-    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
-    for model in loaded:
-        check_fits(model, dataset)
+    images = evaluation_images(loaded, dataset, data, n)
     for model in loaded:
         announce(model)
     own_store = not isinstance(store, Store)
@@ -127,7 +127,7 @@ def compare(
         for model, name in zip(loaded, names, strict=True):
             for e in eps_values:
                 frame = evaluate(
-                    model, ["none", *attacks], eps=e, data=dataset, store=db, batch_size=batch_size,
+                    model, ["none", *attacks], eps=e, data=images, store=db, batch_size=batch_size,
                     backend=backend, device=device, dtype=dtype, grad=grad, seed=seed, progress=progress,
                 )  # fmt: skip
                 clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
@@ -187,10 +187,11 @@ def compare(
             for b in names[i + 1 :]
         ],  # fmt: skip
         settings={
-            "n": len(dataset),
-            "first_id": int(dataset.ids.min()),
-            "last_id": int(dataset.ids.max()),
-            "data": dataset.source,
+            "n": len(images),
+            "first_id": int(images.ids.min()),
+            "last_id": int(images.ids.max()),
+            "data": images.source,
+            "dataset": images.dataset,
             "attacks": list(attacks),
             "grad": grad,
             "dtype": dtype,
@@ -309,8 +310,9 @@ def render(table: pd.DataFrame, fmt: str) -> str:
             index=False, float_format="%.6g"
         )
     shown, shown_pairs = _display(table), _pairs_display(pairs)
+    settings = table.attrs["settings"]
     caption = (
-        f"Robust accuracy (%) [95 % interval] on the first {table.attrs['settings']['n']} CIFAR-10 test images. "
+        f"Robust accuracy (%) [95 % interval] on the first {settings['n']} {dataset_title(settings.get('dataset'))} test images. "
         + table.attrs["protocol"]
     )
     if fmt == "text":

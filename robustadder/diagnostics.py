@@ -40,11 +40,21 @@ import torch.nn.functional as F
 
 from .api import evaluate
 from .attacks import gradient, make_config
-from .data import ImageSet, load_cifar10
+from .data import Dataset, ImageSet
 from .engine import Settings, inference_mode, prepare
 from .errors import UserError
 from .kernels import GRAD_MODES
-from .models import LoadedModel, Normalization, announce, as_loaded, check_fits, load_zoo, resolve_model
+from .models import (
+    LoadedModel,
+    Normalization,
+    announce,
+    as_loaded,
+    check_fits,
+    evaluation_images,
+    load_zoo,
+    module_input_shape,
+    resolve_model,
+)
 from .nn import adder_layers, adder_settings
 from .store import Store
 from .summary import robust_flags
@@ -199,13 +209,14 @@ def _asr(frame: pd.DataFrame) -> float:
 
 
 def counterpart(loaded: LoadedModel) -> str | None:
-    """A zoo model of the other kind (conv for adder and back), same family and AWN, with weights present."""
+    """A zoo model of the other kind (conv for adder and back), same family, AWN and classes, with weights present."""
     if loaded.arch.kind not in ("adder", "conv"):
         return None
     want = "conv" if loaded.arch.kind == "adder" else "adder"
     for name, entry in load_zoo().items():
         spec = entry.spec
-        if spec.kind == want and spec.family == loaded.arch.family and spec.awn == loaded.arch.awn and entry.present():
+        same = spec.family == loaded.arch.family and spec.awn == loaded.arch.awn and spec.num_classes == loaded.arch.num_classes
+        if spec.kind == want and same and entry.present():
             if entry.sha256 and name != loaded.name:
                 return name
     return None
@@ -239,26 +250,32 @@ def run_checks(
     grad: str = "both",
     seed: int = 0,
     normalization: Normalization = None,
+    dataset: str | os.PathLike | Dataset | None = None,
     progress: bool = True,
 ) -> CheckReport:
-    """Run every check on a model; see the module docstring for what each one tests."""
+    """Run every check on a model; see the module docstring for what each one tests.
+
+    ``dataset`` / ``data`` as for :func:`robustadder.evaluate` (default: the dataset the model was trained
+    on, else CIFAR-10).
+    """
     settings = Settings(batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed)
     settings.validate()
     auto = isinstance(eps, str) and eps.strip().lower() == "auto"
     eps_value = None if auto else make_config("pgd", eps=eps).eps
-    loaded = as_loaded(model, normalization=normalization)
-    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(n)
-    if len(dataset) < 2:  # batch independence needs two batch layouts; shares of one image say nothing
-        raise UserError(f"check needs at least 2 test images, not {len(dataset)} (use --n 100 or more for evidence)")
-    check_fits(loaded, dataset)
+    if n is not None and n < 2:  # batch independence needs two batch layouts; shares of one image say nothing
+        raise UserError(f"check needs at least 2 test images, not {n} (use --n 100 or more for evidence)")
+    loaded = as_loaded(model, normalization=normalization, input_shape=module_input_shape(dataset, data))
+    images = evaluation_images([loaded], dataset, data, n)
+    if len(images) < 2:
+        raise UserError(f"check needs at least 2 test images, not {len(images)} (use --n 100 or more for evidence)")
     announce(loaded)
     src_name = source or counterpart(loaded)
     src_reason = "" if src_name else "no counterpart model is available (pass --source)"
     if src_name:
         try:
-            resolve_model(src_name)
+            check_fits(resolve_model(src_name), images)  # a transfer source attacks the same images
         except UserError as exc:
-            src_name, src_reason = None, f"source {source}: {exc}"
+            src_name, src_reason = None, f"source {src_name}: {exc}"
             if source:
                 raise
     own = not isinstance(store, Store)
@@ -266,7 +283,7 @@ def run_checks(
     try:
         if db.run_id is None:
             db.start_run("check", settings.resolved()["device"])
-        r = _Runner(loaded, dataset, db, settings, progress)
+        r = _Runner(loaded, images, db, settings, progress)
         if auto:
             eps_value, selection = informative_eps(r, steps)
         else:
@@ -280,7 +297,7 @@ def run_checks(
                 fl = robust_flags(f).set_axis(f["sample_id"].to_numpy())
                 flags = fl if flags is None else flags & fl.reindex(flags.index, fill_value=False)
         best = 100.0 * float(flags.mean()) if flags is not None else float("nan")
-        report = CheckReport(loaded.name, loaded.arch.name, loaded.weights_sha256, len(dataset), eps_value,
+        report = CheckReport(loaded.name, loaded.arch.name, loaded.weights_sha256, len(images), eps_value,
                              settings.resolved(), results, best, selection, reference)  # fmt: skip
         db.add_check(report.weights_sha256, report.model, report.to_json())
     finally:

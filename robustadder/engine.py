@@ -227,7 +227,7 @@ def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, d
         "model": model,
         "attack": attack.to_json(),
         "settings": resolved,
-        "data": {"source": data.source, "fingerprint": data_fingerprint(data), "n": len(data),
+        "data": {"dataset": data.dataset, "source": data.source, "fingerprint": data_fingerprint(data), "n": len(data),
                  "first_id": int(data.ids.min()), "last_id": int(data.ids.max())},
     }  # fmt: skip
 
@@ -252,6 +252,7 @@ def cell_hash(config: dict) -> str:
     key["model"].pop("name", None)
     key["attack"].pop("label", None)
     key["data"].pop("source", None)
+    key["data"].pop("dataset", None)  # a name for people; the fingerprint is the samples' identity
     if "seed" in key["settings"] and not seed_matters(key):
         key["settings"]["seed"] = 0
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]

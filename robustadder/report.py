@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .data import DATASETS, DEFAULT_DATASET, dataset_title
 from .errors import UserError
 from .resources import presets_dir
 from .store import Store
@@ -221,8 +222,9 @@ def _data_provenance(store: Store, long: pd.DataFrame) -> dict[str, Any]:
         if record is not None:
             d = record.config.get("data", {})
             return {"name": Path(str(d.get("source", "?"))).name, "sha256": d.get("fingerprint", "?"),
-                    "first_id": d.get("first_id"), "last_id": d.get("last_id"), "n": d.get("n")}  # fmt: skip
-    return {"name": "?", "sha256": "?", "first_id": None, "last_id": None, "n": None}
+                    "first_id": d.get("first_id"), "last_id": d.get("last_id"), "n": d.get("n"),
+                    "dataset": d.get("dataset", DEFAULT_DATASET)}  # fmt: skip
+    return {"name": "?", "sha256": "?", "first_id": None, "last_id": None, "n": None, "dataset": DEFAULT_DATASET}
 
 
 def _versions(store: Store, long: pd.DataFrame) -> dict[str, list[str]]:
@@ -570,7 +572,8 @@ def provenance_lines(report: Report) -> list[str]:
     d = p["data"]
     lines = [
         f"sweep: {p['sweep']} ({p['sweep_file']}) — {p['description']}",
-        f"samples: the first {p['n_samples']} CIFAR-10 test images (ids {d['first_id']}..{d['last_id']}, original order); "
+        f"samples: the first {p['n_samples']} {dataset_title(d.get('dataset'))} test images "
+        f"(ids {d['first_id']}..{d['last_id']}, {_order(d)}); "
         f"data {d['name']}, samples sha256 {d['sha256']}",
         "attacks: " + "; ".join(p["attacks"]),
         "settings: " + ", ".join(f"{_NAMES.get(k, k)}={'/'.join(v)}" for k, v in p["settings"].items()),
@@ -593,6 +596,11 @@ def provenance_lines(report: Report) -> list[str]:
     for cell, error in p["failed"].items():
         lines.append(f"failed cell {cell}: {error}")
     return lines
+
+
+def _order(d: dict[str, Any]) -> str:
+    """How the samples were taken: a registered dataset's release order, else the dataset's own order."""
+    return "original order" if d.get("dataset", DEFAULT_DATASET) in DATASETS else "dataset order"
 
 
 def _cells_line(p: dict[str, Any]) -> str:
@@ -620,7 +628,7 @@ def _caption(report: Report, intervals: bool) -> str:
     attacks = "; ".join(_latex_text(a) for a in p["attacks"])
     weights = "; ".join(f"{_latex_text(m)} \\texttt{{{sha[:12]}}}" for m, sha in p["models"].items())
     text = (
-        f"Robust accuracy (\\%) on the first {p['n_samples']} CIFAR-10 test images "
+        f"Robust accuracy (\\%) on the first {p['n_samples']} {_latex_text(dataset_title(d.get('dataset')))} test images "
         f"(\\texttt{{{_latex_text(d['name'])}}}, samples sha256 \\texttt{{{d['sha256'][:12]}}}); mean{spread}"
         + (f"; brackets: {CONFIDENCE * 100:.0f}\\% Wilson intervals" if intervals else "")
         + f". Attacks: {attacks}. "

@@ -47,17 +47,17 @@ from tqdm.auto import tqdm
 from ._compat import tomllib
 from .api import _source_loader, pin_transfer_source
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
-from .data import ImageSet, load_cifar10
+from .data import Dataset, ImageSet, dataset_ref, open_dataset
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell
 from .errors import UserError
-from .models import LoadedModel, resolve_model
+from .models import LoadedModel, evaluation_images, module_input_shape, resolve_model
 from .models.module import is_factory_ref, split_factory
 from .nn import adder_layers
 from .store import Store
 
 SETTING_KEYS = ("bn", "shuffle", "seed", "batch_size", "grad", "backend", "dtype", "device")
-_TOP_KEYS = {"name", "description", "n", "models", "eps", "norm", "settings", "attacks", "report"}
+_TOP_KEYS = {"name", "description", "n", "dataset", "models", "eps", "norm", "settings", "attacks", "report"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class SweepConfig:
     attacks: list[AttackConfig]
     settings: list[Settings]
     report: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None  # a registered name or scheme:ABSOLUTE_PATH; None: the models' own, else CIFAR-10
 
     @property
     def seeds(self) -> list[int]:
@@ -185,8 +186,12 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     for key in ("name", "description"):
         if not isinstance(raw.get(key, ""), str):
             raise UserError(f"{where}: {key} must be a string")
+    try:
+        dataset = dataset_ref(raw["dataset"], path.parent) if "dataset" in raw else None
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     return SweepConfig(raw.get("name", path.stem), raw.get("description", ""), path, n, models, attacks, settings,
-                       _report_layout(raw.get("report", {}), where))  # fmt: skip
+                       _report_layout(raw.get("report", {}), where), dataset)  # fmt: skip
 
 
 REPORT_AXES = ("model", "attack", "eps_label", *(k for k in SETTING_KEYS if k != "seed"))
@@ -243,32 +248,51 @@ class SweepPlan:
     cells: list[PlannedCell]
 
 
-def plan_sweep(config: SweepConfig, *, data: str | os.PathLike | ImageSet | None = None, store: Store | None = None) -> SweepPlan:
-    """Expand the grid (models × settings × attacks), load models, compute cell ids and their status."""
-    dataset = (data if isinstance(data, ImageSet) else load_cifar10("test", data)).first(config.n)
+def plan_sweep(
+    config: SweepConfig,
+    *,
+    data: str | os.PathLike | ImageSet | None = None,
+    store: Store | None = None,
+    dataset: str | os.PathLike | Dataset | None = None,
+) -> SweepPlan:
+    """Expand the grid (models × settings × attacks), load models, compute cell ids and their status.
+
+    ``dataset`` (``--dataset``) overrides the sweep file's; without either, the one the models' checkpoints
+    were trained on, else CIFAR-10. Every model must fit the images (one line naming the file otherwise).
+    """
+    wanted = dataset if dataset is not None else config.dataset
+    spec = open_dataset(wanted) if wanted is not None else None
+    images = None
+    if isinstance(data, ImageSet) or (spec is not None and spec.input_shape is not None):
+        images = evaluation_images([], spec, data, config.n)  # missing data is found before any model loads
+    shape = module_input_shape(spec, data)
     models: dict[str, LoadedModel] = {}
     skipped: dict[str, str] = {}
     for m in config.models:
         try:
-            models[m.label] = resolve_model(m.ref, weights=m.weights, normalization=m.normalization)
+            models[m.label] = resolve_model(m.ref, weights=m.weights, normalization=m.normalization, input_shape=shape)
             models[m.label].name = m.label
         except UserError as exc:
             # a typo or the user's own code failing, not weights that cannot be had: stop here
             if str(exc).startswith("unknown model") or is_factory_ref(m.ref):
                 raise UserError(f"{config.path}: {exc}") from None
             skipped[m.label] = str(exc)
+    try:
+        images = evaluation_images(list(models.values()), spec, images if images is not None else data, config.n)
+    except UserError as exc:
+        raise UserError(f"{config.path}: {exc}") from None
     cells = []
     for m, settings, attack in itertools.product(config.models, config.settings, config.attacks):
         cell = PlannedCell(m, attack, settings)
         if m.label in skipped:
             cell.status, cell.reason = "skipped", skipped[m.label]
         else:
-            cell.cell_id = cell_hash(cell_config(models[m.label], pin_transfer_source(attack), settings, dataset))
+            cell.cell_id = cell_hash(cell_config(models[m.label], pin_transfer_source(attack), settings, images))
             record = store.cell(cell.cell_id) if store else None
             if record:
                 cell.status = record.status
         cells.append(cell)
-    return SweepPlan(config, dataset, models, skipped, cells)
+    return SweepPlan(config, images, models, skipped, cells)
 
 
 # -- what reports read ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import ImageSet, load_cifar10, to_tensor
+from .data import DEFAULT_DATASET, ImageSet, open_dataset, to_tensor
 from .errors import UserError
 from .models import ARCHITECTURES, CifarResNet, save_checkpoint
 from .models.checkpoint import atomic_write
 from .nn import adder_layers, set_backend, set_grad_mode
 
 STATE_FORMAT = "robustadder-train-state"
+TRAIN_SHAPE = (3, 32, 32)  # the CIFAR ResNets' input; image folders are read at this size
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ class TrainConfig:
     eta: float = 0.2
     seed: int = 0
     crop_padding: int = 4
-    flip: bool = True
+    flip: bool | None = None  # None: the dataset's default (no flips for digits)
     train_subset: int | None = None
     test_subset: int | None = None
+    dataset: str = DEFAULT_DATASET
 
     @property
     def arch_name(self) -> str:
@@ -96,6 +98,13 @@ def augment(x: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -
         x = x.copy()
         x[mask] = x[mask, :, ::-1]
     return x
+
+
+def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] of uint8 HWC training images (for a dataset that states none)."""
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+    std = np.maximum(flat.std(0), 1e-3)  # a constant channel must not divide by zero
+    return tuple(float(v) for v in flat.mean(0)), tuple(float(v) for v in std)
 
 
 def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -143,13 +152,19 @@ class Trainer:
         _check_writable(self.out)  # found out after a whole epoch before
         self.state_path = self.out.with_name(self.out.name + ".state")
         self.metrics_path = self.out.with_name(self.out.stem + ".metrics.csv")
-        train = load_cifar10("train", data)
-        test = load_cifar10("test", data)
-        self.train = train.first(config.train_subset) if config.train_subset else train
-        self.test = test.first(config.test_subset) if config.test_subset else test
+        self.dataset = open_dataset(config.dataset)
+        if config.flip is None:
+            config = self.config = replace(config, flip=self.dataset.flip)
+        self.train = self.dataset.load("train", data, n=config.train_subset, image_shape=TRAIN_SHAPE)
+        self.test = self.dataset.load("test", data, n=config.test_subset, image_shape=TRAIN_SHAPE)
+        channels, height, width = self.train.image_shape
+        if (height, width) != TRAIN_SHAPE[1:]:
+            raise UserError(f"train builds a CIFAR ResNet, which takes 32x32 images; {self.dataset.title} has {height}x{width}")
+        classes = self.dataset.num_classes or int(max(self.train.y.max(), self.test.y.max())) + 1
+        mean, std = self.dataset.normalization or _channel_stats(self.train.x)
         torch.manual_seed(config.seed)
         spec = ARCHITECTURES[config.arch_name]
-        self.model = CifarResNet(spec.depth, spec.kind, spec.awn)
+        self.model = CifarResNet(spec.depth, spec.kind, spec.awn, num_classes=classes, mean=mean, std=std, in_channels=channels)
         for layer in adder_layers(self.model):
             layer.eta = config.eta
         set_grad_mode(self.model, "surrogate")
@@ -192,7 +207,7 @@ class Trainer:
             raise UserError(f"{self.state_path} is not a readable training state ({exc})") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise UserError(f"{self.state_path} is not a robustadder training state")
-        saved = state["config"]
+        saved = {"dataset": DEFAULT_DATASET, **state["config"]}  # states of before datasets trained on CIFAR-10
         mine = asdict(self.config)
         diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]]
         if diff:
@@ -290,10 +305,13 @@ class Trainer:
         recipe = {f.name: getattr(self.config, f.name) for f in fields(self.config)}
         recipe["optimizer"] = "SGD"
         recipe["schedule"] = "cosine per iteration"
-        recipe["augmentation"] = "random crop 32 (pad 4) + horizontal flip"
+        recipe["dataset"] = self.dataset.name  # a name, never a local path
+        recipe["augmentation"] = f"random crop 32 (pad {self.config.crop_padding})" + (
+            " + horizontal flip" if self.config.flip else ""
+        )
         recipe["adder_input_gradient"] = "surrogate (HardTanh)"
         meta = {
-            "dataset": "cifar10",
+            "dataset": self.dataset.name,
             "accuracy": round(accuracy, 2),
             "accuracy_n": len(self.test),
             "recipe": recipe,

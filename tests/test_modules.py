@@ -189,14 +189,17 @@ def test_evaluate_takes_a_module_and_keys_results_on_weights_and_normalization(u
     assert c1["model"]["normalization"]["mean"] == list(MEAN) and "normalization" not in c2["model"]
 
 
-def test_data_that_does_not_fit_the_model_is_one_line(user_file):
+def test_data_that_does_not_fit_the_model_is_one_line(user_file, tmp_path):
     mod = _own(user_file)
     data = _data(from_module(mod.make()).model, n=4)
-    with pytest.raises(UserError, match="predicts 100 classes, but random has 10"):
+    with pytest.raises(UserError, match=r"predicts 100 classes, but cifar10 \(random\) has 10"):
         evaluate(mod.make100(), "none", data=data, progress=False)
     small = ImageSet(np.zeros((4, 16, 16, 3), np.uint8), np.zeros(4, np.int64), np.arange(4), "small")
-    with pytest.raises(UserError, match=r"takes images of shape \(3, 32, 32\), but small has \(3, 16, 16\)"):
-        evaluate(mod.make(), "none", data=small, progress=False)
+    with pytest.raises(UserError, match=r"takes images of shape \(3, 32, 32\), but cifar10 \(small\) has \(3, 16, 16\)"):
+        evaluate(from_module(mod.make()), "none", data=small, progress=False)  # a model that states its input
+    assert (
+        len(evaluate(mod.make(), "none", data=small, store=tmp_path / "s.sqlite", progress=False)) == 4
+    )  # a bare module: the data's shape
     with pytest.raises(UserError, match="fails on inputs of shape"):
         from_module(mod.make(), input_shape=(1, 32, 32))
 

@@ -412,7 +412,7 @@ def test_report_needs_neither_weights_nor_data(finished, monkeypatch):
         (tmp / name).rename(gone / name)
     monkeypatch.setenv("ROBUSTADDER_DATA", str(tmp / "no-such-dir"))
     monkeypatch.setattr("robustadder.models.resolve_model", lambda *a, **k: pytest.fail("a report loaded a model"))
-    monkeypatch.setattr("robustadder.data.load_cifar10", lambda *a, **k: pytest.fail("a report loaded data"))
+    monkeypatch.setattr("robustadder.data.Dataset.load", lambda *a, **k: pytest.fail("a report loaded data"))
     for fmt, text in before.items():
         result = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--format", fmt])
         assert result.exit_code == 0, result.output

@@ -134,7 +134,7 @@ def test_eval_own_checkpoint_human_output(shared_data, tmp_path):
     save_checkpoint(path, create_model("resnet20_conv_awn"), {"dataset": "cifar10"})
     code, out, err = run("eval", "--model", str(path), "--n", "8", "--data", str(shared_data))
     assert code == 0, err
-    assert "clean accuracy" in out and "resnet20_conv_awn" in out and "8 (ids 0..7)" in out
+    assert "clean accuracy" in out and "resnet20_conv_awn" in out and "8 CIFAR-10 test images (ids 0..7)" in out
 
 
 # -- bad input: one line on stderr, exit 2, nothing written -------------------------------------------

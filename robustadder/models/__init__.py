@@ -1,7 +1,18 @@
 """Architectures, checkpoint I/O and the model zoo."""
 
 from .checkpoint import LoadedModel, load_checkpoint, save_checkpoint, weights_sha256
-from .module import InputAdapter, Normalization, announce, as_loaded, check_fits, conversion_note, from_module, load_factory
+from .module import (
+    InputAdapter,
+    Normalization,
+    announce,
+    as_loaded,
+    check_fits,
+    conversion_note,
+    evaluation_images,
+    from_module,
+    load_factory,
+    module_input_shape,
+)
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec, describe
 from .zoo import ZooEntry, count_parameters, load_zoo, resolve_model
@@ -24,10 +35,12 @@ __all__ = [
     "count_parameters",
     "create_model",
     "describe",
+    "evaluation_images",
     "from_module",
     "load_factory",
     "load_checkpoint",
     "load_zoo",
+    "module_input_shape",
     "resolve_model",
     "save_checkpoint",
     "weights_sha256",

@@ -27,19 +27,23 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..data import ImageSet
+from ..data import DATASETS, Dataset, ImageSet, open_dataset
+from ..data.files import DEFAULT_SHAPE as DEFAULT_FOLDER_SHAPE
 from ..errors import UserError
 from ..nn import convert
 from .checkpoint import LoadedModel, check_finite, load_strictly, read_checkpoint_file, unwrap, weights_sha256
 from .registry import REGISTRY
-from .resnet import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from .resnet import IMAGENET_MEAN, IMAGENET_STD
 from .spec import describe
 
-NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
-    "none": None,
-    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-}
+MODULE_INPUT_SHAPE = (3, 32, 32)  # what a module takes when neither the caller nor a dataset says
+
+
+def named_normalizations() -> dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None]:
+    """Normalizations by name: ``none``, the statistics of each registered dataset, and ``imagenet``."""
+    named = {name: d.normalization for name, d in DATASETS.items() if d.normalization is not None}
+    return {"none": None, **named, "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+
 
 Normalization = str | tuple[Sequence[float], Sequence[float]] | None
 
@@ -50,8 +54,9 @@ def parse_normalization(value: Normalization, channels: int) -> tuple[tuple[floa
         return None
     if isinstance(value, str):
         key = value.strip().lower()
-        if key in NORMALIZATIONS:
-            pair = NORMALIZATIONS[key]
+        named = named_normalizations()
+        if key in named:
+            pair = named[key]
         elif ":" in key:
             mean_s, _, std_s = key.partition(":")
             try:
@@ -59,7 +64,7 @@ def parse_normalization(value: Normalization, channels: int) -> tuple[tuple[floa
             except ValueError:
                 raise UserError(f"normalization '{value}' is not 'MEAN,...:STD,...' (numbers)") from None
         else:
-            raise UserError(f"unknown normalization '{value}': use {', '.join(NORMALIZATIONS)} or 'MEAN,...:STD,...'")
+            raise UserError(f"unknown normalization '{value}': use {', '.join(named)} or 'MEAN,...:STD,...'")
     else:
         try:
             mean, std = value
@@ -277,12 +282,14 @@ def as_loaded(
     arch: str | None = None,
     weights: str | os.PathLike | None = None,
     normalization: Normalization = None,
+    input_shape: Sequence[int] | None = None,
 ) -> LoadedModel:
     """What every entry point accepts as a model, loaded.
 
     A zoo name, a checkpoint path, a factory, an ``nn.Module`` or a :class:`LoadedModel`. Converted adder
     layers are announced by :func:`announce` once the inputs have been validated, so that an error stays
-    the only line on stderr.
+    the only line on stderr. ``input_shape`` (C, H, W) is what a module or factory takes — a module does
+    not say it; entry points pass the dataset's (:func:`module_input_shape`) — default 3×32×32.
     """
     from .zoo import resolve_model
 
@@ -291,9 +298,9 @@ def as_loaded(
     if isinstance(model, nn.Module):
         if arch or weights is not None:
             raise UserError("arch and weights apply to files; load the weights into the nn.Module yourself")
-        loaded = from_module(model, normalization=normalization)
+        loaded = from_module(model, normalization=normalization, input_shape=input_shape or MODULE_INPUT_SHAPE)
     elif isinstance(model, (str, os.PathLike)):
-        loaded = resolve_model(str(model), arch=arch, weights=weights, normalization=normalization)
+        loaded = resolve_model(str(model), arch=arch, weights=weights, normalization=normalization, input_shape=input_shape)
     else:
         raise UserError(f"a model is a zoo name, a checkpoint path, FILE.py:factory or an nn.Module, not {type(model).__name__}")
     return loaded
@@ -309,13 +316,71 @@ def announce(loaded: LoadedModel) -> None:
 
 def check_fits(loaded: LoadedModel, dataset: ImageSet) -> None:
     """The model takes the data's images and predicts its classes (else one line, before any work)."""
-    data = Path(dataset.source).name
+    data = f"{dataset.dataset} ({Path(dataset.source).name})"
     want = tuple(getattr(loaded.model, "input_shape", dataset.image_shape))
     if dataset.image_shape != want:
         raise UserError(f"{loaded.name} takes images of shape {want}, but {data} has {dataset.image_shape}")
     classes = int(loaded.arch.num_classes)
-    if classes != dataset.num_classes or int(dataset.y.max()) >= classes:
+    if dataset.num_classes is not None and classes != dataset.num_classes:
         raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has {dataset.num_classes}")
+    if int(dataset.y.max()) >= classes:
+        raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has labels up to {int(dataset.y.max())}")
+
+
+def module_input_shape(
+    dataset: str | os.PathLike | Dataset | None, data: str | os.PathLike | ImageSet | None = None
+) -> tuple[int, int, int] | None:
+    """The input shape to give a user's module (which does not state one) for evaluation on ``dataset``.
+
+    The images' shape when ``data`` is an :class:`ImageSet`, else the dataset's fixed image shape;
+    3×224×224 for a resizable one (an image folder); None (3×32×32) when no dataset is named.
+    """
+    if isinstance(data, ImageSet):
+        return data.image_shape
+    if dataset is None:
+        return None
+    return open_dataset(dataset).input_shape or DEFAULT_FOLDER_SHAPE
+
+
+def default_dataset(models: Sequence[LoadedModel]) -> str | None:
+    """The registered dataset the models' checkpoints say they were trained on, when they all agree."""
+    names = {m.meta.get("dataset") for m in models}
+    if len(names) == 1:
+        name = names.pop()
+        if isinstance(name, str) and name in DATASETS:
+            return name
+    return None
+
+
+def evaluation_images(
+    models: Sequence[LoadedModel],
+    dataset: str | os.PathLike | Dataset | None = None,
+    data: str | os.PathLike | ImageSet | None = None,
+    n: int | None = None,
+) -> ImageSet:
+    """The test images every entry point evaluates on, checked to fit every model.
+
+    ``data`` is an :class:`ImageSet` (used as it is) or the data directory of a registered dataset;
+    ``dataset`` names one (default: the one the models' checkpoints were trained on, else CIFAR-10). A
+    resizable dataset (an image folder) is read at the models' input size, which must then be one size.
+    """
+    if isinstance(data, ImageSet):
+        if dataset is not None and open_dataset(dataset).name != data.dataset:
+            raise UserError(f"data is {data.dataset} but dataset is {dataset}: give one of them")
+        images = data.first(n)
+    else:
+        spec = open_dataset(dataset if dataset is not None else default_dataset(models))
+        shape = None
+        if spec.input_shape is None:
+            shapes = sorted({tuple(getattr(m.model, "input_shape", DEFAULT_FOLDER_SHAPE)) for m in models})
+            if len(shapes) > 1:
+                raise UserError(f"the models take images of different sizes ({', '.join(map(str, shapes))}); "
+                                f"{spec.title} is read at one size, so evaluate them separately")  # fmt: skip
+            shape = shapes[0] if shapes else None
+        images = spec.load("test", data, n=n, image_shape=shape)
+    for model in models:
+        check_fits(model, images)
+    return images
 
 
 def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name: str) -> LoadedModel:

@@ -25,12 +25,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
 from ..nn import Adder2d, AWNConv2d
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the ImageNet models of the registry and the 'imagenet' normalization
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEPTHS = (20, 32, 56)
 KINDS = ("adder", "conv")
 

@@ -8,6 +8,7 @@ manifest, downloaded ones in ``$ROBUSTADDER_HOME/weights`` — and then loads li
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..errors import UserError
 from ..fetch import download, file_digest, weights_dir
 from ..resources import zoo_dir
 from .checkpoint import LoadedModel, load_checkpoint, parse_arch
-from .module import Normalization, is_factory_ref, load_factory
+from .module import MODULE_INPUT_SHAPE, Normalization, is_factory_ref, load_factory
 from .registry import REGISTRY
 from .resnet import ArchSpec, create_model
 
@@ -136,6 +137,7 @@ def resolve_model(
     *,
     weights: str | os.PathLike | None = None,
     normalization: Normalization = None,
+    input_shape: Sequence[int] | None = None,
 ) -> LoadedModel:
     """A zoo name, a checkpoint path or a factory (``FILE.py:fn``, ``pkg.mod:fn``) → a loaded model.
 
@@ -147,7 +149,9 @@ def resolve_model(
     if name_or_path not in zoo and is_factory_ref(name_or_path):
         if arch:
             raise UserError("--arch applies to checkpoint files, not to a model factory")
-        return load_factory(name_or_path, weights=weights, normalization=normalization)
+        return load_factory(
+            name_or_path, weights=weights, normalization=normalization, input_shape=input_shape or MODULE_INPUT_SHAPE
+        )
     if name_or_path in REGISTRY and name_or_path not in zoo and not Path(name_or_path).exists():
         if weights is None:
             raise UserError(f"architecture '{name_or_path}' needs its trained weights: --weights FILE")
