@@ -489,9 +489,16 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
     "npz:DIR (train.npz, test.npz).",
 )
 @click.option("--flip/--no-flip", default=None, help="Horizontal-flip augmentation [default: on, off for svhn].")
+@click.option("--awn-form", type=click.Choice(["standardize", "norm"]), default="standardize", show_default=True,
+              help="AWN: gamma (W - mean) / std, or gamma W / rms(W) (weight normalization).")  # fmt: skip
+@click.option("--awn-eta", type=click.Choice(["raw", "normalized"]), default="raw", show_default=True,
+              help="AWN: the adaptive learning rate scales the raw weight's gradient or the normalized weight's.")  # fmt: skip
+@click.option("--awn-gain-decay/--no-awn-gain-decay", default=True, show_default=True, help="AWN: weight decay on the gains.")
+@click.option("--awn-gain-init", type=click.Choice(["one", "scale"]), default="one", show_default=True,
+              help="AWN: gains start at 1, or at each filter's own scale (the normalized weight starts as the raw).")  # fmt: skip
 @click.option("--data", type=click.Path(), default=None, help="Directory of the named datasets [env ROBUSTADDER_DATA].")
-def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, train_subset, test_subset,
-              out, resume, stop_after, dataset, flip, data) -> None:  # fmt: skip
+def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, train_subset, test_subset, out,
+              resume, stop_after, dataset, flip, awn_form, awn_eta, awn_gain_decay, awn_gain_init, data) -> None:  # fmt: skip
     """Train a CIFAR ResNet (adder or conv, ±AWN) with the official recipe; resumable each epoch.
 
     The model takes 32x32 images and normalizes inside with the dataset's statistics (measured on the
@@ -501,7 +508,8 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     from .train import TrainConfig, Trainer
 
     config = TrainConfig(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, flip=flip,
-                         train_subset=train_subset, test_subset=test_subset, dataset=dataset)  # fmt: skip
+                         train_subset=train_subset, test_subset=test_subset, dataset=dataset, awn_form=awn_form,
+                         awn_eta=awn_eta, awn_gain_decay=awn_gain_decay, awn_gain_init=awn_gain_init)  # fmt: skip
     trainer = Trainer(config, out, data)
     meta = trainer.run(resume=resume, stop_after=stop_after)
     if meta is None:

@@ -222,6 +222,9 @@ def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, d
     model = {"name": loaded.name, "arch": loaded.arch.name, "weights_sha256": loaded.weights_sha256}
     if loaded.meta.get("input_normalization"):  # a module's normalization is not in its weights, but changes results
         model["normalization"] = loaded.meta["input_normalization"]
+    form = (loaded.meta.get("awn_variant") or {}).get("form", "standardize")
+    if form != "standardize":  # nor is an AWN form other than the original one (whose cells keep their ids)
+        model["awn_form"] = form
     return {
         "engine": ENGINE_VERSION,
         "model": model,

@@ -35,7 +35,7 @@ from .data import DEFAULT_DATASET, ImageSet, open_dataset, to_tensor
 from .errors import UserError
 from .models import ARCHITECTURES, CifarResNet, save_checkpoint
 from .models.checkpoint import atomic_write
-from .nn import adder_layers, set_backend, set_grad_mode
+from .nn import AWN_FORMS, adder_layers, awn_layers, set_awn_form, set_backend, set_grad_mode
 
 STATE_FORMAT = "robustadder-train-state"
 TRAIN_SHAPE = (3, 32, 32)  # the CIFAR ResNets' input; image folders are read at this size
@@ -60,6 +60,11 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     dataset: str = DEFAULT_DATASET
+    # AWN variants (issue 16's ablation; the defaults are the reading every shipped AWN model was trained with)
+    awn_form: str = "standardize"  # what the layers compute: standardize γ(W−μ)/σ, or norm γW/rms(W)
+    awn_eta: str = "raw"  # the adaptive learning rate acts on the raw weight's gradient, or on the normalized one's
+    awn_gain_decay: bool = True  # weight decay on the per-filter gain γ
+    awn_gain_init: str = "one"  # γ starts at 1, or at each filter's own scale ("scale": Ŵ equals W, centred, at start)
 
     @property
     def arch_name(self) -> str:
@@ -77,6 +82,16 @@ class TrainConfig:
             raise UserError("--lr must be a positive number")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise UserError("--weight-decay must be >= 0 and --momentum in [0, 1)")
+        choices = {"awn_form": AWN_FORMS, "awn_eta": ("raw", "normalized"), "awn_gain_init": ("one", "scale")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, not {getattr(self, name)}")
+        defaults = TrainConfig()
+        changed = [
+            f.name for f in fields(self) if f.name.startswith("awn_") and getattr(self, f.name) != getattr(defaults, f.name)
+        ]
+        if changed and not self.awn:
+            raise UserError(f"--{changed[0].replace('_', '-')} applies to AWN models: add --awn")
         for name in ("train_subset", "test_subset"):  # 0 used to mean "everything" without a word
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -98,6 +113,26 @@ def augment(x: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -
         x = x.copy()
         x[mask] = x[mask, :, ::-1]
     return x
+
+
+@torch.no_grad()
+def bn_statistics(model: torch.nn.Module) -> dict[str, float]:
+    """Magnitudes of the BN running statistics inside the residual blocks (after the adder / conv layers).
+
+    The quantity the AWN paper says adder layers inflate (DESIGN §4: running means of hundreds to
+    thousands without AWN): the mean and the largest |running mean| over all channels of the blocks' BN
+    layers, and their mean running variance. The stem's and the logits' BN are left out.
+    """
+    means, variances = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d) and name.startswith("layer") and module.running_mean is not None:
+            means.append(module.running_mean.abs().flatten())
+            variances.append(module.running_var.flatten())
+    if not means:
+        return {}
+    m, v = torch.cat(means), torch.cat(variances)
+    return {"bn_abs_mean": round(float(m.mean()), 4), "bn_abs_mean_max": round(float(m.max()), 4),
+            "bn_var_mean": round(float(v.mean()), 4)}  # fmt: skip
 
 
 def _channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -169,18 +204,44 @@ class Trainer:
             layer.eta = config.eta
         set_grad_mode(self.model, "surrogate")
         set_backend(self.model, "auto")
+        self._apply_awn_variant()
         self.steps_per_epoch = math.ceil(len(self.train) / config.batch_size)
         if config.batch_size == 1 or len(self.train) % config.batch_size == 1:  # BN trains on batch statistics
             raise UserError(
                 f"training needs at least 2 samples per batch (BN), but {len(self.train)} training images in batches of "
                 f"{config.batch_size} leave a batch of 1; choose another --batch-size or --train-subset"
             )
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr, momentum=config.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(config.epochs * self.steps_per_epoch))
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
+
+    def _apply_awn_variant(self) -> None:
+        """The AWN form and where η acts (all layers), and γ's initial value (before any step)."""
+        cfg = self.config
+        if not cfg.awn:
+            return
+        set_awn_form(self.model, cfg.awn_form)
+        for layer in adder_layers(self.model):
+            layer.awn_eta = cfg.awn_eta
+        if cfg.awn_gain_init == "scale":
+            with torch.no_grad():
+                for layer in awn_layers(self.model):
+                    raw = layer.adder if hasattr(layer, "adder") else layer.weight
+                    flat = raw.reshape(raw.shape[0], -1)
+                    scale = flat.std(1, unbiased=False) if cfg.awn_form == "standardize" else flat.pow(2).mean(1).sqrt()
+                    layer.awn_gain.copy_(scale)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on every parameter (the official recipe), or on all but the AWN gains."""
+        wd = self.config.weight_decay
+        if self.config.awn_gain_decay:
+            return [{"params": list(self.model.parameters()), "weight_decay": wd}]
+        named = list(self.model.named_parameters())
+        return [
+            {"params": [p for n, p in named if not n.endswith("awn_gain")], "weight_decay": wd},
+            {"params": [p for n, p in named if n.endswith("awn_gain")], "weight_decay": 0.0},
+        ]
 
     # -- state -------------------------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -207,7 +268,8 @@ class Trainer:
             raise UserError(f"{self.state_path} is not a readable training state ({exc})") from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise UserError(f"{self.state_path} is not a robustadder training state")
-        saved = {"dataset": DEFAULT_DATASET, **state["config"]}  # states of before datasets trained on CIFAR-10
+        # a state written before a setting existed was trained with that setting's default (CIFAR-10, AWN as always)
+        saved = {**{f.name: f.default for f in fields(TrainConfig) if f.name not in ("flip",)}, **state["config"]}
         mine = asdict(self.config)
         diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]]
         if diff:
@@ -226,7 +288,8 @@ class Trainer:
         if not self.metrics:
             return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(self.metrics[0]))
+        columns = list(dict.fromkeys(k for row in self.metrics for k in row))  # rows of a resumed older run lack newer columns
+        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(self.metrics)
         atomic_write(self.metrics_path, lambda fh: fh.write(buf.getvalue().encode()))
@@ -270,6 +333,7 @@ class Trainer:
             "test_accuracy": round(test_accuracy(self.model, self.test), 4),
             "lr": lr,
             "seconds": round(seconds, 2),
+            **bn_statistics(self.model),
         }
         self.metrics.append(row)
         return row
@@ -310,6 +374,8 @@ class Trainer:
             " + horizontal flip" if self.config.flip else ""
         )
         recipe["adder_input_gradient"] = "surrogate (HardTanh)"
+        if not self.config.awn:  # AWN knobs say nothing about a model without AWN
+            recipe = {k: v for k, v in recipe.items() if not k.startswith("awn_")}
         meta = {
             "dataset": self.dataset.name,
             "accuracy": round(accuracy, 2),
@@ -319,4 +385,12 @@ class Trainer:
             "train_seconds": round(sum(m["seconds"] for m in self.metrics), 1),
             "seconds_per_epoch": round(sum(m["seconds"] for m in self.metrics) / max(1, len(self.metrics)), 1),
         }
+        if self.config.awn:
+            c = self.config
+            meta["awn_variant"] = {
+                "form": c.awn_form,
+                "eta": c.awn_eta,
+                "gain_decay": c.awn_gain_decay,
+                "gain_init": c.awn_gain_init,
+            }
         return save_checkpoint(self.out, self.model, meta)

@@ -10,8 +10,8 @@ import torch
 
 from robustadder.errors import UserError
 from robustadder.models import load_checkpoint
-from robustadder.nn import adder_layers
-from robustadder.train import TrainConfig, Trainer, augment
+from robustadder.nn import adder2d, adder_layers, awn_layers, awn_weight
+from robustadder.train import TrainConfig, Trainer, augment, bn_statistics
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_short_training_decreases_the_loss(tiny_cifar, tmp_path):
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert loaded.arch.name == "resnet20_conv" and loaded.meta["accuracy"] == meta["accuracy"]
     header = (tmp_path / "c.metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,train_loss,train_accuracy,test_accuracy,lr,seconds"
+    assert header == "epoch,train_loss,train_accuracy,test_accuracy,lr,seconds,bn_abs_mean,bn_abs_mean_max,bn_var_mean"
 
 
 def test_resume_is_bit_identical(tiny_cifar, tmp_path):
@@ -110,3 +110,80 @@ def test_augmentation_crops_and_flips_deterministically():
     assert a.shape == x.shape and np.array_equal(a, b)
     same = augment(x, np.random.default_rng(5), 0, False)
     assert np.array_equal(same, x)
+
+
+# -- AWN variants (issue 16's ablation) ---------------------------------------------------------------------
+def test_awn_eta_on_the_normalized_weight_is_the_chain_rule_of_a_scaled_gradient(tiny_cifar, tmp_path):
+    trainer = Trainer(config(awn=True, awn_eta="normalized"), tmp_path / "n.pt", tiny_cifar)
+    layer = adder_layers(trainer.model)[0]
+    x = torch.randn(4, layer.in_channels, 8, 8)
+    layer.zero_grad()
+    layer(x).sum().backward()
+    raw = layer.adder.detach().clone().requires_grad_(True)
+    w_hat = awn_weight(raw, layer.awn_gain.detach())
+    adder2d(x, w_hat, layer.stride, layer.padding, eta=0.2).sum().backward()  # η scales the gradient of Ŵ
+    torch.testing.assert_close(layer.adder.grad, raw.grad)
+    assert layer.adder.grad.norm().item() != pytest.approx(0.2 * math.sqrt(layer.adder.numel()), rel=1e-3)
+
+
+def test_awn_gain_decay_and_initialisation(tiny_cifar, tmp_path):
+    trainer = Trainer(config(awn=True, awn_gain_decay=False, awn_gain_init="scale"), tmp_path / "g.pt", tiny_cifar)
+    decays = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    for name, p in trainer.model.named_parameters():
+        assert decays[id(p)] == (0.0 if name.endswith("awn_gain") else 5e-4)
+    for layer in awn_layers(trainer.model):  # Ŵ starts as the centred raw weight
+        raw = layer.adder if hasattr(layer, "adder") else layer.weight
+        centred = raw - raw.mean(dim=(1, 2, 3), keepdim=True)
+        torch.testing.assert_close(layer.effective_weight(), centred, rtol=1e-4, atol=1e-4)
+    norm = Trainer(config(awn=True, awn_form="norm", awn_gain_init="scale"), tmp_path / "h.pt", tiny_cifar)
+    for layer in awn_layers(norm.model):  # the norm form starts as the raw weight itself
+        raw = layer.adder if hasattr(layer, "adder") else layer.weight
+        torch.testing.assert_close(layer.effective_weight(), raw, rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="--awn-form applies to AWN models: add --awn"):
+        Trainer(config(awn_form="norm"), tmp_path / "x.pt", tiny_cifar)
+    with pytest.raises(UserError, match="--awn-eta must be one of raw, normalized"):
+        Trainer(config(awn=True, awn_eta="both"), tmp_path / "x.pt", tiny_cifar)
+
+
+def test_awn_form_is_recorded_and_reloaded(tiny_cifar, tmp_path):
+    from robustadder.api import resolve_attacks
+    from robustadder.engine import Settings, cell_config
+
+    meta = Trainer(config(awn=True, awn_form="norm", epochs=1), tmp_path / "n.pt", tiny_cifar).run(progress=False)
+    assert meta["awn_variant"] == {"form": "norm", "eta": "raw", "gain_decay": True, "gain_init": "one"}
+    loaded = load_checkpoint(tmp_path / "n.pt")
+    assert {layer.awn_form for layer in awn_layers(loaded.model)} == {"norm"}
+    x = torch.rand(4, 3, 32, 32)
+    trained = Trainer(config(awn=True, awn_form="norm", epochs=1), tmp_path / "m.pt", tiny_cifar)
+    trained.model.load_state_dict(loaded.model.state_dict())
+    trained.model.eval()
+    torch.testing.assert_close(loaded.model(x), trained.model(x))  # the same function, not only the same weights
+    clean = resolve_attacks("none")[0]
+    assert cell_config(loaded, clean, Settings(), _imageset(x))["model"]["awn_form"] == "norm"
+    standard = Trainer(config(awn=True, epochs=1), tmp_path / "s.pt", tiny_cifar).run(progress=False)
+    assert standard["awn_variant"]["form"] == "standardize"
+    assert "awn_form" not in cell_config(load_checkpoint(tmp_path / "s.pt"), clean, Settings(), _imageset(x))["model"]
+
+
+def _imageset(x):
+    from robustadder.data import ImageSet
+
+    images = (x.permute(0, 2, 3, 1) * 255).to(torch.uint8).numpy()
+    return ImageSet(images, np.zeros(len(x), np.int64), np.arange(len(x)), "x")
+
+
+def test_metrics_record_bn_statistics_and_old_states_resume(tiny_cifar, tmp_path):
+    trainer = Trainer(config(epochs=2), tmp_path / "b.pt", tiny_cifar)
+    trainer.run(progress=False, stop_after=1)
+    row = trainer.metrics[0]
+    assert row["bn_abs_mean_max"] >= row["bn_abs_mean"] > 0 and row["bn_var_mean"] > 0
+    bn = trainer.model.layer1[0].bn1
+    with torch.no_grad():
+        bn.running_mean[0] = -1234.0
+    assert bn_statistics(trainer.model)["bn_abs_mean_max"] == 1234.0
+    # a state saved before the dataset and AWN settings existed resumes as what it was: CIFAR-10, AWN defaults
+    state = torch.load(trainer.state_path, weights_only=True)
+    for key in ("dataset", "awn_form", "awn_eta", "awn_gain_decay", "awn_gain_init"):
+        state["config"].pop(key)
+    torch.save(state, trainer.state_path)
+    assert Trainer(config(epochs=2), tmp_path / "b.pt", tiny_cifar).run(resume=True, progress=False) is not None

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..nn import AWN_FORMS, awn_layers, set_awn_form
 from .registry import REGISTRY, infer_registered
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec
@@ -161,6 +162,11 @@ def build_model(
         mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
     model = CifarResNet(spec.depth, spec.kind, spec.awn, num_classes=spec.num_classes, mean=mean, std=std, in_channels=channels)
     load_strictly(model, state, f"{source} does not fit architecture {spec.name}")
+    if spec.awn:  # the AWN form changes what the layers compute; checkpoints before it had forms: standardize
+        form = (meta.get("awn_variant") or {}).get("form", "standardize")
+        if form not in AWN_FORMS:
+            raise UserError(f"{source}: unknown AWN form '{form}' in its metadata (known: {', '.join(AWN_FORMS)})")
+        set_awn_form(model, form)
     return model
 
 
@@ -265,6 +271,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: Mapping[str
             num_classes=model.spec.num_classes,
             normalization=model.normalization,
         )
+    forms = {layer.awn_form for layer in awn_layers(model)}
+    if len(forms) > 1:
+        raise ValueError(f"AWN layers with different forms ({sorted(forms)}) cannot be described by one checkpoint")
+    if forms:
+        full_meta["awn_variant"] = {"form": forms.pop()}
     full_meta.update(meta or {})
     full_meta["weights_sha256"] = weights_sha256(state)
     from .. import __version__

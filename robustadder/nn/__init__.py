@@ -11,12 +11,13 @@ from .adder import (
     set_backend,
     set_grad_mode,
 )
-from .awn import AWN_EPS, AWNConv2d, awn_weight
+from .awn import AWN_EPS, AWN_FORMS, AWNConv2d, awn_layers, awn_weight, set_awn_form
 from .conv import set_deterministic_convs
 from .convert import Converted, convert, is_foreign_adder
 
 __all__ = [
     "AWN_EPS",
+    "AWN_FORMS",
     "DEFAULT_ETA",
     "AWNConv2d",
     "Adder2d",
@@ -26,8 +27,10 @@ __all__ = [
     "adder2d",
     "adder_layers",
     "adder_settings",
+    "awn_layers",
     "awn_weight",
     "convert",
+    "set_awn_form",
     "is_foreign_adder",
     "set_backend",
     "set_deterministic_convs",

@@ -121,19 +121,23 @@ class Adder2d(nn.Module):
         self.b = nn.Parameter(torch.rand(out_channels)) if bias else None
         self.awn = awn
         self.awn_eps = AWN_EPS
+        self.awn_form = "standardize"  # see awn.AWN_FORMS
+        # where the adaptive learning rate acts under AWN: "raw" (the stored weight's gradient, the default)
+        # or "normalized" (the gradient of the weight the forward uses, as without AWN); training only
+        self.awn_eta = "raw"
         self.awn_gain = nn.Parameter(torch.ones(out_channels)) if awn else None
         if awn:
             self.adder.register_hook(self._scale_raw_gradient)
 
     def _scale_raw_gradient(self, grad: torch.Tensor) -> torch.Tensor:
         """AWN: the adaptive learning rate acts on the raw weight's gradient (see the module docstring)."""
-        return adaptive_scale(grad, self.eta)
+        return adaptive_scale(grad, self.eta) if self.awn_eta == "raw" else grad
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the forward actually uses (AWN-reparametrized when ``awn``)."""
         if self.awn_gain is None:
             return self.adder
-        return awn_weight(self.adder, self.awn_gain, self.awn_eps)
+        return awn_weight(self.adder, self.awn_gain, self.awn_eps, self.awn_form)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = adder2d(
@@ -142,7 +146,7 @@ class Adder2d(nn.Module):
             self.stride,
             self.padding,
             grad_mode=self.grad_mode,
-            eta=None if self.awn else self.eta,  # with AWN the raw weight's gradient is rescaled instead
+            eta=None if self.awn and self.awn_eta == "raw" else self.eta,  # AWN: by default the raw gradient is rescaled
             backend=self.backend,
         )
         if self.b is not None:

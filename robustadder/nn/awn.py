@@ -18,12 +18,34 @@ import torch.nn as nn
 AWN_EPS = 1e-5
 
 
-def awn_weight(weight: torch.Tensor, gain: torch.Tensor, eps: float = AWN_EPS) -> torch.Tensor:
-    """Per-filter standardized weight scaled by ``gain``; differentiable in both arguments."""
+#: "standardize": γ (W − mean) / std, the reading of DESIGN §4 (the default; every shipped AWN checkpoint);
+#: "norm": γ W / rms(W), weight normalization (Salimans & Kingma 2016) at the same scale, mean kept.
+AWN_FORMS = ("standardize", "norm")
+
+
+def awn_weight(weight: torch.Tensor, gain: torch.Tensor, eps: float = AWN_EPS, form: str = "standardize") -> torch.Tensor:
+    """Per-filter normalized weight scaled by ``gain``; differentiable in both arguments."""
     flat = weight.reshape(weight.shape[0], -1)
+    if form == "norm":
+        return (gain.view(-1, 1) * flat / torch.sqrt(flat.pow(2).mean(dim=1, keepdim=True) + eps)).view_as(weight)
+    if form != "standardize":
+        raise ValueError(f"AWN form must be one of {AWN_FORMS}, not {form!r}")
     mean = flat.mean(dim=1, keepdim=True)
     var = flat.var(dim=1, unbiased=False, keepdim=True)
     return (gain.view(-1, 1) * (flat - mean) / torch.sqrt(var + eps)).view_as(weight)
+
+
+def awn_layers(model: nn.Module) -> list[nn.Module]:
+    """The AWN-reparametrized layers of a model (adder and conv)."""
+    return [m for m in model.modules() if getattr(m, "awn_gain", None) is not None]
+
+
+def set_awn_form(model: nn.Module, form: str) -> None:
+    """Use ``form`` in every AWN layer (it changes what the layers compute: recorded in checkpoints)."""
+    if form not in AWN_FORMS:
+        raise ValueError(f"AWN form must be one of {AWN_FORMS}, not {form!r}")
+    for layer in awn_layers(model):
+        layer.awn_form = form
 
 
 class AWNConv2d(nn.Conv2d):
@@ -32,11 +54,12 @@ class AWNConv2d(nn.Conv2d):
     def __init__(self, *args, awn_eps: float = AWN_EPS, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.awn_eps = awn_eps
+        self.awn_form = "standardize"
         self.awn_gain = nn.Parameter(torch.ones(self.out_channels))
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the forward actually uses."""
-        return awn_weight(self.weight, self.awn_gain, self.awn_eps)
+        return awn_weight(self.weight, self.awn_gain, self.awn_eps, self.awn_form)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.effective_weight(), self.bias)

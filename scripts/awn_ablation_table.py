@@ -1,0 +1,57 @@
+"""Issue 16's ablation table: one row per run of scripts/awn-ablation.sh, from its metrics CSVs.
+
+Writes OUT/README.md (Markdown, pandas) with, per variant, the test accuracy at the last and the best
+epoch, the last epoch's training loss and the BN running-statistics magnitudes after the adder layers
+(mean and largest |running mean|, mean running variance), first and last epoch. Every number is read
+from the CSVs the runs wrote; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+WHAT = {
+    "ann20": "no AWN (reference)",
+    "awn": "AWN as shipped: γ(W−μ)/σ, η on the raw weight, decay on γ, γ₀ = 1",
+    "awn-no-gain-decay": "as shipped, no weight decay on γ",
+    "awn-eta-normalized": "as shipped, η on the normalized weight's gradient",
+    "awn-norm": "weight normalization γW/rms(W) instead of standardization",
+    "awn-gain-scale": "as shipped, γ₀ = each filter's scale (Ŵ starts as W − μ)",
+}
+
+
+def table(folder: Path) -> pd.DataFrame:
+    """One row per metrics CSV in ``folder``."""
+    rows, nan = [], float("nan")
+    for path in sorted(folder.glob("*.metrics.csv")):
+        m = pd.read_csv(path)
+        name = path.name.removesuffix(".metrics.csv")
+        last, first = m.iloc[-1], m.iloc[0]
+        rows.append({
+            "run": name, "variant": WHAT.get(name, name), "epochs": int(last["epoch"]),
+            "test acc (last)": last["test_accuracy"], "test acc (best)": m["test_accuracy"].max(),
+            "train loss (last)": last["train_loss"],
+            "BN |mean| (first → last)": f"{first.get('bn_abs_mean', nan):.3g} → {last.get('bn_abs_mean', nan):.3g}",
+            "BN max |mean| (last)": last.get("bn_abs_mean_max", nan),
+            "BN var (last)": last.get("bn_var_mean", nan),
+            "s / epoch": m["seconds"].median(),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def main(folder: str) -> None:
+    out = Path(folder)
+    frame = table(out)
+    if frame.empty:
+        raise SystemExit(f"no *.metrics.csv in {out}")
+    text = ["# AWN ablation (issue 16)", "", "Written by `scripts/awn_ablation_table.py` from the runs' metrics CSVs.", "",
+            frame.to_markdown(index=False, floatfmt=".4g"), ""]  # fmt: skip
+    (out / "README.md").write_text("\n".join(text))
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "reports/awn-ablation")
