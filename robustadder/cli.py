@@ -85,15 +85,6 @@ def _fmt_ci(ci) -> str:
     return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
-def _fmt_eps(eps: float, norm: str) -> str:
-    if eps == 0:
-        return "-"
-    k = eps * 255
-    if norm == "Linf" and eps and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{eps:.4g}"
-
-
 def settings_options(fn):
     """The inference-settings flags shared by eval and sweep-like commands."""
     options = [
@@ -192,6 +183,7 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
     """
     from . import distributed
     from .api import evaluate
+    from .attacks import format_eps
     from .data import dataset_title
     from .models import as_loaded, module_input_shape
 
@@ -279,7 +271,7 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         import pandas as pd
 
         rows = [
-            {"attack": s["attack"], "eps": _fmt_eps(s["eps"], s["norm"]) + ("" if s["norm"] == "Linf" or not s["eps"] else " L2"),
+            {"attack": s["attack"], "eps": format_eps(s["eps"], s["norm"], zero="-"),
              "robust acc": _fmt_pct(s["robust_accuracy"]), "95 % interval": _fmt_ci(s["robust_accuracy_ci"]),
              "grad": s["grad"],
              "success rate": "-" if s["attack_success_rate"] != s["attack_success_rate"] else _fmt_pct(s["attack_success_rate"]),

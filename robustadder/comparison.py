@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .api import evaluate, resolve_attacks
-from .attacks import parse_eps
+from .attacks import format_eps, parse_eps
 from .data import Dataset, ImageSet, dataset_title
 from .engine import GRAD_SETTINGS, Settings, has_adder_layers
 from .errors import UserError
@@ -41,11 +41,6 @@ from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, worst_case_
 DEFAULT_EPS = ("1/255", "2/255", "4/255", "8/255")
 DEFAULT_ATTACKS = ("pgd:steps=20,restarts=2", "autoattack")
 ALPHA = 0.05
-
-
-def _eps_label(eps: float) -> str:
-    k = eps * 255
-    return f"{k:.3g}/255" if abs(k - round(k)) > 1e-6 else f"{round(k)}/255"
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -138,7 +133,7 @@ def compare(
                 c = int(clean.sum())
                 (clean_low, clean_high), (robust_low, robust_high) = proportion_interval(c, m), proportion_interval(k, m)
                 rows.append({
-                    "model": name, "eps": e, "eps_label": _eps_label(e), "n": m,
+                    "model": name, "eps": e, "eps_label": format_eps(e), "n": m,
                     "clean_accuracy": 100.0 * c / m, "clean_ci_low": clean_low, "clean_ci_high": clean_high,
                     "robust_accuracy": 100.0 * k / m, "robust_ci_low": robust_low, "robust_ci_high": robust_high,
                     "robust_over_clean": k / c if c else float("nan"),
@@ -161,7 +156,7 @@ def compare(
                 ca, cb = fa[common.reindex(fa.index)], fb[common.reindex(fa.index)]
                 test_c = mcnemar_exact(ca.to_numpy(), cb.to_numpy()) if len(ca) else None
                 block.append({
-                    "a": a, "b": b, "eps": e, "eps_label": _eps_label(e), "n": len(fa),
+                    "a": a, "b": b, "eps": e, "eps_label": format_eps(e), "n": len(fa),
                     "robust_a": 100.0 * float(fa.mean()), "robust_b": 100.0 * float(fb.mean()),
                     "difference": test["difference"], "a_only": test["a_only"], "b_only": test["b_only"],
                     "p_value": test["p_value"],

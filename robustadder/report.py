@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .attacks import format_eps
 from .data import DATASETS, DEFAULT_DATASET, dataset_title
 from .errors import UserError
 from .resources import presets_dir
@@ -60,15 +61,6 @@ def preset_path(name: str) -> Path:
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)} or pass --sweep FILE")
     return PRESET_DIR / PRESETS[name]
-
-
-def _fmt_eps(eps: float, norm: str) -> str:
-    if eps == 0:
-        return "–"
-    k = eps * 255
-    if norm == "Linf" and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{k:.3g}/255" if norm == "Linf" else f"{eps:g} ({norm})"
 
 
 # an absolute path (not part of a URL): /a/b/name, ~/a/name, C:/a/name
@@ -165,7 +157,7 @@ def long_table(store: Store, plan: ReportPlan) -> pd.DataFrame:
             "attack": cell.attack.label,
             "attack_name": cell.attack.name,
             "eps": cell.attack.eps,
-            "eps_label": _fmt_eps(cell.attack.eps, cell.attack.norm),
+            "eps_label": format_eps(cell.attack.eps, cell.attack.norm),
             "norm": cell.attack.norm,
             **{k: getattr(cell.settings, k) for k in SETTING_KEYS},
             "status": cell.status,
@@ -271,7 +263,7 @@ def attack_protocols(attacks) -> list[str]:
         if norm == "Linf" and all(abs(e * 255 - round(e * 255)) < 1e-6 or e * 255 < 1 for e in eps):
             eps_text = ", ".join(f"{e * 255:g}" for e in eps) + "/255"
         else:
-            eps_text = ", ".join(_fmt_eps(e, norm) for e in eps)
+            eps_text = ", ".join(format_eps(e, norm) for e in eps)
         parts = [f"{norm} eps {eps_text}"]
         if "steps" in p:
             parts.append(f"{p.pop('steps')} steps")
@@ -690,7 +682,7 @@ def energy_table(report: Report) -> pd.DataFrame:
             worst = long_all[(long_all["model"] == label) & (long_all["attack"] == WORST) & (long_all["status"] == "done")]
             if (worst["bn"] == "eval").any():
                 worst = worst[worst["bn"] == "eval"]
-            row[f"worst case at {_fmt_eps(eps_values[0], 'Linf')} (%)"] = (
+            row[f"worst case at {format_eps(eps_values[0], 'Linf')} (%)"] = (
                 worst["robust_accuracy"].mean() if len(worst) else np.nan
             )
         rows.append(row)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustadder.attacks import ATTACKS, BuildContext, build_runner, make_config, parse_attack_option, parse_eps
+from robustadder.attacks import ATTACKS, BuildContext, build_runner, format_eps, make_config, parse_attack_option, parse_eps
 from robustadder.attacks.gradient import pgd
 from robustadder.engine import Settings, inference_mode, prepare, verify_batch
 from robustadder.errors import UserError
@@ -206,3 +206,12 @@ def test_verify_batch_catches_violations():
     l2 = make_config("pgd", norm="L2", eps="0.5")
     with pytest.raises(BoundViolation, match="L2 budget"):
         verify_batch(x + 0.1, x, l2)  # ‖δ‖₂ = 0.1 · sqrt(48) ≈ 0.69 > 0.5
+
+
+def test_one_eps_formatter_reads_back_as_the_eps_it_prints():
+    """Tables, reports and the CLI print eps one way, and what they print parses back to the same budget."""
+    assert [format_eps(e) for e in (8 / 255, 1 / 255, 0.5 / 255)] == ["8/255", "1/255", "0.5/255"]
+    assert format_eps(0) == "–" and format_eps(0, zero="-") == "-"
+    assert format_eps(0.5, "L2") == "0.5 (L2)"
+    for eps in (8 / 255, 2 / 255, 0.5 / 255, 16 / 255):
+        assert parse_eps(format_eps(eps), "Linf") == pytest.approx(eps, rel=1e-3)

@@ -76,6 +76,19 @@ def parse_number(value: Any, what: str) -> float:
     return number
 
 
+def format_eps(eps: float, norm: str = "Linf", zero: str = "–") -> str:
+    """An eps as people read it: L∞ in units of 1/255 (``8/255``, ``0.5/255``), L2 as a number.
+
+    ``zero`` marks no perturbation (the clean row). The one formatter of tables, reports and the CLI.
+    """
+    if eps == 0:
+        return zero
+    if norm != "Linf":
+        return f"{eps:g} ({norm})"
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{k:.3g}/255"
+
+
 def parse_eps(value: Any, norm: str) -> float:
     """Validate an epsilon for a norm: 0 ≤ eps ≤ the largest meaningful value."""
     eps = parse_number(value, "eps")
