@@ -23,8 +23,8 @@ run() {  # name, flags...
 }
 run ann20                                                   # no AWN: the reference
 run awn --awn                                               # the shipped reading (DESIGN §4)
+run awn-norm --awn --awn-form norm                          # weight normalization (Salimans & Kingma)
 run awn-no-gain-decay --awn --no-awn-gain-decay             # weight decay off the gains γ
 run awn-eta-normalized --awn --awn-eta normalized           # η on the normalized weight's gradient
-run awn-norm --awn --awn-form norm                          # weight normalization (Salimans & Kingma)
 run awn-gain-scale --awn --awn-gain-init scale              # γ starts at each filter's scale
 "$BIN/python" scripts/awn_ablation_table.py "$OUT"
