@@ -23,6 +23,10 @@ WHAT = {
 }
 
 
+def _arrow(first: float, last: float) -> str:
+    return f"{first:.3g} → {last:.3g}"
+
+
 def table(folder: Path) -> pd.DataFrame:
     """One row per metrics CSV in ``folder``."""
     rows, nan = [], float("nan")
@@ -34,12 +38,27 @@ def table(folder: Path) -> pd.DataFrame:
             "run": name, "variant": WHAT.get(name, name), "epochs": int(last["epoch"]),
             "test acc (last)": last["test_accuracy"], "test acc (best)": m["test_accuracy"].max(),
             "train loss (last)": last["train_loss"],
-            "BN |mean| (first → last)": f"{first.get('bn_abs_mean', nan):.3g} → {last.get('bn_abs_mean', nan):.3g}",
-            "BN max |mean| (last)": last.get("bn_abs_mean_max", nan),
-            "BN var (last)": last.get("bn_var_mean", nan),
+            "BN mean abs running mean (first → last)": _arrow(first.get("bn_abs_mean", nan), last.get("bn_abs_mean", nan)),
+            "BN largest abs running mean (last)": last.get("bn_abs_mean_max", nan),
+            "BN mean running var (last)": last.get("bn_var_mean", nan),
             "s / epoch": m["seconds"].median(),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def setup(folder: Path) -> str:
+    """The runs' common recipe, read from their finished checkpoints' metadata (weights_only)."""
+    import torch
+
+    seen = set()
+    for path in sorted(folder.glob("*.pt")):
+        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+        r = meta.get("recipe", {})
+        seen.add((r.get("train_subset") or "all", meta.get("accuracy_n"), r.get("epochs"), r.get("seed"), meta.get("dataset")))
+    return "; ".join(
+        f"{dataset}, training images: first {train}, test images: first {test}, {epochs} epochs (cosine), seed {seed}"
+        for train, test, epochs, seed, dataset in sorted(seen, key=str)
+    )
 
 
 def main(folder: str) -> None:
@@ -47,7 +66,10 @@ def main(folder: str) -> None:
     frame = table(out)
     if frame.empty:
         raise SystemExit(f"no *.metrics.csv in {out}")
-    text = ["# AWN ablation (issue 16)", "", "Written by `scripts/awn_ablation_table.py` from the runs' metrics CSVs.", "",
+    text = ["# AWN ablation (issue 16)", "", "Written by `scripts/awn_ablation_table.py` from the runs' metrics CSVs.",
+            f"Setup (from the checkpoints): {setup(out) or 'checkpoints not present'}. ResNet-20 adder, the official",
+            "recipe otherwise (SGD, lr 0.1, wd 5e-4, batch 256, η = 0.2). Test accuracy in % of the test images named;",
+            "BN columns: the blocks' BN running statistics after the adder layers at the end of each run.", "",
             frame.to_markdown(index=False, floatfmt=".4g"), ""]  # fmt: skip
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
