@@ -128,10 +128,10 @@ def data_options(fn):
 
 def _dataset_file(dataset: str | None) -> str | None:
     """The file or folder a scheme:PATH dataset reads (an input no output may overwrite)."""
-    from .data import SCHEMES
+    from .data import dataset_ref
 
-    scheme, sep, rest = (dataset or "").partition(":")
-    return rest if sep and scheme.lower() in SCHEMES else None
+    _scheme, sep, path = dataset_ref(dataset).partition(":") if dataset else ("", "", "")
+    return path if sep else None
 
 
 def model_options(fn):

@@ -137,8 +137,10 @@ def dataset_ref(ref: str, relative_to: str | os.PathLike | None = None) -> str:
     if text.lower() in DATASETS:
         return text.lower()
     scheme, sep, rest = text.partition(":")
-    if not (sep and scheme.lower() in SCHEMES and rest.strip()):
+    if not (sep and scheme.lower() in SCHEMES):
         raise UserError(f"unknown dataset '{text}': use {dataset_choices()}")
+    if not rest.strip():
+        raise UserError(f"dataset '{text}' needs a path: {scheme.lower()}:PATH")
     path = Path(os.path.expandvars(rest.strip())).expanduser()
     if relative_to is not None and not path.is_absolute():
         path = (Path(relative_to) / path).resolve()
@@ -149,15 +151,11 @@ def open_dataset(ref: str | os.PathLike | Dataset | None = None) -> Dataset:
     """A dataset reference (name or ``scheme:PATH``; None → CIFAR-10) → its :class:`Dataset`."""
     if isinstance(ref, Dataset):
         return ref
-    text = str(ref).strip() if ref is not None else DEFAULT_DATASET
-    if text.lower() in DATASETS:
-        return DATASETS[text.lower()]
-    scheme, sep, rest = text.partition(":")
-    if sep and scheme.lower() in SCHEMES:
-        if not rest.strip():
-            raise UserError(f"dataset '{text}' needs a path: {scheme.lower()}:PATH")
-        return SCHEMES[scheme.lower()](Path(os.path.expandvars(rest.strip())).expanduser())
-    raise UserError(f"unknown dataset '{text}': use {dataset_choices()}")
+    text = dataset_ref(str(ref)) if ref is not None else DEFAULT_DATASET
+    if text in DATASETS:
+        return DATASETS[text]
+    scheme, _, path = text.partition(":")
+    return SCHEMES[scheme](Path(path))
 
 
 def load_dataset(
