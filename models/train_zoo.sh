@@ -14,6 +14,8 @@ train() {  # name, kind flags...
     if [ -f "models/$name.pt.state" ]; then resume=--resume; fi
     "$BIN/robustadder" train --arch resnet20 "$@" --epochs "$EPOCHS" --seed 0 --out "models/$name.pt" $resume
 }
+# --awn is weight normalization since issue 16's ablation (README, AWN); the ann20-awn / cnn20-awn shipped
+# before it were trained with --awn-form standardize (their checkpoints carry no awn_variant)
 train ann20-awn --kind adder --awn
 train cnn20 --kind conv
 train ann20 --kind adder

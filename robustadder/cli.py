@@ -481,8 +481,9 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
     "npz:DIR (train.npz, test.npz).",
 )
 @click.option("--flip/--no-flip", default=None, help="Horizontal-flip augmentation [default: on, off for svhn].")
-@click.option("--awn-form", type=click.Choice(["standardize", "norm"]), default="standardize", show_default=True,
-              help="AWN: gamma (W - mean) / std, or gamma W / rms(W) (weight normalization).")  # fmt: skip
+@click.option("--awn-form", type=click.Choice(["norm", "standardize"]), default="norm", show_default=True,
+              help="AWN: gamma W / rms(W) (weight normalization, the default since the ablation of "
+                   "reports/awn-ablation), or gamma (W - mean) / std (every AWN model trained before).")  # fmt: skip
 @click.option("--awn-eta", type=click.Choice(["raw", "normalized"]), default="raw", show_default=True,
               help="AWN: the adaptive learning rate scales the raw weight's gradient or the normalized weight's.")  # fmt: skip
 @click.option("--awn-gain-decay/--no-awn-gain-decay", default=True, show_default=True, help="AWN: weight decay on the gains.")

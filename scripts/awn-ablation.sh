@@ -22,9 +22,9 @@ run() {  # name, flags...
         ${SUBSET:+--train-subset "$SUBSET"} ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} --out "$OUT/$name.pt" $resume
 }
 run ann20                                                   # no AWN: the reference
-run awn --awn                                               # the shipped reading (DESIGN §4)
-run awn-norm --awn --awn-form norm                          # weight normalization (Salimans & Kingma)
-run awn-no-gain-decay --awn --no-awn-gain-decay             # weight decay off the gains γ
-run awn-eta-normalized --awn --awn-eta normalized           # η on the normalized weight's gradient
-run awn-gain-scale --awn --awn-gain-init scale              # γ starts at each filter's scale
+run awn --awn --awn-form standardize                        # the original reading (DESIGN §4)
+run awn-norm --awn --awn-form norm                          # weight normalization (Salimans & Kingma; the default since)
+run awn-no-gain-decay --awn --awn-form standardize --no-awn-gain-decay             # weight decay off the gains γ
+run awn-eta-normalized --awn --awn-form standardize --awn-eta normalized           # η on the normalized weight's gradient
+run awn-gain-scale --awn --awn-form standardize --awn-gain-init scale              # γ starts at each filter's scale
 "$BIN/python" scripts/awn_ablation_table.py "$OUT"

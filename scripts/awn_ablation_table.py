@@ -15,11 +15,11 @@ import pandas as pd
 
 WHAT = {
     "ann20": "no AWN (reference)",
-    "awn": "AWN as shipped: γ(W−μ)/σ, η on the raw weight, decay on γ, γ₀ = 1",
-    "awn-no-gain-decay": "as shipped, no weight decay on γ",
-    "awn-eta-normalized": "as shipped, η on the normalized weight's gradient",
-    "awn-norm": "weight normalization γW/rms(W) instead of standardization",
-    "awn-gain-scale": "as shipped, γ₀ = each filter's scale (Ŵ starts as W − μ)",
+    "awn": "original reading (DESIGN §4): γ(W−μ)/σ, η on the raw weight, decay on γ, γ₀ = 1",
+    "awn-no-gain-decay": "original, no weight decay on γ",
+    "awn-eta-normalized": "original, η on the normalized weight's gradient",
+    "awn-norm": "weight normalization γW/rms(W) instead of standardization (the default since)",
+    "awn-gain-scale": "original, γ₀ = each filter's scale (Ŵ starts as W − μ)",
 }
 
 

@@ -120,14 +120,16 @@ def test_awn_eta_on_the_normalized_weight_is_the_chain_rule_of_a_scaled_gradient
     layer.zero_grad()
     layer(x).sum().backward()
     raw = layer.adder.detach().clone().requires_grad_(True)
-    w_hat = awn_weight(raw, layer.awn_gain.detach())
+    w_hat = awn_weight(raw, layer.awn_gain.detach(), form=layer.awn_form)
     adder2d(x, w_hat, layer.stride, layer.padding, eta=0.2).sum().backward()  # η scales the gradient of Ŵ
     torch.testing.assert_close(layer.adder.grad, raw.grad)
     assert layer.adder.grad.norm().item() != pytest.approx(0.2 * math.sqrt(layer.adder.numel()), rel=1e-3)
 
 
 def test_awn_gain_decay_and_initialisation(tiny_cifar, tmp_path):
-    trainer = Trainer(config(awn=True, awn_gain_decay=False, awn_gain_init="scale"), tmp_path / "g.pt", tiny_cifar)
+    trainer = Trainer(
+        config(awn=True, awn_form="standardize", awn_gain_decay=False, awn_gain_init="scale"), tmp_path / "g.pt", tiny_cifar
+    )
     decays = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
     for name, p in trainer.model.named_parameters():
         assert decays[id(p)] == (0.0 if name.endswith("awn_gain") else 5e-4)
@@ -140,7 +142,7 @@ def test_awn_gain_decay_and_initialisation(tiny_cifar, tmp_path):
         raw = layer.adder if hasattr(layer, "adder") else layer.weight
         torch.testing.assert_close(layer.effective_weight(), raw, rtol=1e-4, atol=1e-4)
     with pytest.raises(UserError, match="--awn-form applies to AWN models: add --awn"):
-        Trainer(config(awn_form="norm"), tmp_path / "x.pt", tiny_cifar)
+        Trainer(config(awn_form="standardize"), tmp_path / "x.pt", tiny_cifar)
     with pytest.raises(UserError, match="--awn-eta must be one of raw, normalized"):
         Trainer(config(awn=True, awn_eta="both"), tmp_path / "x.pt", tiny_cifar)
 
@@ -160,7 +162,7 @@ def test_awn_form_is_recorded_and_reloaded(tiny_cifar, tmp_path):
     torch.testing.assert_close(loaded.model(x), trained.model(x))  # the same function, not only the same weights
     clean = resolve_attacks("none")[0]
     assert cell_config(loaded, clean, Settings(), _imageset(x))["model"]["awn_form"] == "norm"
-    standard = Trainer(config(awn=True, epochs=1), tmp_path / "s.pt", tiny_cifar).run(progress=False)
+    standard = Trainer(config(awn=True, awn_form="standardize", epochs=1), tmp_path / "s.pt", tiny_cifar).run(progress=False)
     assert standard["awn_variant"]["form"] == "standardize"
     assert "awn_form" not in cell_config(load_checkpoint(tmp_path / "s.pt"), clean, Settings(), _imageset(x))["model"]
 
@@ -187,3 +189,29 @@ def test_metrics_record_bn_statistics_and_old_states_resume(tiny_cifar, tmp_path
         state["config"].pop(key)
     torch.save(state, trainer.state_path)
     assert Trainer(config(epochs=2), tmp_path / "b.pt", tiny_cifar).run(resume=True, progress=False) is not None
+
+
+def test_new_awn_training_uses_weight_normalization_and_old_awn_states_resume_as_standardized(tiny_cifar, tmp_path):
+    """The ablation's choice is the default (API and CLI), while a run started before it continues as it began."""
+    from click.testing import CliRunner
+
+    from robustadder.cli import main
+
+    trainer = Trainer(config(awn=True, epochs=2), tmp_path / "a.pt", tiny_cifar)
+    assert {layer.awn_form for layer in awn_layers(trainer.model)} == {"norm"}
+    out = tmp_path / "cli.pt"
+    args = ["train", "--kind", "adder", "--awn", "--epochs", "1", "--batch-size", "32", "--out", str(out),
+            "--data", str(tiny_cifar)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out).meta["awn_variant"]["form"] == "norm"
+    old = Trainer(config(awn=True, awn_form="standardize", epochs=2), tmp_path / "o.pt", tiny_cifar)
+    old.run(progress=False, stop_after=1)
+    state = torch.load(old.state_path, weights_only=True)
+    for key in ("awn_form", "awn_eta", "awn_gain_decay", "awn_gain_init"):  # written before the variants existed
+        state["config"].pop(key)
+    torch.save(state, old.state_path)
+    with pytest.raises(UserError, match="awn_form standardize"):  # the new default would change what it trains
+        Trainer(config(awn=True, epochs=2), tmp_path / "o.pt", tiny_cifar).run(resume=True, progress=False)
+    resumed = Trainer(config(awn=True, awn_form="standardize", epochs=2), tmp_path / "o.pt", tiny_cifar)
+    assert resumed.run(resume=True, progress=False)["awn_variant"]["form"] == "standardize"

@@ -1,13 +1,21 @@
 """Adaptive Weight Normalization (AWN), as this project reads "Towards Stable and Robust AdderNets".
 
-No official code is public; DESIGN §4 fixes the reading used here:
+No official code is public. DESIGN §4 reads it as per-filter standardization,
 
-    Ŵ_o = γ_o · (W_o − mean(W_o)) / sqrt(var(W_o) + ε)        for each output filter o
+    Ŵ_o = γ_o · (W_o − mean(W_o)) / sqrt(var(W_o) + ε)        for each output filter o   ("standardize")
 
 with a learnable per-filter gain γ (initialised to 1), ε = 1e-5 and the *population* variance (as
-batch norm and weight standardization use). The layer stores the raw weight and γ (``awn_gain``); the
-forward uses Ŵ. Trained adder weights otherwise drift to per-layer std 5–10 and push the following BN
-statistics to hundreds, which is the instability AWN is meant to remove.
+batch norm and weight standardization use). Issue 16's ablation (reports/awn-ablation) found that reading
+costs AdderNets accuracy: an adder template's mean is a free parameter (|X − W| is not shift-invariant in
+W), and removing it lost ~9 points against ~3 for weight normalization at the same scale,
+
+    Ŵ_o = γ_o · W_o / sqrt(mean(W_o²) + ε)                                              ("norm")
+
+which keeps the BN statistics after the adder layers as tame. New AWN training uses "norm"; a layer
+built without a recorded form (every checkpoint trained before, which has no ``awn_variant`` in its
+metadata) computes "standardize", so old checkpoints load as what they are. The layer stores the raw
+weight and γ (``awn_gain``); the forward uses Ŵ. Trained adder weights otherwise drift to per-layer std
+5–10 and push the following BN statistics to hundreds, which is the instability AWN is meant to remove.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ import torch.nn as nn
 AWN_EPS = 1e-5
 
 
-#: "standardize": γ (W − mean) / std, the reading of DESIGN §4 (the default; every shipped AWN checkpoint);
-#: "norm": γ W / rms(W), weight normalization (Salimans & Kingma 2016) at the same scale, mean kept.
+#: "standardize": γ (W − mean) / std, the reading of DESIGN §4 (what a layer computes unless told otherwise:
+#: every checkpoint without a recorded form); "norm": γ W / rms(W), weight normalization (Salimans & Kingma
+#: 2016) at the same scale, mean kept — what `train --awn` uses since the ablation.
 AWN_FORMS = ("standardize", "norm")
 
 
