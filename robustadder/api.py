@@ -16,7 +16,16 @@ from .data import Dataset, ImageSet
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, check_bn_batches, prepare, run_cell
 from .errors import UserError
-from .models import LoadedModel, Normalization, announce, as_loaded, evaluation_images, module_input_shape, resolve_model
+from .models import (
+    LoadedModel,
+    Normalization,
+    announce,
+    as_loaded,
+    evaluation_images,
+    module_input_shape,
+    opened_dataset,
+    resolve_model,
+)
 from .store import Store
 from .summary import attack_summary, worst_case_accuracy
 
@@ -157,6 +166,7 @@ def evaluate(
     settings = Settings(batch_size, backend, device, dtype, bn, shuffle, seed, grad)
     settings.validate()
     configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
+    dataset = opened_dataset(dataset)
     loaded = as_loaded(model, arch=arch, normalization=normalization, input_shape=module_input_shape(dataset, data))
     images = evaluation_images([loaded], dataset, data, n)
     build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)

@@ -33,7 +33,7 @@ from .attacks import format_eps, parse_eps
 from .data import Dataset, ImageSet, dataset_title
 from .engine import GRAD_SETTINGS, Settings, has_adder_layers
 from .errors import UserError
-from .models import Normalization, announce, as_loaded, evaluation_images, module_input_shape
+from .models import Normalization, announce, as_loaded, evaluation_images, module_input_shape, opened_dataset
 from .models.module import is_factory_ref
 from .store import Store
 from .summary import CONFIDENCE, mcnemar_exact, proportion_interval, worst_case_flags
@@ -103,6 +103,7 @@ def compare(
         raise UserError("compare's eps must be positive (clean accuracy is always reported)")
     resolve_attacks(list(attacks), eps=eps_values[0])  # validates names and options before any work
     Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
+    dataset = opened_dataset(dataset)
     shape = module_input_shape(dataset, data)
     loaded = [as_loaded(m, normalization=normalization if _takes_normalization(m) else None, input_shape=shape) for m in models]
     names = list(labels) if labels is not None else [m.name for m in loaded]

@@ -53,6 +53,7 @@ from .models import (
     evaluation_images,
     load_zoo,
     module_input_shape,
+    opened_dataset,
     resolve_model,
 )
 from .nn import adder_layers, adder_settings
@@ -264,6 +265,7 @@ def run_checks(
     eps_value = None if auto else make_config("pgd", eps=eps).eps
     if n is not None and n < 2:  # batch independence needs two batch layouts; shares of one image say nothing
         raise UserError(f"check needs at least 2 test images, not {n} (use --n 100 or more for evidence)")
+    dataset = opened_dataset(dataset)
     loaded = as_loaded(model, normalization=normalization, input_shape=module_input_shape(dataset, data))
     images = evaluation_images([loaded], dataset, data, n)
     if len(images) < 2:

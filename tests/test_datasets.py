@@ -308,12 +308,18 @@ def _labelled(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy()
 
 
-def test_evaluate_a_module_on_an_image_folder_at_its_input_size(tmp_path):
+def test_evaluate_a_module_on_an_image_folder_at_its_input_size(tmp_path, monkeypatch):
+    from robustadder.data import SCHEMES
+
     write_folder(tmp_path / "imgs", {f"c{i}": 2 for i in range(4)}, size=(50, 40))
     store = tmp_path / "s.sqlite"
+    opened = []
+    reader = SCHEMES["imagefolder"]
+    monkeypatch.setitem(SCHEMES, "imagefolder", lambda path: opened.append(path) or reader(path))
     frame = evaluate(Tiny(4), ["none", "fgsm"], eps=2 / 255, dataset=f"imagefolder:{tmp_path / 'imgs'}", store=store,
                      progress=False)  # fmt: skip
     assert frame.attrs["dataset"] == "imagefolder:imgs" and frame["sample_id"].nunique() == 8
+    assert len(opened) == 1  # the folder is read once per command (input shape and images)
     again = evaluate(Tiny(4), ["none", "fgsm"], eps=2 / 255, dataset=f"imagefolder:{tmp_path / 'imgs'}", store=store,
                      progress=False)  # fmt: skip
     assert all(s["reused"] for s in again.attrs["summary"])  # same images, same cells

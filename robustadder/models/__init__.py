@@ -12,6 +12,7 @@ from .module import (
     from_module,
     load_factory,
     module_input_shape,
+    opened_dataset,
 )
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec, describe
@@ -41,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "load_zoo",
     "module_input_shape",
+    "opened_dataset",
     "resolve_model",
     "save_checkpoint",
     "weights_sha256",

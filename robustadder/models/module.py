@@ -327,6 +327,15 @@ def check_fits(loaded: LoadedModel, dataset: ImageSet) -> None:
         raise UserError(f"{loaded.name} predicts {classes} classes, but {data} has labels up to {int(dataset.y.max())}")
 
 
+def opened_dataset(dataset: str | os.PathLike | Dataset | None) -> Dataset | None:
+    """``dataset`` opened once per command (None stays None: the models' own dataset is the default).
+
+    Opening a file-based dataset reads its folder (an image folder lists its class folders); entry points
+    open it here and pass the :class:`Dataset` on to :func:`module_input_shape` and :func:`evaluation_images`.
+    """
+    return open_dataset(dataset) if dataset is not None else None
+
+
 def module_input_shape(
     dataset: str | os.PathLike | Dataset | None, data: str | os.PathLike | ImageSet | None = None
 ) -> tuple[int, int, int] | None:
