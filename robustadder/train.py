@@ -352,6 +352,10 @@ class Trainer:
 
         Returns the final checkpoint's metadata, or None when stopped early (state saved, resumable).
         """
+        if self.out.exists():  # hours of training must not end by replacing a checkpoint (the zoo's, say)
+            raise UserError(f"{self.out} exists: training never overwrites a checkpoint; choose another --out")
+        if not resume and self.metrics_path.exists() and not self.state_path.exists():
+            raise UserError(f"{self.metrics_path} exists (another run's metrics): choose another --out")
         if resume:
             self.load_state()
         elif self.state_path.exists():

@@ -215,3 +215,16 @@ def test_new_awn_training_uses_weight_normalization_and_old_awn_states_resume_as
         Trainer(config(awn=True, epochs=2), tmp_path / "o.pt", tiny_cifar).run(resume=True, progress=False)
     resumed = Trainer(config(awn=True, awn_form="standardize", epochs=2), tmp_path / "o.pt", tiny_cifar)
     assert resumed.run(resume=True, progress=False)["awn_variant"]["form"] == "standardize"
+
+
+def test_training_never_overwrites_a_checkpoint_or_another_runs_metrics(tiny_cifar, tmp_path):
+    out = tmp_path / "done.pt"
+    out.write_bytes(b"a finished model")
+    with pytest.raises(UserError, match="done.pt exists: training never overwrites a checkpoint"):
+        Trainer(config(epochs=1), out, tiny_cifar).run(progress=False)
+    assert out.read_bytes() == b"a finished model" and not (tmp_path / "done.pt.state").exists()
+    metrics = tmp_path / "other.metrics.csv"
+    metrics.write_text("epoch\n1\n")
+    with pytest.raises(UserError, match="another run's metrics"):
+        Trainer(config(epochs=1), tmp_path / "other.pt", tiny_cifar).run(progress=False)
+    assert metrics.read_text() == "epoch\n1\n"
