@@ -500,6 +500,11 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     """
     from .train import TrainConfig, Trainer
 
+    ctx = click.get_current_context()
+    given = [n for n in ("awn_form", "awn_eta", "awn_gain_decay", "awn_gain_init")
+             if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]  # fmt: skip
+    if given and not awn:  # also one that names the default: it says the user believes AWN is on
+        raise UserError(f"--{given[0].replace('_', '-')} applies to AWN models: add --awn")
     config = TrainConfig(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, flip=flip,
                          train_subset=train_subset, test_subset=test_subset, dataset=dataset, awn_form=awn_form,
                          awn_eta=awn_eta, awn_gain_decay=awn_gain_decay, awn_gain_init=awn_gain_init)  # fmt: skip

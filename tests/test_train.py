@@ -205,6 +205,8 @@ def test_new_awn_training_uses_weight_normalization_and_old_awn_states_resume_as
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).meta["awn_variant"]["form"] == "norm"
+    refused = CliRunner().invoke(main, ["train", "--kind", "adder", "--awn-form", "norm", "--out", str(tmp_path / "z.pt")])
+    assert refused.exit_code == 2 and "--awn-form applies to AWN models: add --awn" in refused.output
     old = Trainer(config(awn=True, awn_form="standardize", epochs=2), tmp_path / "o.pt", tiny_cifar)
     old.run(progress=False, stop_after=1)
     state = torch.load(old.state_path, weights_only=True)
