@@ -90,11 +90,17 @@ def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         bn = {k: row[k] for k in ("bn_abs_mean", "bn_abs_mean_max", "bn_var_mean") if k in m}
         if not bn and checkpoint:  # the run predates the BN columns: its final checkpoint has the last epoch's
             bn = _final_bn(root / checkpoint)
-        last.append({
-            "run": label, "source": csv, "epochs done": int(m.index[-1]), "test acc (last)": row["test_accuracy"],
-            "train acc (last)": row["train_accuracy"], "BN mean abs running mean (last)": bn.get("bn_abs_mean"),
-            "BN largest abs running mean (last)": bn.get("bn_abs_mean_max"), "s / epoch": m["seconds"].median(),
-        })  # fmt: skip
+        last.append(
+            {
+                "run": label,
+                "source": csv,
+                "epochs done": int(m.index[-1]),
+                "test acc (last)": row["test_accuracy"],
+                "train acc (last)": row["train_accuracy"],
+                "BN mean abs running mean (last)": bn.get("bn_abs_mean"),
+                "BN largest abs running mean (last)": bn.get("bn_abs_mean_max"),
+            }
+        )  # fmt: skip  (no time column: the runs trained on different machines)
     frame = pd.DataFrame(curves)
     if not frame.empty:
         frame.columns = [f"{label}: {kind}" for label, kind in frame.columns]
@@ -106,7 +112,8 @@ def main(folder: str) -> None:
     frame = table(out)
     if frame.empty:
         raise SystemExit(f"no *.metrics.csv in {out}")
-    text = ["# AWN ablation (issue 16)", "", "Written by `scripts/awn_ablation_table.py` from the runs' metrics CSVs.",
+    text = ["# AWN ablation (issue 16)", "", "Written by `scripts/awn_ablation_table.py` from the runs' metrics CSVs.", "",
+            "## Pilot: one AWN setting changed at a time (`scripts/awn-ablation.sh`)", "",
             f"Setup (from the checkpoints): {setup(out) or 'checkpoints not present'}. ResNet-20 adder, the official",
             "recipe otherwise (SGD, lr 0.1, wd 5e-4, batch 256, η = 0.2). Test accuracy in % of the test images named;",
             "BN columns: the blocks' BN running statistics after the adder layers at the end of each run.", "",
@@ -121,7 +128,8 @@ def main(folder: str) -> None:
                  "the whole test set (10,000 images: within ±0.9 points at 95 %) after every epoch. The runs without AWN and",
                  "with the standardized AWN are the zoo's (trained before the BN columns existed: their BN statistics are",
                  "read from the final checkpoint); a run with fewer epochs is still training (resumable).", "",
-                 last.to_markdown(index=False, floatfmt=".4g"), "", curves.to_markdown(floatfmt=".2f"), ""]  # fmt: skip
+                 last.to_markdown(index=False, floatfmt=".4g"), "",
+                 curves.to_markdown(floatfmt=".2f", missingval="–"), ""]  # fmt: skip
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
 
