@@ -191,16 +191,22 @@ def machine_info(device: str = "cpu") -> dict:
     import platform
 
     info: dict = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    model, flags = platform.processor() or platform.machine(), []
+    model, flags, ids = platform.processor() or platform.machine(), [], {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = value.split()
+            elif key in ("cpu family", "model") and key not in ids and value.strip().isdigit():
+                ids[key] = int(value)
     except OSError:
         pass
     info["cpu"] = model
+    if len(ids) == 2:  # the microarchitecture where a VM masks the model name ("AMD EPYC"): 23/1 is Zen 1
+        info["cpu_family_model"] = f"{ids['cpu family']}/{ids['model']}"
     info["cpu_vector_features"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4")) or f == "f16c")
     dev = torch.device(device)
     if dev.type == "cuda":

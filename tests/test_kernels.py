@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -279,3 +280,7 @@ def test_benchmark_records_the_machine_it_ran_on():
     if " avx2" in flags:
         assert "avx2" in info["cpu_vector_features"]
     assert ("avx512f" in info["cpu_vector_features"]) == (" avx512f" in flags)
+    family = re.search(r"^cpu family\s*:\s*(\d+)", flags, re.M)
+    model = re.search(r"^model\s*:\s*(\d+)", flags, re.M)
+    if family and model:  # x86 Linux: the microarchitecture, which a VM's masked model name hides
+        assert info["cpu_family_model"] == f"{family[1]}/{model[1]}"
