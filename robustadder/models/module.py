@@ -374,8 +374,9 @@ def evaluation_images(
     resizable dataset (an image folder) is read at the models' input size, which must then be one size.
     """
     if isinstance(data, ImageSet):
-        if dataset is not None and open_dataset(dataset).name != data.dataset:
-            raise UserError(f"data is {data.dataset} but dataset is {dataset}: give one of them")
+        named = open_dataset(dataset).name if dataset is not None else None
+        if named is not None and named != data.dataset:
+            raise UserError(f"data is {data.dataset} but dataset is {named}: give one of them")
         images = data.first(n)
     else:
         spec = open_dataset(dataset if dataset is not None else default_dataset(models))
