@@ -129,7 +129,7 @@ def main(folder: str) -> None:
                  "with the standardized AWN are the zoo's (trained before the BN columns existed: their BN statistics are",
                  "read from the final checkpoint); a run with fewer epochs is still training (resumable).", "",
                  last.to_markdown(index=False, floatfmt=".4g"), "",
-                 curves.to_markdown(floatfmt=".2f", missingval="–"), ""]  # fmt: skip
+                 curves.astype(object).where(curves.notna(), None).to_markdown(floatfmt=".2f", missingval="–"), ""]  # fmt: skip
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
 
