@@ -501,8 +501,8 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     from .train import TrainConfig, Trainer
 
     ctx = click.get_current_context()
-    given = [n for n in ("awn_form", "awn_eta", "awn_gain_decay", "awn_gain_init")
-             if ctx.get_parameter_source(n) is not click.core.ParameterSource.DEFAULT]  # fmt: skip
+    given = [p.name for p in ctx.command.params if p.name.startswith("awn_")  # the AWN knobs, as TrainConfig.validate
+             and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]  # fmt: skip
     if given and not awn:  # also one that names the default: it says the user believes AWN is on
         raise UserError(f"--{given[0].replace('_', '-')} applies to AWN models: add --awn")
     config = TrainConfig(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, flip=flip,

@@ -90,7 +90,7 @@ def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         bn = {k: row[k] for k in ("bn_abs_mean", "bn_abs_mean_max", "bn_var_mean") if k in m}
         if not bn and checkpoint:  # the run predates the BN columns: its final checkpoint has the last epoch's
             bn = _final_bn(root / checkpoint)
-        last.append(
+        last.append(  # no time column: the runs trained on different machines
             {
                 "run": label,
                 "source": csv,
@@ -100,7 +100,7 @@ def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "BN mean abs running mean (last)": bn.get("bn_abs_mean"),
                 "BN largest abs running mean (last)": bn.get("bn_abs_mean_max"),
             }
-        )  # fmt: skip  (no time column: the runs trained on different machines)
+        )
     frame = pd.DataFrame(curves)
     if not frame.empty:
         frame.columns = [f"{label}: {kind}" for label, kind in frame.columns]
