@@ -305,6 +305,42 @@ def kernel_rows(
     return rows
 
 
+def _deterministic_conv_fns(impl, x, w, g, stride, padding) -> dict[str, Callable[[], object]]:
+    return {
+        "forward": lambda: impl.conv_forward(x, w, stride, padding),
+        "forward+grad_input": lambda: (
+            impl.conv_forward(x, w, stride, padding),
+            impl.conv_grad_input(x, w, g, stride, padding),
+        ),
+    }
+
+
+def deterministic_conv_rows(batch_size: int = 128, repeats: int = 9) -> list[dict]:
+    """The kernel library's multiplicative mode against ``F.conv2d`` on the ResNet-20 shapes.
+
+    CPU evaluations run every convolution in that mode (deterministic convolutions): these rows say what
+    the determinism costs, or saves, a CNN on this machine.
+    """
+    impl = get_backend("cpu", torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for shape in resnet20_layer_shapes():
+        x = torch.rand(batch_size, shape.c, shape.h, shape.h, generator=gen)
+        w = torch.randn(shape.o, shape.c, shape.k, shape.k, generator=gen)
+        ho = (shape.h + 2 * shape.padding - shape.k) // shape.stride + 1
+        g = torch.randn(batch_size, shape.o, ho, ho, generator=gen)
+        conv = _conv_fns(x, w, g, shape.stride, shape.padding)
+        ours = _deterministic_conv_fns(impl, x, w, g, shape.stride, shape.padding)
+        label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
+        for op, fn in ours.items():
+            ms, conv_ms = _time_pair(fn, conv["forward" if op == "forward" else OPS[1]], torch.device("cpu"), repeats, 20.0)
+            rows.append(
+                {"layer": label, "op": f"deterministic conv {op}", "backend": "cpu", "ms": round(ms, 4),
+                 "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3), "peak_mib": None}
+            )  # fmt: skip
+    return rows
+
+
 def compile_rows() -> list[dict]:
     """First-use cost of the CPU kernel: a cold compile into an empty cache, then a cached load.
 

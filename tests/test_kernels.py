@@ -26,6 +26,11 @@ SHAPES = [  # (N, C, H, W, O, k, stride, padding)
     (5, 3, 6, 6, 17, 1, 1, 0),
     (2, 4, 11, 11, 3, 3, 2, 0),
     (3, 2, 33, 33, 4, 3, 1, 1),  # more positions than one tile per row; rows straddle tiles
+    # stride 1 with output rows a multiple of the vector length (8 floats / 4 doubles on AVX2): tiles read in
+    # place from the padded sample, then a partial last tile gathered (5 x 8 = 40 positions)
+    (2, 3, 5, 8, 6, 3, 1, 1),
+    (2, 3, 10, 10, 9, 3, 1, 0),  # the same without padding; O not a multiple of the filter block
+    (1, 2, 4, 16, 5, 1, 1, 0),  # 1x1 kernel, 16-wide rows
 ]
 # the interpreter is slow: tiny shapes, still batch 1 / odd, stride 1/2, padding 0/1, 1x1 and 3x3
 TRITON_SHAPES = [(1, 3, 7, 6, 5, 3, 1, 1), (2, 3, 7, 7, 5, 3, 2, 1), (2, 3, 6, 5, 5, 3, 1, 0), (1, 7, 9, 7, 9, 1, 2, 0)]
@@ -77,6 +82,21 @@ def test_triton_float32_and_gradcheck():
     x, w, s, p = _case((1, 1, 3, 3, 2, 3, 1, 1), torch.float64)
     x.requires_grad_()
     assert torch.autograd.gradcheck(lambda t: adder2d(t, w, s, p, grad_mode="exact", backend="triton"), (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_exact_gradient_is_zero_where_input_equals_weight(dtype):
+    """sign(0) = 0: inputs exactly equal to a weight (zeros from ReLU and padding against zero weights, and
+    copied values) contribute nothing, as in the reference, on the in-place and the gathered tile paths."""
+    cpu = get_backend("cpu")
+    for shape in [(2, 3, 5, 8, 6, 3, 1, 1), (2, 3, 7, 7, 5, 3, 2, 1)]:
+        x, w, s, p = _case(shape, dtype)
+        w[:, :, 1, 1] = 0.0
+        w[0, 0] = x[0, 0, :3, :3]  # ties at many positions of sample 0
+        x = torch.relu(x)
+        g = torch.randn(cpu.forward(x, w, s, p).shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(cpu.grad_input(x, w, g, s, p, "exact"), REF.grad_input(x, w, g, s, p, "exact"),
+                                   **_tol(dtype))  # fmt: skip
 
 
 def test_cpu_exact_mode_passes_gradcheck():
@@ -284,3 +304,13 @@ def test_benchmark_records_the_machine_it_ran_on():
     model = re.search(r"^model\s*:\s*(\d+)", flags, re.M)
     if family and model:  # x86 Linux: the microarchitecture, which a VM's masked model name hides
         assert info["cpu_family_model"] == f"{family[1]}/{model[1]}"
+
+
+def test_benchmark_times_the_deterministic_convolutions_against_conv2d():
+    from robustadder.bench import deterministic_conv_rows, resnet20_layer_shapes
+
+    rows = deterministic_conv_rows(batch_size=2, repeats=1)
+    assert len(rows) == 2 * len(resnet20_layer_shapes())
+    assert {r["op"] for r in rows} == {"deterministic conv forward", "deterministic conv forward+grad_input"}
+    for r in rows:  # the ratio is of the unrounded times
+        assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == pytest.approx(r["ms"] / r["conv_ms"], rel=0.02)

@@ -1,9 +1,10 @@
 """Fast CPU adder backend: a tiled SIMD kernel in C++, compiled on first use and cached on disk.
 
 Why a hand-written kernel: an adder layer is a GEMM-shaped reduction with ``|a − b|`` in place of
-``a·b``, which no BLAS provides. The kernel (``adder_cpu.cc``) uses an implicit im2col: per tile of 2
-vectors of output positions it gathers the tile's slice of the im2col matrix into a per-thread buffer
-that stays in cache, then runs a register-blocked reduction — (positions × 8 filters) for the forward,
+``a·b``, which no BLAS provides. The kernel (``adder_cpu.cc``) uses an implicit im2col: each thread
+copies its sample into a zero-padded buffer; per tile of 2 vectors of output positions it reads the
+tile's slice of the im2col matrix in place (stride 1) or gathers it into a per-thread buffer that stays
+in cache, then runs a register-blocked reduction — (positions × 8 filters) for the forward,
 (positions × 4 input rows, reduced over filters) for the input gradient, which is folded straight back
 into dx. No im2col matrix is materialized at all: the temporaries are a few KiB per thread. Every output
 is reduced by one thread in a fixed order and every sample's input gradient is accumulated by one
