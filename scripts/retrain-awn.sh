@@ -5,7 +5,7 @@
 # .state (about 10 min per ANN-20 epoch on a 2-core AVX2 CPU). When the ANN run is done it copies its
 # metrics to reports/awn-ablation/full-recipe/ for scripts/awn_ablation_table.py's full-recipe section.
 #   ROBUSTADDER_DATA=../shared/data nohup bash scripts/retrain-awn.sh &
-# When a run is done, move its .pt / .metrics.csv into models/ and update models/zoo.toml (sha256, accuracy).
+# When both runs are done, scripts/promote_retrain.py puts them into the zoo (checkpoints, metrics, manifest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
