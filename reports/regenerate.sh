@@ -11,6 +11,9 @@ R="$BIN/robustadder"
 STORE=${STORE:-reports/results.sqlite}
 declare -A N=([paper]=${N_PAPER:-1000} [eps-sweep]=${N_EPS:-500} [settings]=${N_SETTINGS:-500})
 N_CHECK=${N_CHECK:-500}
+TP=../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt
+source reports/reference-models.sh
+reference_lists "$TP"
 
 for preset in paper eps-sweep settings; do
     # same directory depth as attacks/, so the presets' relative model paths still resolve
@@ -24,7 +27,7 @@ done
 # N_CHECK=0 skips the checks (on a 2-core CPU each ANN's check runs PGD-40 with both gradients over the eps
 # grid: about half an hour per model at 200 images)
 [ "$N_CHECK" = 0 ] && rm -f reports/check-*.md  # never leave another run's checks beside this run's tables
-[ "$N_CHECK" = 0 ] || for model in ann20 ann20-awn cnn20 cnn20-awn ../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt; do
+[ "$N_CHECK" = 0 ] || for model in "${REF_MODELS[@]}"; do
     name=$(basename "$model" .pt)
     if ! "$R" check --model "$model" --n "$N_CHECK" --store "$STORE" > "reports/check-$name.md" 2> "reports/.check-$name.err"; then
         echo "check of $model did not run: $(tail -n 1 "reports/.check-$name.err")" | tee "reports/check-$name.md"
@@ -46,8 +49,7 @@ done
 # the answer to "are AdderNets more robust than CNNs?": compare of the matched pairs (PGD + AutoAttack,
 # both adder gradients, intervals, McNemar), each with its plot; N_COMPARE images (the protocol: 1,000)
 N_COMPARE=${N_COMPARE:-1000}  # 0: skip (AutoAttack on 1,000 images per model and eps takes hours on a CPU)
-TP=../shared/checkpoints/thirdparty-addernet-resnet20-cifar10.pt
-[ "$N_COMPARE" = 0 ] || for pair in "ann20 cnn20" "ann20-awn cnn20-awn" "$TP cnn20"; do
+[ "$N_COMPARE" = 0 ] || for pair in "${REF_PAIRS[@]}"; do
     set -- $pair
     name="compare-$(basename "$1" .pt)-vs-$2"
     "$R" compare "$1" "$2" --n "$N_COMPARE" --store "$STORE" --format md -o "reports/$name.md" --plot "reports/$name.png"

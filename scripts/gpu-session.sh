@@ -54,7 +54,8 @@ EOF
     reference)
       rm -rf /tmp/ref; mkdir -p .gpustore /tmp/ref
       store=.gpustore/ref.sqlite n=${REF_N:-1000} deadline=$(( $(date +%s) + ${REF_BUDGET_S:-500} ))
-      tp=.gpudata/thirdparty-addernet-resnet20-cifar10.pt
+      source reports/reference-models.sh
+      reference_lists .gpudata/thirdparty-addernet-resnet20-cifar10.pt
       step() {  # name, robustadder arguments...: runs while time is left, logs its wall time
         local name=$1 left; shift
         left=$(( deadline - $(date +%s) ))
@@ -66,13 +67,13 @@ EOF
           echo "$name: stopped or failed after $(( $(date +%s) - t0 )) s: $(tail -n 1 "/tmp/ref/$name.err")" | tee -a /tmp/ref/reference-times.txt
         fi
       }
-      for pair in "ann20 cnn20" "ann20-awn cnn20-awn" "$tp cnn20"; do
+      for pair in "${REF_PAIRS[@]}"; do
         set -- $pair
         name="compare-$(basename "$1" .pt)-vs-$2"
         step "$name" compare "$1" "$2" --n "$n" --format md -o "/tmp/ref/$name.md" --plot "/tmp/ref/$name.png"
         step "$name-json" compare "$1" "$2" --n "$n" --format json -o "/tmp/ref/$name.json"  # reuses the cells
       done
-      for model in ann20 ann20-awn cnn20 cnn20-awn "$tp"; do
+      for model in "${REF_MODELS[@]}"; do
         step "check-$(basename "$model" .pt)" check --model "$model" --n "${REF_CHECK_N:-$n}"
       done
       python3 -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" > /tmp/ref/device.txt
