@@ -252,6 +252,16 @@ def _conv_fns(x, w, g, stride, padding):
     return {op: (lambda: F.conv2d(x, w, stride=stride, padding=padding)) if op == "forward" else fwd_bwd for op in OPS}
 
 
+def _layer_case(shape: LayerShape, batch_size: int, gen: torch.Generator, weight_scale: float, device: torch.device):
+    """Random input, weights (``weight_scale`` × standard normal), output gradient and row label of a shape."""
+    x = torch.rand(batch_size, shape.c, shape.h, shape.h, generator=gen).to(device)
+    w = (weight_scale * torch.randn(shape.o, shape.c, shape.k, shape.k, generator=gen)).to(device)
+    ho = (shape.h + 2 * shape.padding - shape.k) // shape.stride + 1
+    g = torch.randn(batch_size, shape.o, ho, ho, generator=gen).to(device)
+    label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
+    return x, w, g, label
+
+
 def kernel_rows(
     batch_size: int = 128,
     backends: tuple[str, ...] = ("cpu", "reference", "official"),
@@ -266,12 +276,8 @@ def kernel_rows(
     rows = []
     gen = torch.Generator().manual_seed(0)
     for shape in resnet20_layer_shapes():
-        x = torch.rand(batch_size, shape.c, shape.h, shape.h, generator=gen).to(dev)
-        w = (5 * torch.randn(shape.o, shape.c, shape.k, shape.k, generator=gen)).to(dev)
-        ho = (shape.h + 2 * shape.padding - shape.k) // shape.stride + 1
-        g = torch.randn(batch_size, shape.o, ho, ho, generator=gen).to(dev)
+        x, w, g, label = _layer_case(shape, batch_size, gen, 5.0, dev)
         conv = _conv_fns(x, w, g, shape.stride, shape.padding)
-        label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
         for backend in backends:
             fns = _op_fns(backend, x, w, g, shape.stride, shape.padding)
             slow = backend in ("reference", "official")
@@ -325,13 +331,9 @@ def deterministic_conv_rows(batch_size: int = 128, repeats: int = 9) -> list[dic
     gen = torch.Generator().manual_seed(0)
     rows = []
     for shape in resnet20_layer_shapes():
-        x = torch.rand(batch_size, shape.c, shape.h, shape.h, generator=gen)
-        w = torch.randn(shape.o, shape.c, shape.k, shape.k, generator=gen)
-        ho = (shape.h + 2 * shape.padding - shape.k) // shape.stride + 1
-        g = torch.randn(batch_size, shape.o, ho, ho, generator=gen)
-        conv = _conv_fns(x, w, g, shape.stride, shape.padding)
+        x, w, g, label = _layer_case(shape, batch_size, gen, 1.0, torch.device("cpu"))
+        conv = _conv_fns(x, w, g, shape.stride, shape.padding)  # every op but "forward" is its fwd + input grad
         ours = _deterministic_conv_fns(impl, x, w, g, shape.stride, shape.padding)
-        label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
         for op, fn in ours.items():
             ms, conv_ms = _time_pair(fn, conv["forward" if op == "forward" else OPS[1]], torch.device("cpu"), repeats, 20.0)
             rows.append(

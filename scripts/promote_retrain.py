@@ -61,8 +61,9 @@ def plan() -> list[tuple[str, Path, Path, dict]]:
         if meta.get("accuracy_n") != 10000:
             raise SystemExit(f"{new.name}: accuracy measured on {meta.get('accuracy_n')} images, not the full test set")
         old = ROOT / "models" / f"{name}.pt"
-        if "awn_variant" in _meta(old):
-            raise SystemExit(f"models/{name}.pt is already a retrained model ({_meta(old)['awn_variant']})")
+        old_meta = _meta(old)
+        if "awn_variant" in old_meta:
+            raise SystemExit(f"models/{name}.pt is already a retrained model ({old_meta['awn_variant']})")
         if zoo[name]["sha256"] != file_digest(old):
             raise SystemExit(f"models/{name}.pt does not match its manifest entry")
         out.append((name, new, metrics, meta))
@@ -93,8 +94,9 @@ def main() -> None:
     manifest_path = ROOT / "models" / "zoo.toml"
     manifest = manifest_path.read_text()
     for name, new, _, meta in steps:
-        manifest = rewrite_entry(manifest, name, file_digest(new), meta["accuracy"])
-        print(f"{name}: {meta['accuracy']} % (was the standardized model), sha256 {file_digest(new)[:12]}…")
+        digest = file_digest(new)
+        manifest = rewrite_entry(manifest, name, digest, meta["accuracy"])
+        print(f"{name}: {meta['accuracy']} % (was the standardized model), sha256 {digest[:12]}…")
     if args.dry_run:
         return
     ARCHIVE.mkdir(parents=True, exist_ok=True)

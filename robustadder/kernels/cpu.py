@@ -6,7 +6,8 @@ copies its sample into a zero-padded buffer; per tile of 2 vectors of output pos
 tile's slice of the im2col matrix in place (stride 1) or gathers it into a per-thread buffer that stays
 in cache, then runs a register-blocked reduction — (positions × 8 filters) for the forward,
 (positions × 4 input rows, reduced over filters) for the input gradient, which is folded straight back
-into dx. No im2col matrix is materialized at all: the temporaries are a few KiB per thread. Every output
+into dx. No im2col matrix is materialized at all: the temporaries are a few tile buffers and one padded
+sample (and its padded gradient) per thread. Every output
 is reduced by one thread in a fixed order and every sample's input gradient is accumulated by one
 thread, so results are deterministic and independent of thread count, batch size and batch composition.
 
@@ -165,7 +166,7 @@ class CpuBackend(AdderBackend):
         threads = torch.get_num_threads()
         lib, sfx = load_library(self.march), _SUFFIX[x.dtype]
         per_thread = getattr(lib, f"adder_scratch_per_thread_{sfx}")(c * kh * kw, o)
-        scratch = torch.empty(threads * per_thread, dtype=x.dtype)  # a few KiB per thread
+        scratch = torch.empty(threads * per_thread, dtype=x.dtype)  # tile buffers: a few KiB per thread
         geometry = (n, c, h, wd, kh, kw, stride, padding, ho, wo, o)
         return lib, sfx, geometry, scratch, threads
 
