@@ -24,11 +24,12 @@ WHAT = {
 
 
 #: Issue 16's full-recipe runs (30 epochs, whole training set, whole test set, seed 0): label → (metrics CSV,
-#: checkpoint whose BN statistics are read when the CSV predates those columns), relative to the repository.
+#: final checkpoint), relative to the repository. The checkpoint gives the BN statistics of a run whose CSV
+#: predates those columns, and every AWN run's learned scales.
 FULL_RECIPE = {
-    "ann20 (no AWN)": ("models/ann20.metrics.csv", "models/ann20.pt"),
-    "AWN standardize (zoo ann20-awn)": ("models/ann20-awn.metrics.csv", "models/ann20-awn.pt"),
-    "AWN norm (retrain)": ("reports/awn-ablation/full-recipe/awn-norm.metrics.csv", None),
+    "ANN-20 (no AWN)": ("models/ann20.metrics.csv", "models/ann20.pt"),
+    "ANN-20 AWN standardize (zoo ann20-awn)": ("models/ann20-awn.metrics.csv", "models/ann20-awn.pt"),
+    "ANN-20 AWN norm (retrain)": ("reports/awn-ablation/full-recipe/awn-norm.metrics.csv", "runs/retrain/ann20-awn-norm.pt"),
 }
 
 
@@ -77,6 +78,27 @@ def _final_bn(checkpoint: Path) -> dict[str, float]:
     return bn_statistics(load_checkpoint(checkpoint).model) if checkpoint.is_file() else {}
 
 
+def _awn_scales(checkpoint: Path) -> dict[str, float]:
+    """Mean AWN gain γ and mean per-filter rms of the raw weight over a model's AWN layers.
+
+    Why: the normalized weight's scale is γ alone, while the raw weight's norm sets how far a fixed-size
+    (η-scaled) update turns it — a raw weight that grew k-fold learns k times more slowly in angle. These
+    two numbers are the first place to look when an AWN model under-fits its no-AWN twin.
+    """
+    from robustadder.models import load_checkpoint
+    from robustadder.nn.awn import awn_layers
+
+    if not checkpoint.is_file():
+        return {}
+    layers = awn_layers(load_checkpoint(checkpoint).model)
+    if not layers:
+        return {}
+    gains = [float(m.awn_gain.detach().mean()) for m in layers]
+    raw = [getattr(m, "adder", None) if getattr(m, "adder", None) is not None else m.weight for m in layers]
+    rms = [float(w.detach().reshape(w.shape[0], -1).pow(2).mean(1).sqrt().mean()) for w in raw]
+    return {"gain": sum(gains) / len(gains), "raw_rms": sum(rms) / len(rms)}
+
+
 def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-epoch test / train accuracy of the full-recipe runs side by side, and each run's last epoch."""
     curves, last = {}, []
@@ -90,6 +112,7 @@ def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         bn = {k: row[k] for k in ("bn_abs_mean", "bn_abs_mean_max", "bn_var_mean") if k in m}
         if not bn and checkpoint:  # the run predates the BN columns: its final checkpoint has the last epoch's
             bn = _final_bn(root / checkpoint)
+        scales = _awn_scales(root / checkpoint) if checkpoint else {}
         last.append(  # no time column: the runs trained on different machines
             {
                 "run": label,
@@ -99,6 +122,8 @@ def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "train acc (last)": row["train_accuracy"],
                 "BN mean abs running mean (last)": bn.get("bn_abs_mean"),
                 "BN largest abs running mean (last)": bn.get("bn_abs_mean_max"),
+                "AWN gain γ (mean)": scales.get("gain"),
+                "AWN raw weight rms (mean)": scales.get("raw_rms"),
             }
         )
     frame = pd.DataFrame(curves)
@@ -124,11 +149,15 @@ def main(folder: str) -> None:
     curves, last = full_recipe(Path(__file__).resolve().parents[1])
     if not last.empty:
         text += ["## Full recipe", "",
-                 "ANN-20 with the zoo's recipe: 30 epochs (cosine), the whole CIFAR-10 training set, seed 0, accuracy in % of",
-                 "the whole test set (10,000 images: within ±0.9 points at 95 %) after every epoch. The runs without AWN and",
-                 "with the standardized AWN are the zoo's (trained before the BN columns existed: their BN statistics are",
-                 "read from the final checkpoint); a run with fewer epochs is still training (resumable).", "",
-                 last.to_markdown(index=False, floatfmt=".4g"), "",
+                 "ResNet-20 with the zoo's recipe: 30 epochs (cosine), the whole CIFAR-10 training set, seed 0, accuracy in",
+                 "% of the whole test set (10,000 images: within ±0.9 points at 95 %) after every epoch. Runs trained before",
+                 "the BN columns existed have their BN statistics read from the final checkpoint; a run with fewer epochs",
+                 "is still training (resumable). AWN columns, from the final checkpoint, averaged over the AWN layers: the",
+                 "learned gain γ (the normalized weight's per-filter scale; it starts at 1) and the raw weight's per-filter",
+                 "rms. Adder layers start at rms 1 and take η-scaled updates of a fixed size, so a raw weight k times",
+                 "larger turns k times more slowly; conv layers start at about 0.05 and take plain SGD steps, which on a",
+                 "scale-free weight shrink as its norm grows too.", "",
+                 last.astype(object).where(last.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="–"), "",
                  curves.astype(object).where(curves.notna(), None).to_markdown(floatfmt=".2f", missingval="–"), ""]  # fmt: skip
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
