@@ -99,15 +99,18 @@ def _awn_scales(checkpoint: Path) -> dict[str, float]:
     return {"gain": sum(gains) / len(gains), "raw_rms": sum(rms) / len(rms)}
 
 
-def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-epoch test / train accuracy of the full-recipe runs side by side, and each run's last epoch."""
+def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Per-epoch test / train accuracy of the full-recipe runs, and each run's last epoch.
+
+    One per-epoch frame per architecture (the label's first word: ANN-20, CNN-20), runs side by side.
+    """
     curves, last = {}, []
     for label, (csv, checkpoint) in FULL_RECIPE.items():
         if not (root / csv).is_file():
             continue
         m = pd.read_csv(root / csv).set_index("epoch")
-        curves[(label, "test")] = m["test_accuracy"]
-        curves[(label, "train")] = m["train_accuracy"]
+        curves.setdefault(label.split()[0], {})[(label, "test")] = m["test_accuracy"]
+        curves[label.split()[0]][(label, "train")] = m["train_accuracy"]
         row = m.iloc[-1]
         bn = {k: row[k] for k in ("bn_abs_mean", "bn_abs_mean_max", "bn_var_mean") if k in m}
         if not bn and checkpoint:  # the run predates the BN columns: its final checkpoint has the last epoch's
@@ -126,10 +129,12 @@ def full_recipe(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "AWN raw weight rms (mean)": scales.get("raw_rms"),
             }
         )
-    frame = pd.DataFrame(curves)
-    if not frame.empty:
+    frames = {}
+    for arch, columns in curves.items():
+        frame = pd.DataFrame(columns)
         frame.columns = [f"{label}: {kind}" for label, kind in frame.columns]
-    return frame, pd.DataFrame(last)
+        frames[arch] = frame.astype(object).where(frame.notna(), None)
+    return frames, pd.DataFrame(last)
 
 
 def main(folder: str) -> None:
@@ -157,8 +162,10 @@ def main(folder: str) -> None:
                  "rms. Adder layers start at rms 1 and take η-scaled updates of a fixed size, so a raw weight k times",
                  "larger turns k times more slowly; conv layers start at about 0.05 and take plain SGD steps, which on a",
                  "scale-free weight shrink as its norm grows too.", "",
-                 last.astype(object).where(last.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="–"), "",
-                 curves.astype(object).where(curves.notna(), None).to_markdown(floatfmt=".2f", missingval="–"), ""]  # fmt: skip
+                 last.astype(object).where(last.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="–"),
+                 ""]  # fmt: skip
+        for arch, frame in curves.items():
+            text += [f"### {arch}, every epoch", "", frame.to_markdown(floatfmt=".2f", missingval="–"), ""]
     (out / "README.md").write_text("\n".join(text))
     print("\n".join(text))
 
