@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 WHAT = {
     "ann20": "no AWN (reference)",
@@ -78,25 +79,37 @@ def _final_bn(checkpoint: Path) -> dict[str, float]:
     return bn_statistics(load_checkpoint(checkpoint).model) if checkpoint.is_file() else {}
 
 
-def _awn_scales(checkpoint: Path) -> dict[str, float]:
-    """Mean AWN gain γ and mean per-filter rms of the raw weight over a model's AWN layers.
+def _rms(weight: torch.Tensor) -> float:
+    """Mean over output filters of each filter's root-mean-square."""
+    return float(weight.detach().reshape(weight.shape[0], -1).pow(2).mean(1).sqrt().mean())
 
-    Why: the normalized weight's scale is γ alone, while the raw weight's norm sets how far a fixed-size
-    (η-scaled) update turns it — a raw weight that grew k-fold learns k times more slowly in angle. These
-    two numbers are the first place to look when an AWN model under-fits its no-AWN twin.
+
+def _weight_scales(checkpoint: Path) -> dict[str, float]:
+    """Per-filter weight scales of a model's residual-block layers, averaged over the layers.
+
+    ``used_rms``: the rms of the weight the forward uses (AWN: γ·W/rms(W), so about |γ|; without AWN, the
+    weight itself), for every model — an adder template's scale against its O(1) inputs is not free
+    (|X − W| is not scale-invariant), so AWN models and their no-AWN twins are compared on it directly.
+    AWN models also get ``gain`` (mean γ) and ``raw_rms`` (the raw weight's rms): the raw weight's norm sets
+    how far a fixed-size (η-scaled) update turns it, so one that grew k-fold learns k times more slowly.
     """
     from robustadder.models import load_checkpoint
+    from robustadder.nn import Adder2d
     from robustadder.nn.awn import awn_layers
 
     if not checkpoint.is_file():
         return {}
-    layers = awn_layers(load_checkpoint(checkpoint).model)
-    if not layers:
-        return {}
-    gains = [float(m.awn_gain.detach().mean()) for m in layers]
-    raw = [getattr(m, "adder", None) if getattr(m, "adder", None) is not None else m.weight for m in layers]
-    rms = [float(w.detach().reshape(w.shape[0], -1).pow(2).mean(1).sqrt().mean()) for w in raw]
-    return {"gain": sum(gains) / len(gains), "raw_rms": sum(rms) / len(rms)}
+    model = load_checkpoint(checkpoint).model
+    used = [_rms(m.effective_weight()) if hasattr(m, "effective_weight") else _rms(m.weight)
+            for name, m in model.named_modules()
+            if name.startswith("layer") and isinstance(m, (Adder2d, torch.nn.Conv2d))]  # fmt: skip
+    out = {"used_rms": sum(used) / len(used)} if used else {}
+    layers = awn_layers(model)
+    if layers:
+        raw = [_rms(m.adder if isinstance(m, Adder2d) else m.weight) for m in layers]
+        out["gain"] = sum(float(m.awn_gain.detach().mean()) for m in layers) / len(layers)
+        out["raw_rms"] = sum(raw) / len(raw)
+    return out
 
 
 def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
@@ -115,7 +128,7 @@ def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
         bn = {k: row[k] for k in ("bn_abs_mean", "bn_abs_mean_max", "bn_var_mean") if k in m}
         if not bn and checkpoint:  # the run predates the BN columns: its final checkpoint has the last epoch's
             bn = _final_bn(root / checkpoint)
-        scales = _awn_scales(root / checkpoint) if checkpoint else {}
+        scales = _weight_scales(root / checkpoint) if checkpoint else {}
         last.append(  # no time column: the runs trained on different machines
             {
                 "run": label,
@@ -125,6 +138,7 @@ def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
                 "train acc (last)": row["train_accuracy"],
                 "BN mean abs running mean (last)": bn.get("bn_abs_mean"),
                 "BN largest abs running mean (last)": bn.get("bn_abs_mean_max"),
+                "used weight rms (mean)": scales.get("used_rms"),
                 "AWN gain γ (mean)": scales.get("gain"),
                 "AWN raw weight rms (mean)": scales.get("raw_rms"),
             }
@@ -157,11 +171,11 @@ def main(folder: str) -> None:
                  "ResNet-20 with the zoo's recipe: 30 epochs (cosine), the whole CIFAR-10 training set, seed 0, accuracy in",
                  "% of the whole test set (10,000 images: within ±0.9 points at 95 %) after every epoch. Runs trained before",
                  "the BN columns existed have their BN statistics read from the final checkpoint; a run with fewer epochs",
-                 "is still training (resumable). AWN columns, from the final checkpoint, averaged over the AWN layers: the",
-                 "learned gain γ (the normalized weight's per-filter scale; it starts at 1) and the raw weight's per-filter",
-                 "rms. Adder layers start at rms 1 and take η-scaled updates of a fixed size, so a raw weight k times",
-                 "larger turns k times more slowly; conv layers start at about 0.05 and take plain SGD steps, which on a",
-                 "scale-free weight shrink as its norm grows too.", "",
+                 "is still training (resumable). Weight columns, from the final checkpoint, per-filter and averaged over the",
+                 "residual blocks' layers: the rms of the weight the forward uses (AWN: γ·W/rms(W)), and for AWN models the",
+                 "learned gain γ (it starts at 1) and the raw weight's rms. Adder layers start at rms 1 and take η-scaled",
+                 "updates of a fixed size, so a raw weight k times larger turns k times more slowly; conv layers start at",
+                 "about 0.05 and take plain SGD steps, which on a scale-free weight shrink as its norm grows too.", "",
                  last.astype(object).where(last.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="–"),
                  ""]  # fmt: skip
         for arch, frame in curves.items():

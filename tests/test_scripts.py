@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustadder.models import create_model, save_checkpoint
-from robustadder.nn import awn_layers
+from robustadder.nn import awn_layers, set_awn_form
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -22,10 +22,12 @@ def _script(name: str):
 
 
 @pytest.mark.parametrize("arch, raw", [("resnet20_adder_awn", "adder"), ("resnet20_conv_awn", "weight")])
-def test_awn_scales_are_the_mean_gain_and_the_raw_weights_rms(arch, raw, tmp_path):
-    """The ablation table's AWN columns: mean γ and mean per-filter rms of the raw (not normalized) weight."""
+def test_weight_scales_are_the_used_weights_rms_the_mean_gain_and_the_raw_weights_rms(arch, raw, tmp_path):
+    """The ablation table's weight columns: rms of the weight the forward uses (about |γ| under AWN), mean γ and
+    mean per-filter rms of the raw (not normalized) weight; a model without AWN has the first only."""
     table = _script("awn_ablation_table")
     model = create_model(arch)
+    set_awn_form(model, "norm")  # recorded in the checkpoint; standardizing a constant filter would give 0
     layers = awn_layers(model)
     with torch.no_grad():
         for i, layer in enumerate(layers):
@@ -34,7 +36,14 @@ def test_awn_scales_are_the_mean_gain_and_the_raw_weights_rms(arch, raw, tmp_pat
             weight.fill_(3.0 if i % 2 else 1.0)  # every filter's rms is the constant
     assert len(layers) % 2 == 0
     save_checkpoint(tmp_path / "m.pt", model)
-    scales = table._awn_scales(tmp_path / "m.pt")
+    scales = table._weight_scales(tmp_path / "m.pt")
     assert scales["gain"] == pytest.approx(0.375) and scales["raw_rms"] == pytest.approx(2.0)
-    save_checkpoint(tmp_path / "plain.pt", create_model("resnet20_adder"))
-    assert table._awn_scales(tmp_path / "plain.pt") == {} and table._awn_scales(tmp_path / "missing.pt") == {}
+    assert scales["used_rms"] == pytest.approx(0.375, rel=1e-4)  # γ·W/rms(W): the constant filters' rms is γ
+    plain = create_model(arch.removesuffix("_awn"))
+    with torch.no_grad():
+        for name, module in plain.named_modules():
+            if name.startswith("layer") and hasattr(module, raw):
+                getattr(module, raw).fill_(-3.0)
+    save_checkpoint(tmp_path / "plain.pt", plain)
+    assert table._weight_scales(tmp_path / "plain.pt") == pytest.approx({"used_rms": 3.0})
+    assert table._weight_scales(tmp_path / "missing.pt") == {}
