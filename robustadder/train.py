@@ -65,7 +65,8 @@ class TrainConfig:
     awn_form: str = "norm"  # what the layers compute: norm γW/rms(W), or standardize γ(W−μ)/σ
     awn_eta: str = "raw"  # the adaptive learning rate acts on the raw weight's gradient, or on the normalized one's
     awn_gain_decay: bool = True  # weight decay on the per-filter gain γ
-    awn_gain_init: str = "one"  # γ starts at 1, or at each filter's own scale ("scale": Ŵ equals W, centred, at start)
+    awn_gain_init: str = "one"  # γ starts at 1, at each filter's own scale ("scale": Ŵ equals W, centred, at start),
+    # or at a given positive number (e.g. "4": the scale of the templates a model without AWN learns)
 
     @property
     def arch_name(self) -> str:
@@ -83,7 +84,9 @@ class TrainConfig:
             raise UserError("--lr must be a positive number")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise UserError("--weight-decay must be >= 0 and --momentum in [0, 1)")
-        choices = {"awn_form": AWN_FORMS, "awn_eta": ("raw", "normalized"), "awn_gain_init": ("one", "scale")}
+        if gain_init_value(self.awn_gain_init) is None and self.awn_gain_init not in ("one", "scale"):
+            raise UserError(f"--awn-gain-init must be one, scale or a positive number, not {self.awn_gain_init}")
+        choices = {"awn_form": AWN_FORMS, "awn_eta": ("raw", "normalized")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, not {getattr(self, name)}")
@@ -97,6 +100,15 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 (leave it out for the whole set)")
+
+
+def gain_init_value(text: str) -> float | None:
+    """The number in a numeric ``--awn-gain-init`` (a finite value > 0), else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 #: What a training state written before a setting existed was trained with: CIFAR-10 and AWN as DESIGN §4
@@ -231,7 +243,11 @@ class Trainer:
         set_awn_form(self.model, cfg.awn_form)
         for layer in adder_layers(self.model):
             layer.awn_eta = cfg.awn_eta
-        if cfg.awn_gain_init == "scale":
+        if gain_init_value(cfg.awn_gain_init) is not None:
+            with torch.no_grad():
+                for layer in awn_layers(self.model):
+                    layer.awn_gain.fill_(gain_init_value(cfg.awn_gain_init))
+        elif cfg.awn_gain_init == "scale":
             with torch.no_grad():
                 for layer in awn_layers(self.model):
                     raw = layer.adder if hasattr(layer, "adder") else layer.weight

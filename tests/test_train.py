@@ -141,6 +141,13 @@ def test_awn_gain_decay_and_initialisation(tiny_cifar, tmp_path):
     for layer in awn_layers(norm.model):  # the norm form starts as the raw weight itself
         raw = layer.adder if hasattr(layer, "adder") else layer.weight
         torch.testing.assert_close(layer.effective_weight(), raw, rtol=1e-4, atol=1e-4)
+    fixed = Trainer(config(awn=True, awn_form="norm", awn_gain_init="4"), tmp_path / "f.pt", tiny_cifar)
+    for layer in awn_layers(fixed.model):  # every filter of the normalized weight starts at rms 4
+        rms = layer.effective_weight().reshape(layer.awn_gain.shape[0], -1).pow(2).mean(1).sqrt()
+        torch.testing.assert_close(rms, torch.full_like(rms, 4.0), rtol=1e-4, atol=1e-4)
+    for bad in ("0", "-1", "nan", "inf", "big"):
+        with pytest.raises(UserError, match="--awn-gain-init must be one, scale or a positive number"):
+            Trainer(config(awn=True, awn_gain_init=bad), tmp_path / "x.pt", tiny_cifar)
     with pytest.raises(UserError, match="--awn-form applies to AWN models: add --awn"):
         Trainer(config(awn_form="standardize"), tmp_path / "x.pt", tiny_cifar)
     with pytest.raises(UserError, match="--awn-eta must be one of raw, normalized"):
