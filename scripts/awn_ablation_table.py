@@ -21,6 +21,7 @@ WHAT = {
     "awn-eta-normalized": "original, η on the normalized weight's gradient",
     "awn-norm": "weight normalization γW/rms(W) instead of standardization (the default since)",
     "awn-gain-scale": "original, γ₀ = each filter's scale (Ŵ starts as W − μ)",
+    "awn-norm-gain4": "weight normalization, γ₀ = 4 (the template scale ann20 learns, where HardTanh saturates)",
 }
 
 
@@ -112,6 +113,44 @@ def _weight_scales(checkpoint: Path) -> dict[str, float]:
     return out
 
 
+def _saturation(checkpoint: Path, images: int = 32, positions: int = 64) -> float | None:
+    """Share of the terms |W − X| of the adder layers that exceed 1 on the first test images.
+
+    Why: the official (HardTanh) input gradient clamps W − X to [−1, 1], so this share says in which regime
+    a model's surrogate gradient runs — sign-like where it is high, the plain difference W − X where it is
+    low — and a template scale AWN holds small moves it from one regime to the other. Per layer, a fixed
+    sample of ``positions`` output positions of every image; mean over the layers. None without adder layers
+    or without the test data (ROBUSTADDER_DATA).
+    """
+    import os
+
+    import torch.nn.functional as F
+
+    from robustadder.models import evaluation_images, load_checkpoint
+    from robustadder.nn import Adder2d
+
+    data = os.environ.get("ROBUSTADDER_DATA")
+    if not checkpoint.is_file() or not data:
+        return None
+    loaded = load_checkpoint(checkpoint)
+    model = loaded.model.eval()
+    x = torch.from_numpy(evaluation_images([loaded], data=data, n=images).x).permute(0, 3, 1, 2).float() / 255
+    gen, shares = torch.Generator().manual_seed(0), []
+
+    def hook(layer, inputs, _output) -> None:
+        cols = F.unfold(inputs[0], layer.kernel_size, padding=layer.padding, stride=layer.stride)  # N, K, L
+        cols = cols[:, :, torch.randint(0, cols.shape[2], (positions,), generator=gen)]
+        w = layer.effective_weight().detach().reshape(layer.out_channels, -1)
+        shares.append(float(((w[None, :, :, None] - cols[:, None]).abs() > 1).float().mean()))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, Adder2d)]
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return sum(shares) / len(shares) if shares else None
+
+
 def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Per-epoch test / train accuracy of the full-recipe runs, and each run's last epoch.
 
@@ -129,6 +168,7 @@ def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
         if not bn and checkpoint:  # the run predates the BN columns: its final checkpoint has the last epoch's
             bn = _final_bn(root / checkpoint)
         scales = _weight_scales(root / checkpoint) if checkpoint else {}
+        saturated = _saturation(root / checkpoint) if checkpoint else None
         last.append(  # no time column: the runs trained on different machines
             {
                 "run": label,
@@ -141,6 +181,7 @@ def full_recipe(root: Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
                 "used weight rms (mean)": scales.get("used_rms"),
                 "AWN gain γ (mean)": scales.get("gain"),
                 "AWN raw weight rms (mean)": scales.get("raw_rms"),
+                "share of abs(W − X) > 1": saturated,
             }
         )
     frames = {}
@@ -175,7 +216,10 @@ def main(folder: str) -> None:
                  "residual blocks' layers: the rms of the weight the forward uses (AWN: γ·W/rms(W)), and for AWN models the",
                  "learned gain γ (it starts at 1) and the raw weight's rms. Adder layers start at rms 1 and take η-scaled",
                  "updates of a fixed size, so a raw weight k times larger turns k times more slowly; conv layers start at",
-                 "about 0.05 and take plain SGD steps, which on a scale-free weight shrink as its norm grows too.", "",
+                 "about 0.05 and take plain SGD steps, which on a scale-free weight shrink as its norm grows too. The last",
+                 "column: the share of the adder layers' terms |W − X| above 1 on the first 32 test images, where the official",
+                 "(HardTanh) input gradient saturates to ±1 (mean over layers; empty for CNNs or without ROBUSTADDER_DATA).",
+                 "",
                  last.astype(object).where(last.notna(), None).to_markdown(index=False, floatfmt=".4g", missingval="–"),
                  ""]  # fmt: skip
         for arch, frame in curves.items():

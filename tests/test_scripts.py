@@ -47,3 +47,20 @@ def test_weight_scales_are_the_used_weights_rms_the_mean_gain_and_the_raw_weight
     save_checkpoint(tmp_path / "plain.pt", plain)
     assert table._weight_scales(tmp_path / "plain.pt") == pytest.approx({"used_rms": 3.0})
     assert table._weight_scales(tmp_path / "missing.pt") == {}
+
+
+def test_saturation_is_the_share_of_adder_terms_beyond_hardtanhs_knee(shared_data, tmp_path, monkeypatch):
+    """Templates far from every input saturate every term; a CNN has no adder terms; no data, no number."""
+    table = _script("awn_ablation_table")
+    model = create_model("resnet20_adder")
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "adder"):
+                module.adder.fill_(1e3)
+    save_checkpoint(tmp_path / "far.pt", model)
+    save_checkpoint(tmp_path / "cnn.pt", create_model("resnet20_conv"))
+    monkeypatch.setenv("ROBUSTADDER_DATA", str(shared_data))
+    assert table._saturation(tmp_path / "far.pt") == 1.0
+    assert table._saturation(tmp_path / "cnn.pt") is None
+    monkeypatch.delenv("ROBUSTADDER_DATA")
+    assert table._saturation(tmp_path / "far.pt") is None
