@@ -27,4 +27,5 @@ run awn-norm --awn --awn-form norm                          # weight normalizati
 run awn-no-gain-decay --awn --awn-form standardize --no-awn-gain-decay             # weight decay off the gains γ
 run awn-eta-normalized --awn --awn-form standardize --awn-eta normalized           # η on the normalized weight's gradient
 run awn-gain-scale --awn --awn-form standardize --awn-gain-init scale              # γ starts at each filter's scale
+run awn-norm-gain4 --awn --awn-form norm --awn-gain-init 4                         # norm, γ starts at ann20's template scale
 "$BIN/python" scripts/awn_ablation_table.py "$OUT"

@@ -28,10 +28,12 @@ WHAT = {
 #: Issue 16's full-recipe runs (30 epochs, whole training set, whole test set, seed 0): label → (metrics CSV,
 #: final checkpoint), relative to the repository. The checkpoint gives the BN statistics of a run whose CSV
 #: predates those columns, and every AWN run's learned scales.
+_FR = "reports/awn-ablation/full-recipe"
 FULL_RECIPE = {
     "ANN-20 (no AWN)": ("models/ann20.metrics.csv", "models/ann20.pt"),
     "ANN-20 AWN standardize (zoo ann20-awn)": ("models/ann20-awn.metrics.csv", "models/ann20-awn.pt"),
-    "ANN-20 AWN norm (retrain)": ("reports/awn-ablation/full-recipe/awn-norm.metrics.csv", "runs/retrain/ann20-awn-norm.pt"),
+    "ANN-20 AWN norm, γ₀ = 1": (f"{_FR}/awn-norm.metrics.csv", f"{_FR}/awn-norm.pt"),
+    "ANN-20 AWN norm, γ₀ = 4": (f"{_FR}/awn-norm-g4.metrics.csv", "runs/retrain/ann20-awn-g4.pt"),  # training
 }
 
 
@@ -54,6 +56,8 @@ def table(folder: Path) -> pd.DataFrame:
             "BN largest abs running mean (last)": last.get("bn_abs_mean_max", nan),
             "BN mean running var (last)": last.get("bn_var_mean", nan),
             "s / epoch": m["seconds"].median(),
+            "used weight rms (last)": _weight_scales(folder / f"{name}.pt").get("used_rms", nan),
+            "share of abs(W − X) > 1 (last)": _saturation(folder / f"{name}.pt"),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -201,11 +205,16 @@ def main(folder: str) -> None:
             "## Pilot: one AWN setting changed at a time (`scripts/awn-ablation.sh`)", "",
             f"Setup (from the checkpoints): {setup(out) or 'checkpoints not present'}. ResNet-20 adder, the official",
             "recipe otherwise (SGD, lr 0.1, wd 5e-4, batch 256, η = 0.2). Test accuracy in % of the test images named;",
-            "BN columns: the blocks' BN running statistics after the adder layers at the end of each run.", "",
+            "BN columns: the blocks' BN running statistics after the adder layers at the end of each run. The last two",
+            "columns (from the run's checkpoint, described under Full recipe): the rms of the weight the adder layers use,",
+            "and the share of terms |W − X| above 1, where the official input gradient saturates.", "",
             frame.to_markdown(index=False, floatfmt=".4g"), ""]  # fmt: skip
     if (out / "ann20.metrics.csv").is_file() and "awn-norm" in set(frame["run"]):  # a fact of the pilot, not a measurement
         text += ["Note: the pilot's `ann20` run shared the machine with a CI run for most of its epochs, so its s / epoch is",
                  "inflated; the others ran alone (about 104 s per epoch on the 2-core AVX2 EPYC).", ""]  # fmt: skip
+    if "awn-norm-gain4" in set(frame["run"]):  # likewise a fact
+        text += ["`awn-norm-gain4` ran later, on the rewritten CPU kernel (issue 18: same arithmetic, other float rounding)",
+                 "and beside another training run, so its s / epoch is not comparable either.", ""]  # fmt: skip
     curves, last = full_recipe(Path(__file__).resolve().parents[1])
     if not last.empty:
         text += ["## Full recipe", "",
@@ -214,9 +223,9 @@ def main(folder: str) -> None:
                  "the BN columns existed have their BN statistics read from the final checkpoint; a run with fewer epochs",
                  "is still training (resumable). Weight columns, from the final checkpoint, per-filter and averaged over the",
                  "residual blocks' layers: the rms of the weight the forward uses (AWN: γ·W/rms(W)), and for AWN models the",
-                 "learned gain γ (it starts at 1) and the raw weight's rms. Adder layers start at rms 1 and take η-scaled",
-                 "updates of a fixed size, so a raw weight k times larger turns k times more slowly; conv layers start at",
-                 "about 0.05 and take plain SGD steps, which on a scale-free weight shrink as its norm grows too. The last",
+                 "learned gain γ (from γ₀ = 1 unless named) and the raw weight's rms. Adder layers start at rms 1 and take",
+                 "η-scaled updates of a fixed size, so a raw weight k times larger turns k times more slowly; conv layers",
+                 "start at about 0.05 and take plain SGD steps, which on a scale-free weight shrink as its norm grows. The last",
                  "column: the share of the adder layers' terms |W − X| above 1 on the first 32 test images, where the official",
                  "(HardTanh) input gradient saturates to ±1 (mean over layers; empty for CNNs or without ROBUSTADDER_DATA).",
                  "",

@@ -1,4 +1,4 @@
-"""Issue 16, step 3's end: put the finished weight-normalized AWN retrains into the zoo.
+"""Issue 16, step 3's end: put the finished AWN retrains (weight normalization, gains from 4) into the zoo.
 
     .venv/bin/python scripts/promote_retrain.py            # checks, then moves and rewrites
     .venv/bin/python scripts/promote_retrain.py --dry-run  # says what it would do
@@ -7,7 +7,7 @@ Why a script: the swap touches the manifest's checksums and accuracies, the chec
 and keeps the standardized-AWN models the zoo shipped before (their checkpoints and metrics move to
 ``reports/awn-ablation/full-recipe/`` with ``git mv``, so the ablation table keeps its full-recipe rows and
 the repository does not grow). Every input is checked before anything moves: a run that is not finished
-(``runs/retrain/NAME-norm.pt`` is written only after the last epoch), a run trained with another AWN form
+(``runs/retrain/NAME-g4.pt`` is written only after the last epoch), a run trained with another AWN variant
 or recipe, or a manifest entry that is not the standardized model it replaces stops it with one line.
 Afterwards: update ``FULL_RECIPE`` in ``scripts/awn_ablation_table.py``, the README's zoo table and AWN
 section, and regenerate the reports (``reports/regenerate.sh``).
@@ -34,8 +34,8 @@ RETRAIN = ROOT / "runs" / "retrain"
 ARCHIVE = ROOT / "reports" / "awn-ablation" / "full-recipe"
 NAMES = ("ann20-awn", "cnn20-awn")
 DESCRIPTION = {
-    "ann20-awn": "ResNet-20 AdderNet with AWN (weight normalization), trained by this project (30 epochs, official recipe)",
-    "cnn20-awn": "ResNet-20 CNN with AWN (weight normalization), trained by this project (30 epochs, official recipe)",
+    "ann20-awn": "ResNet-20 AdderNet with AWN (weight norm, gains from 4), trained by this project (30 epochs, official recipe)",
+    "cnn20-awn": "ResNet-20 CNN with AWN (weight norm, gains from 4), trained by this project (30 epochs, official recipe)",
 }
 
 
@@ -49,12 +49,13 @@ def plan() -> list[tuple[str, Path, Path, dict]]:
     reference = _meta(ROOT / "models" / "ann20.pt")["recipe"]
     out = []
     for name in NAMES:
-        new, metrics = RETRAIN / f"{name}-norm.pt", RETRAIN / f"{name}-norm.metrics.csv"
+        new, metrics = RETRAIN / f"{name}-g4.pt", RETRAIN / f"{name}-g4.metrics.csv"
         if not new.is_file() or not metrics.is_file():
             raise SystemExit(f"{new.relative_to(ROOT)} is not finished (run scripts/retrain-awn.sh)")
         meta = _meta(new)
-        if (meta.get("awn_variant") or {}).get("form") != "norm":
-            raise SystemExit(f"{new.name} is not a weight-normalized AWN model: {meta.get('awn_variant')}")
+        variant = meta.get("awn_variant") or {}
+        if variant.get("form") != "norm" or variant.get("gain_init") != "4":
+            raise SystemExit(f"{new.name} is not the chosen AWN variant (norm, gains from 4): {variant}")
         for key in ("epochs", "seed", "lr", "batch_size"):
             if meta["recipe"].get(key) != reference.get(key):
                 raise SystemExit(f"{new.name}: recipe {key} {meta['recipe'].get(key)} != ann20's {reference.get(key)}")
