@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from robustadder.errors import UserError
-from robustadder.models import load_checkpoint
-from robustadder.nn import adder2d, adder_layers, awn_layers, awn_weight
+from robustadder.models import create_model, load_checkpoint
+from robustadder.nn import adder2d, adder_layers, awn_layers, awn_weight, set_awn_form
 from robustadder.train import TrainConfig, Trainer, augment, bn_statistics
 
 
@@ -237,3 +237,33 @@ def test_training_never_overwrites_a_checkpoint_or_another_runs_metrics(tiny_cif
     with pytest.raises(UserError, match="another run's metrics"):
         Trainer(config(epochs=1), tmp_path / "other.pt", tiny_cifar).run(progress=False)
     assert metrics.read_text() == "epoch\n1\n"
+
+
+def _awn_model(arch: str, gain: float) -> torch.nn.Module:
+    """A weight-normalized AWN model with every gain at ``gain`` (raw weights from seed 0), in training mode."""
+    torch.manual_seed(0)
+    model = create_model(arch)
+    set_awn_form(model, "norm")
+    with torch.no_grad():
+        for layer in awn_layers(model):
+            layer.awn_gain.fill_(gain)
+    return model.train()
+
+
+def test_conv_awn_gain_scale_cancels_under_batch_norm():
+    """Why a CNN's AWN gain start value does not matter (README, AWN): BN after each conv divides the scale out.
+
+    In training mode the loss and the raw weights' gradients are the same for gains 1 and 4 (up to BN's ε
+    and rounding); an adder layer's |X − W| has no such symmetry, which is why γ₀ matters for AdderNets.
+    """
+    models = [_awn_model("resnet20_conv_awn", gain) for gain in (1.0, 4.0)]
+    x, y = torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    losses = [torch.nn.functional.cross_entropy(m(x), y) for m in models]
+    for loss in losses:
+        loss.backward()
+    assert losses[0].item() == pytest.approx(losses[1].item(), rel=1e-5)
+    for a, b in zip(awn_layers(models[0]), awn_layers(models[1]), strict=True):
+        torch.testing.assert_close(a.weight.grad, b.weight.grad, rtol=1e-4, atol=1e-5 * float(a.weight.grad.abs().max()))
+    adder = [_awn_model("resnet20_adder_awn", gain) for gain in (1.0, 4.0)]  # the contrast: adder layers see it
+    with torch.no_grad():
+        assert not torch.allclose(adder[0](x), adder[1](x), rtol=1e-2, atol=1e-2)
