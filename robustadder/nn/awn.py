@@ -14,7 +14,10 @@ W), and removing it lost ~9 points against ~3 for weight normalization at the sa
 which keeps the BN statistics after the adder layers as tame. New AWN training uses "norm"; a layer
 built without a recorded form (every checkpoint trained before, which has no ``awn_variant`` in its
 metadata) computes "standardize", so old checkpoints load as what they are. The layer stores the raw
-weight and γ (``awn_gain``); the forward uses Ŵ. Trained adder weights otherwise drift to per-layer std
+weight and γ (``awn_gain``); the forward uses Ŵ. For an adder layer γ *is* the templates' scale, which
+|X − W| does not divide out (a conv followed by BN does): it decides whether the official HardTanh input
+gradient runs saturated (templates far from the O(1) inputs, as without AWN) or linear, so where γ starts
+matters (``train --awn-gain-init``; README, AWN: the template scale). Trained adder weights otherwise drift to per-layer std
 5–10 and push the following BN statistics to hundreds, which is the instability AWN is meant to remove.
 """
 
