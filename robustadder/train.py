@@ -35,7 +35,7 @@ from .data import DEFAULT_DATASET, ImageSet, open_dataset, to_tensor
 from .errors import UserError
 from .models import ARCHITECTURES, CifarResNet, save_checkpoint
 from .models.checkpoint import atomic_write
-from .nn import AWN_FORMS, adder_layers, awn_layers, set_awn_form, set_backend, set_grad_mode
+from .nn import AWN_FORMS, adder_layers, awn_layers, awn_raw_weight, set_awn_form, set_backend, set_grad_mode
 
 STATE_FORMAT = "robustadder-train-state"
 TRAIN_SHAPE = (3, 32, 32)  # the CIFAR ResNets' input; image folders are read at this size
@@ -243,14 +243,15 @@ class Trainer:
         set_awn_form(self.model, cfg.awn_form)
         for layer in adder_layers(self.model):
             layer.awn_eta = cfg.awn_eta
-        if gain_init_value(cfg.awn_gain_init) is not None:
+        start = gain_init_value(cfg.awn_gain_init)
+        if start is not None:
             with torch.no_grad():
                 for layer in awn_layers(self.model):
-                    layer.awn_gain.fill_(gain_init_value(cfg.awn_gain_init))
+                    layer.awn_gain.fill_(start)
         elif cfg.awn_gain_init == "scale":
             with torch.no_grad():
                 for layer in awn_layers(self.model):
-                    raw = layer.adder if hasattr(layer, "adder") else layer.weight
+                    raw = awn_raw_weight(layer)
                     flat = raw.reshape(raw.shape[0], -1)
                     scale = flat.std(1, unbiased=False) if cfg.awn_form == "standardize" else flat.pow(2).mean(1).sqrt()
                     layer.awn_gain.copy_(scale)

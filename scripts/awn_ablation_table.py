@@ -8,6 +8,7 @@ from the CSVs the runs wrote; nothing is typed in.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -77,11 +78,19 @@ def setup(folder: Path) -> str:
     )
 
 
-def _final_bn(checkpoint: Path) -> dict[str, float]:
+@functools.cache
+def _load(checkpoint: Path):
+    """The checkpoint as a LoadedModel (read once however many columns it feeds), or None if absent."""
     from robustadder.models import load_checkpoint
+
+    return load_checkpoint(checkpoint) if checkpoint.is_file() else None
+
+
+def _final_bn(checkpoint: Path) -> dict[str, float]:
     from robustadder.train import bn_statistics
 
-    return bn_statistics(load_checkpoint(checkpoint).model) if checkpoint.is_file() else {}
+    loaded = _load(checkpoint)
+    return bn_statistics(loaded.model) if loaded else {}
 
 
 def _rms(weight: torch.Tensor) -> float:
@@ -98,20 +107,19 @@ def _weight_scales(checkpoint: Path) -> dict[str, float]:
     AWN models also get ``gain`` (mean γ) and ``raw_rms`` (the raw weight's rms): the raw weight's norm sets
     how far a fixed-size (η-scaled) update turns it, so one that grew k-fold learns k times more slowly.
     """
-    from robustadder.models import load_checkpoint
-    from robustadder.nn import Adder2d
-    from robustadder.nn.awn import awn_layers
+    from robustadder.nn import Adder2d, awn_layers, awn_raw_weight
 
-    if not checkpoint.is_file():
+    loaded = _load(checkpoint)
+    if loaded is None:
         return {}
-    model = load_checkpoint(checkpoint).model
+    model = loaded.model
     used = [_rms(m.effective_weight()) if hasattr(m, "effective_weight") else _rms(m.weight)
             for name, m in model.named_modules()
             if name.startswith("layer") and isinstance(m, (Adder2d, torch.nn.Conv2d))]  # fmt: skip
     out = {"used_rms": sum(used) / len(used)} if used else {}
     layers = awn_layers(model)
     if layers:
-        raw = [_rms(m.adder if isinstance(m, Adder2d) else m.weight) for m in layers]
+        raw = [_rms(awn_raw_weight(m)) for m in layers]
         out["gain"] = sum(float(m.awn_gain.detach().mean()) for m in layers) / len(layers)
         out["raw_rms"] = sum(raw) / len(raw)
     return out
@@ -130,13 +138,12 @@ def _saturation(checkpoint: Path, images: int = 32, positions: int = 64) -> floa
 
     import torch.nn.functional as F
 
-    from robustadder.models import evaluation_images, load_checkpoint
+    from robustadder.models import evaluation_images
     from robustadder.nn import Adder2d
 
-    data = os.environ.get("ROBUSTADDER_DATA")
-    if not checkpoint.is_file() or not data:
+    data, loaded = os.environ.get("ROBUSTADDER_DATA"), _load(checkpoint)
+    if loaded is None or not data:
         return None
-    loaded = load_checkpoint(checkpoint)
     model = loaded.model.eval()
     x = torch.from_numpy(evaluation_images([loaded], data=data, n=images).x).permute(0, 3, 1, 2).float() / 255
     gen, shares = torch.Generator().manual_seed(0), []

@@ -7,9 +7,9 @@ tile's slice of the im2col matrix in place (stride 1) or gathers it into a per-t
 in cache, then runs a register-blocked reduction — (positions × 8 filters) for the forward,
 (positions × 4 input rows, reduced over filters) for the input gradient, which is folded straight back
 into dx. No im2col matrix is materialized at all: the temporaries are a few tile buffers and one padded
-sample (and its padded gradient) per thread. Every output
-is reduced by one thread in a fixed order and every sample's input gradient is accumulated by one
-thread, so results are deterministic and independent of thread count, batch size and batch composition.
+sample (and its padded gradient) per thread. Every output is reduced by one thread in a fixed order and
+every sample's input gradient is accumulated by one thread, so results are deterministic and independent
+of thread count, batch size and batch composition.
 
 Why not ``torch.compile``: it reaches similar forward speed but costs tens of seconds of compilation
 per process shape set (seconds with a warm cache), needs the same compiler, and gives no control over

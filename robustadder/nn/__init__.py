@@ -11,7 +11,7 @@ from .adder import (
     set_backend,
     set_grad_mode,
 )
-from .awn import AWN_EPS, AWN_FORMS, AWNConv2d, awn_layers, awn_weight, set_awn_form
+from .awn import AWN_EPS, AWN_FORMS, AWNConv2d, awn_layers, awn_raw_weight, awn_weight, set_awn_form
 from .conv import set_deterministic_convs
 from .convert import Converted, convert, is_foreign_adder
 
@@ -28,6 +28,7 @@ __all__ = [
     "adder_layers",
     "adder_settings",
     "awn_layers",
+    "awn_raw_weight",
     "awn_weight",
     "convert",
     "set_awn_form",

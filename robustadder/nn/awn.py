@@ -17,8 +17,9 @@ metadata) computes "standardize", so old checkpoints load as what they are. The 
 weight and γ (``awn_gain``); the forward uses Ŵ. For an adder layer γ *is* the templates' scale, which
 |X − W| does not divide out (a conv followed by BN does): it decides whether the official HardTanh input
 gradient runs saturated (templates far from the O(1) inputs, as without AWN) or linear, so where γ starts
-matters (``train --awn-gain-init``; README, AWN: the template scale). Trained adder weights otherwise drift to per-layer std
-5–10 and push the following BN statistics to hundreds, which is the instability AWN is meant to remove.
+matters (``train --awn-gain-init``; README, AWN: the template scale). Trained adder weights otherwise
+drift to per-layer std 5–10 and push the following BN statistics to hundreds, which is the instability
+AWN is meant to remove.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def awn_weight(weight: torch.Tensor, gain: torch.Tensor, eps: float = AWN_EPS, f
 def awn_layers(model: nn.Module) -> list[nn.Module]:
     """The AWN-reparametrized layers of a model (adder and conv)."""
     return [m for m in model.modules() if getattr(m, "awn_gain", None) is not None]
+
+
+def awn_raw_weight(layer: nn.Module) -> torch.Tensor:
+    """The raw (not normalized) weight of an AWN layer: ``adder`` for adder layers, ``weight`` for convs."""
+    return layer.adder if hasattr(layer, "adder") else layer.weight
 
 
 def set_awn_form(model: nn.Module, form: str) -> None:
