@@ -14,8 +14,9 @@ train() {  # name, kind flags...
     if [ -f "models/$name.pt.state" ]; then resume=--resume; fi
     "$BIN/robustadder" train --arch resnet20 "$@" --epochs "$EPOCHS" --seed 0 --out "models/$name.pt" $resume
 }
-# --awn is weight normalization since issue 16's ablation (README, AWN); the ann20-awn / cnn20-awn shipped
-# before it were trained with --awn-form standardize (their checkpoints carry no awn_variant)
+# --awn is weight normalization with the gains starting at 4 since issue 16's ablation (README, AWN); the
+# ann20-awn / cnn20-awn shipped before it were trained with --awn-form standardize --awn-gain-init one (their
+# checkpoints carry no awn_variant)
 train ann20-awn --kind adder --awn
 train cnn20 --kind conv
 train ann20 --kind adder

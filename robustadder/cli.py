@@ -488,9 +488,10 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
 @click.option("--awn-eta", type=click.Choice(["raw", "normalized"]), default="raw", show_default=True,
               help="AWN: the adaptive learning rate scales the raw weight's gradient or the normalized weight's.")  # fmt: skip
 @click.option("--awn-gain-decay/--no-awn-gain-decay", default=True, show_default=True, help="AWN: weight decay on the gains.")
-@click.option("--awn-gain-init", default="one", show_default=True,
-              help="AWN: gains start at 1 (one), at each filter's own scale (scale: the normalized weight starts as the "
-                   "raw), or at a positive number.")  # fmt: skip
+@click.option("--awn-gain-init", default="4", show_default=True,
+              help="AWN: gains start at a positive number (4: the template scale a model without AWN learns), at 1 "
+                   "(one: every AWN model trained before) or at each filter's own scale (scale: the normalized weight "
+                   "starts as the raw).")  # fmt: skip
 @click.option("--data", type=click.Path(), default=None, help="Directory of the named datasets [env ROBUSTADDER_DATA].")
 def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, eta, seed, train_subset, test_subset, out,
               resume, stop_after, dataset, flip, awn_form, awn_eta, awn_gain_decay, awn_gain_init, data) -> None:  # fmt: skip

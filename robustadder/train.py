@@ -65,8 +65,11 @@ class TrainConfig:
     awn_form: str = "norm"  # what the layers compute: norm γW/rms(W), or standardize γ(W−μ)/σ
     awn_eta: str = "raw"  # the adaptive learning rate acts on the raw weight's gradient, or on the normalized one's
     awn_gain_decay: bool = True  # weight decay on the per-filter gain γ
-    awn_gain_init: str = "one"  # γ starts at 1, at each filter's own scale ("scale": Ŵ equals W, centred, at start),
-    # or at a given positive number (e.g. "4": the scale of the templates a model without AWN learns)
+    # γ starts at 4 (the scale of the templates a model without AWN learns: at γ = 1 the adder terms |W − X| sit in
+    # the HardTanh gradient's linear range, where the model without AWN has them saturated; README, AWN), at 1
+    # ("one", every AWN model trained before), at each filter's own scale ("scale": Ŵ equals W at start) or at
+    # another positive number
+    awn_gain_init: str = "4"
 
     @property
     def arch_name(self) -> str:

@@ -142,7 +142,8 @@ def test_awn_gain_decay_and_initialisation(tiny_cifar, tmp_path):
         raw = layer.adder if hasattr(layer, "adder") else layer.weight
         torch.testing.assert_close(layer.effective_weight(), raw, rtol=1e-4, atol=1e-4)
     fixed = Trainer(config(awn=True, awn_form="norm", awn_gain_init="4"), tmp_path / "f.pt", tiny_cifar)
-    for layer in awn_layers(fixed.model):  # every filter of the normalized weight starts at rms 4
+    default = Trainer(config(awn=True), tmp_path / "d.pt", tiny_cifar)  # `train --awn`: the same start
+    for layer in [*awn_layers(fixed.model), *awn_layers(default.model)]:  # each normalized filter starts at rms 4
         rms = layer.effective_weight().reshape(layer.awn_gain.shape[0], -1).pow(2).mean(1).sqrt()
         torch.testing.assert_close(rms, torch.full_like(rms, 4.0), rtol=1e-4, atol=1e-4)
     for bad in ("0", "-1", "nan", "inf", "big"):
@@ -159,7 +160,7 @@ def test_awn_form_is_recorded_and_reloaded(tiny_cifar, tmp_path):
     from robustadder.engine import Settings, cell_config
 
     meta = Trainer(config(awn=True, awn_form="norm", epochs=1), tmp_path / "n.pt", tiny_cifar).run(progress=False)
-    assert meta["awn_variant"] == {"form": "norm", "eta": "raw", "gain_decay": True, "gain_init": "one"}
+    assert meta["awn_variant"] == {"form": "norm", "eta": "raw", "gain_decay": True, "gain_init": "4"}
     loaded = load_checkpoint(tmp_path / "n.pt")
     assert {layer.awn_form for layer in awn_layers(loaded.model)} == {"norm"}
     x = torch.rand(4, 3, 32, 32)
@@ -220,9 +221,9 @@ def test_new_awn_training_uses_weight_normalization_and_old_awn_states_resume_as
     for key in ("awn_form", "awn_eta", "awn_gain_decay", "awn_gain_init"):  # written before the variants existed
         state["config"].pop(key)
     torch.save(state, old.state_path)
-    with pytest.raises(UserError, match="awn_form standardize"):  # the new default would change what it trains
+    with pytest.raises(UserError, match="awn_form standardize, awn_gain_init one"):  # the defaults changed since
         Trainer(config(awn=True, epochs=2), tmp_path / "o.pt", tiny_cifar).run(resume=True, progress=False)
-    resumed = Trainer(config(awn=True, awn_form="standardize", epochs=2), tmp_path / "o.pt", tiny_cifar)
+    resumed = Trainer(config(awn=True, awn_form="standardize", awn_gain_init="one", epochs=2), tmp_path / "o.pt", tiny_cifar)
     assert resumed.run(resume=True, progress=False)["awn_variant"]["form"] == "standardize"
 
 
