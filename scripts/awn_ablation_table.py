@@ -34,7 +34,7 @@ FULL_RECIPE = {
     "ANN-20 (no AWN)": ("models/ann20.metrics.csv", "models/ann20.pt"),
     "ANN-20 AWN standardize (zoo ann20-awn)": ("models/ann20-awn.metrics.csv", "models/ann20-awn.pt"),
     "ANN-20 AWN norm, γ₀ = 1": (f"{_FR}/awn-norm.metrics.csv", f"{_FR}/awn-norm.pt"),
-    "ANN-20 AWN norm, γ₀ = 4": (f"{_FR}/awn-norm-g4.metrics.csv", "runs/retrain/ann20-awn-g4.pt"),  # training
+    "ANN-20 AWN norm, γ₀ = 4": (f"{_FR}/awn-norm-g4.metrics.csv", f"{_FR}/awn-norm-g4.pt"),
 }
 
 
