@@ -10,7 +10,7 @@ import torch
 
 from robustadder.errors import UserError
 from robustadder.models import create_model, load_checkpoint
-from robustadder.nn import adder2d, adder_layers, awn_layers, awn_weight, set_awn_form
+from robustadder.nn import adder2d, adder_layers, awn_layers, awn_raw_weight, awn_weight, set_awn_form
 from robustadder.train import TrainConfig, Trainer, augment, bn_statistics
 
 
@@ -134,12 +134,12 @@ def test_awn_gain_decay_and_initialisation(tiny_cifar, tmp_path):
     for name, p in trainer.model.named_parameters():
         assert decays[id(p)] == (0.0 if name.endswith("awn_gain") else 5e-4)
     for layer in awn_layers(trainer.model):  # Ŵ starts as the centred raw weight
-        raw = layer.adder if hasattr(layer, "adder") else layer.weight
+        raw = awn_raw_weight(layer)
         centred = raw - raw.mean(dim=(1, 2, 3), keepdim=True)
         torch.testing.assert_close(layer.effective_weight(), centred, rtol=1e-4, atol=1e-4)
     norm = Trainer(config(awn=True, awn_form="norm", awn_gain_init="scale"), tmp_path / "h.pt", tiny_cifar)
     for layer in awn_layers(norm.model):  # the norm form starts as the raw weight itself
-        raw = layer.adder if hasattr(layer, "adder") else layer.weight
+        raw = awn_raw_weight(layer)
         torch.testing.assert_close(layer.effective_weight(), raw, rtol=1e-4, atol=1e-4)
     fixed = Trainer(config(awn=True, awn_form="norm", awn_gain_init="4"), tmp_path / "f.pt", tiny_cifar)
     default = Trainer(config(awn=True), tmp_path / "d.pt", tiny_cifar)  # `train --awn`: the same start
@@ -225,6 +225,15 @@ def test_new_awn_training_uses_weight_normalization_and_old_awn_states_resume_as
         Trainer(config(awn=True, epochs=2), tmp_path / "o.pt", tiny_cifar).run(resume=True, progress=False)
     resumed = Trainer(config(awn=True, awn_form="standardize", awn_gain_init="one", epochs=2), tmp_path / "o.pt", tiny_cifar)
     assert resumed.run(resume=True, progress=False)["awn_variant"]["form"] == "standardize"
+
+
+def test_train_cli_defaults_are_the_api_defaults():
+    """`train`'s options and TrainConfig spell each AWN default separately: a default changed in one place only
+    would make `robustadder train --awn` and `Trainer(TrainConfig(awn=True))` train different models."""
+    from robustadder.cli import train_cmd
+
+    cli = {p.name: p.default for p in train_cmd.params if p.name.startswith("awn_")}
+    assert cli == {name: getattr(TrainConfig(), name) for name in cli} and len(cli) == 4
 
 
 def test_training_never_overwrites_a_checkpoint_or_another_runs_metrics(tiny_cifar, tmp_path):
