@@ -14,9 +14,10 @@ train() {  # name, kind flags...
     if [ -f "models/$name.pt.state" ]; then resume=--resume; fi
     "$BIN/robustadder" train --arch resnet20 "$@" --epochs "$EPOCHS" --seed 0 --out "models/$name.pt" $resume
 }
-# --awn is weight normalization with the gains starting at 4 since issue 16's ablation (README, AWN); the
-# ann20-awn / cnn20-awn shipped before it were trained with --awn-form standardize --awn-gain-init one (their
-# checkpoints carry no awn_variant)
+# --awn is weight normalization with the gains starting at 4 since issue 16's ablation (README, AWN): the
+# shipped ann20-awn / cnn20-awn were trained that way (by scripts/retrain-awn.sh, the same command with the
+# flags spelled out). The pair shipped before was trained with --awn-form standardize --awn-gain-init one
+# (reports/awn-ablation/full-recipe/*-standardize.pt; their checkpoints carry no awn_variant)
 train ann20-awn --kind adder --awn
 train cnn20 --kind conv
 train ann20 --kind adder

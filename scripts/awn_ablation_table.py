@@ -31,10 +31,19 @@ WHAT = {
 #: predates those columns, and every AWN run's learned scales.
 _FR = "reports/awn-ablation/full-recipe"
 FULL_RECIPE = {
-    "ANN-20 (no AWN)": ("models/ann20.metrics.csv", "models/ann20.pt"),
-    "ANN-20 AWN standardize (zoo ann20-awn)": ("models/ann20-awn.metrics.csv", "models/ann20-awn.pt"),
+    "ANN-20 (no AWN, zoo ann20)": ("models/ann20.metrics.csv", "models/ann20.pt"),
+    "ANN-20 AWN standardize, γ₀ = 1 (the zoo's before)": (
+        f"{_FR}/ann20-awn-standardize.metrics.csv",
+        f"{_FR}/ann20-awn-standardize.pt",
+    ),
     "ANN-20 AWN norm, γ₀ = 1": (f"{_FR}/awn-norm.metrics.csv", f"{_FR}/awn-norm.pt"),
-    "ANN-20 AWN norm, γ₀ = 4": (f"{_FR}/awn-norm-g4.metrics.csv", f"{_FR}/awn-norm-g4.pt"),
+    "ANN-20 AWN norm, γ₀ = 4 (zoo ann20-awn)": ("models/ann20-awn.metrics.csv", "models/ann20-awn.pt"),
+    "CNN-20 (no AWN, zoo cnn20)": ("models/cnn20.metrics.csv", "models/cnn20.pt"),
+    "CNN-20 AWN standardize, γ₀ = 1 (the zoo's before)": (
+        f"{_FR}/cnn20-awn-standardize.metrics.csv",
+        f"{_FR}/cnn20-awn-standardize.pt",
+    ),
+    "CNN-20 AWN norm, γ₀ = 4 (zoo cnn20-awn)": ("models/cnn20-awn.metrics.csv", "models/cnn20-awn.pt"),
 }
 
 

@@ -64,3 +64,19 @@ def test_saturation_is_the_share_of_adder_terms_beyond_hardtanhs_knee(shared_dat
     assert table._saturation(tmp_path / "cnn.pt") is None
     monkeypatch.delenv("ROBUSTADDER_DATA")
     assert table._saturation(tmp_path / "far.pt") is None
+
+
+def test_promote_rewrites_only_the_named_manifest_entry():
+    """scripts/promote_retrain.py swaps one model's checksum, accuracy and description and nothing else: the
+    manifest's comments and the other entries (which pin other committed files) stay byte for byte."""
+    promote = _script("promote_retrain")
+    manifest = (
+        '# zoo\n\n[models.ann20-awn]\narch = "resnet20_adder_awn"\ndescription = "old"\npath = "ann20-awn.pt"\n'
+        'sha256 = "aa"\naccuracy = 81.39\n# a comment kept\n\n[models.ann20]\ndescription = "old"\nsha256 = "bb"\n'
+        "accuracy = 87.57\n"
+    )
+    out = promote.rewrite_entry(manifest, "ann20-awn", "cc", 87.81)
+    head, tail = out.split("[models.ann20]\n")
+    assert tail == manifest.split("[models.ann20]\n")[1]
+    assert 'sha256 = "cc"\naccuracy = 87.81\n# a comment kept\n' in head and '"old"' not in head
+    assert f'description = "{promote.DESCRIPTION["ann20-awn"]}"' in head and head.startswith("# zoo\n\n")
