@@ -31,7 +31,7 @@ import pandas as pd
 from .api import evaluate, resolve_attacks
 from .attacks import format_eps, parse_eps
 from .data import Dataset, ImageSet, dataset_title
-from .engine import GRAD_SETTINGS, Settings, has_adder_layers
+from .engine import GRAD_SETTINGS, Settings, data_fingerprint, has_adder_layers
 from .errors import UserError
 from .models import Normalization, announce, as_loaded, evaluation_images, module_input_shape, opened_dataset
 from .models.module import is_factory_ref
@@ -186,7 +186,9 @@ def compare(
             "n": len(images),
             "first_id": int(images.ids.min()),
             "last_id": int(images.ids.max()),
-            "data": images.source,
+            # the file by name and the samples by content hash, not a local path: a result is shared and committed
+            "data": os.path.basename(str(images.source).rstrip("/")) if images.source else images.source,
+            "data_fingerprint": data_fingerprint(images),
             "dataset": images.dataset,
             "attacks": list(attacks),
             "grad": grad,

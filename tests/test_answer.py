@@ -134,6 +134,9 @@ def test_compare_cli_json_and_plot(tmp_path):
     result = json.loads(out.stdout)
     assert len(result["models"]) == 4 and len(result["pairs"]) == 2 and len(result["verdicts"]) == 1
     assert result["settings"]["grad"] == "both" and result["settings"]["dtype"] == "float32"
+    # shareable: the data named by file and content hash, never by this machine's path
+    assert str(tmp_path) not in out.stdout and len(result["settings"]["data_fingerprint"]) == 16
+    assert result["settings"]["data"] == "cifar10_test.npz", result["settings"]
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
