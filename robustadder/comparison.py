@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,8 +187,9 @@ def compare(
             "n": len(images),
             "first_id": int(images.ids.min()),
             "last_id": int(images.ids.max()),
-            # the file by name and the samples by content hash, not a local path: a result is shared and committed
-            "data": os.path.basename(str(images.source).rstrip("/")) if images.source else images.source,
+            # the file by name (as report's provenance does) and the samples by content hash, never a local path:
+            # a result is shared and committed
+            "data": Path(images.source).name,
             "data_fingerprint": data_fingerprint(images),
             "dataset": images.dataset,
             "attacks": list(attacks),
