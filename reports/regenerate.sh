@@ -4,6 +4,9 @@
 #   ROBUSTADDER_DATA=../shared/data bash reports/regenerate.sh
 # The sweep files actually run are written next to the outputs (reports/*.toml: the presets with the
 # number of test images used); results accumulate in $STORE, so an interrupted run resumes.
+# RENDER_ONLY=1 runs nothing: it renders the reports from the cells already in $STORE (a run stopped on
+# purpose, e.g. without AutoAttack's costliest cells); a preset with missing cells is marked partial in
+# reports/README.md, whose hand-written notes (everything after the NOTES line) are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -20,21 +23,23 @@ for preset in paper eps-sweep settings; do
     sed "s/^n = .*/n = ${N[$preset]}/" "attacks/$preset.toml" > "reports/$preset.toml"
 done
 
+RENDER_ONLY=${RENDER_ONLY:-0}
+
 # cheapest first, AutoAttack's eps sweep last: an interrupted run has the most finished parts
-for preset in paper settings; do
+[ "$RENDER_ONLY" = 1 ] || for preset in paper settings; do
     "$R" sweep "reports/$preset.toml" --store "$STORE"
 done
 # N_CHECK=0 skips the checks (on a 2-core CPU each ANN's check runs PGD-40 with both gradients over the eps
 # grid: about half an hour per model at 200 images)
 [ "$N_CHECK" = 0 ] && rm -f reports/check-*.md  # never leave another run's checks beside this run's tables
-[ "$N_CHECK" = 0 ] || for model in "${REF_MODELS[@]}"; do
+[ "$N_CHECK" = 0 ] || [ "$RENDER_ONLY" = 1 ] || for model in "${REF_MODELS[@]}"; do
     name=$(basename "$model" .pt)
     if ! "$R" check --model "$model" --n "$N_CHECK" --store "$STORE" > "reports/check-$name.md" 2> "reports/.check-$name.err"; then
         echo "check of $model did not run: $(tail -n 1 "reports/.check-$name.err")" | tee "reports/check-$name.md"
     fi
     rm -f "reports/.check-$name.err"
 done
-"$R" sweep reports/eps-sweep.toml --store "$STORE"
+[ "$RENDER_ONLY" = 1 ] || "$R" sweep reports/eps-sweep.toml --store "$STORE"
 
 # reports read the store alone (the sweeps above recorded their grids); md and html with the intervals
 for preset in paper eps-sweep settings; do
@@ -49,7 +54,7 @@ done
 # the answer to "are AdderNets more robust than CNNs?": compare of the matched pairs (PGD + AutoAttack,
 # both adder gradients, intervals, McNemar), each with its plot; N_COMPARE images (the protocol: 1,000)
 N_COMPARE=${N_COMPARE:-1000}  # 0: skip (AutoAttack on 1,000 images per model and eps takes hours on a CPU)
-[ "$N_COMPARE" = 0 ] || for pair in "${REF_PAIRS[@]}"; do
+[ "$N_COMPARE" = 0 ] || [ "$RENDER_ONLY" = 1 ] || for pair in "${REF_PAIRS[@]}"; do
     set -- $pair
     name="compare-$(basename "$1" .pt)-vs-$2"
     "$R" compare "$1" "$2" --n "$N_COMPARE" --store "$STORE" --format md -o "reports/$name.md" --plot "reports/$name.png"
@@ -60,6 +65,12 @@ done
 compute() {  # the preset's compute time as measured when its cells ran (summed over resumes)
     "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | sed -n 's/.*as measured when they ran: //p'
 }
+partial() {  # " (**partial**: D of T cells)" when some of the preset's cells are not in the store
+    "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | awk '
+        /^  done / { gsub(",", ""); if ($5 > 0) printf " (**partial**: %d of %d cells)", $2, $2 + $5 }'
+}
+NOTES="<!-- notes: written by hand, kept by regenerate.sh -->"
+notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
 {
     echo "# Reference reports"
     echo
@@ -78,7 +89,7 @@ compute() {  # the preset's compute time as measured when its cells ran (summed 
     echo "| part | files | CIFAR-10 test images | compute time |"
     echo "|---|---|---|---|"
     for preset in paper eps-sweep settings; do
-        echo "| \`$preset\` preset | \`$preset.{md,tex,csv}\`, sweep file \`$preset.toml\` | first ${N[$preset]} | $(compute "$preset") |"
+        echo "| \`$preset\` preset$(partial "$preset") | \`$preset.{md,tex,csv}\`, sweep file \`$preset.toml\` | first ${N[$preset]} | $(compute "$preset") |"
     done
     [ "$N_CHECK" = 0 ] || for model in ann20 ann20-awn cnn20 cnn20-awn thirdparty-addernet-resnet20-cifar10; do
         echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"
@@ -90,4 +101,6 @@ compute() {  # the preset's compute time as measured when its cells ran (summed 
     echo "sweeps' cells where they coincide and adds its own)."
     [ "$N_CHECK" != 0 ] || { echo; echo "The gradient-masking checks were not run (N_CHECK=0)."; }
     [ "$N_COMPARE" != 0 ] || { echo; echo "The \`compare\` reports were not run (N_COMPARE=0)."; }
-} > reports/README.md
+    [ -z "$notes" ] || { echo; echo "$notes"; }
+} > reports/README.md.tmp
+mv reports/README.md.tmp reports/README.md  # whole or not at all: the notes are never lost half-written

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,68 @@ def test_promote_rewrites_only_the_named_manifest_entry():
     assert tail == manifest.split("[models.ann20]\n")[1]
     assert 'sha256 = "cc"\naccuracy = 87.81\n# a comment kept\n' in head and '"old"' not in head
     assert f'description = "{promote.DESCRIPTION["ann20-awn"]}"' in head and head.startswith("# zoo\n\n")
+
+
+FAKE_CLI = r"""#!/usr/bin/env bash
+# stands in for robustadder: logs every run, answers dry runs from $PLAN, writes what -o names
+echo "$*" >> "$CALLS"
+case "$1" in
+    --version) echo "robustadder, version 0.0.0" ;;
+    sweep)
+        if [[ " $* " == *" --dry-run "* ]]; then
+            name=$(basename "$2" .toml)
+            echo "sweep $name: 12 cells (2 models x 1 settings x 6 attacks/eps) on 100 CIFAR-10 images"
+            echo "  done $(sed -n "s/^$name //p" "$PLAN"), skipped 0"
+            echo "  compute time of the done cells, as measured when they ran: 3.0 min"
+        fi ;;
+    report) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo "rendered" > "$2"; shift; done ;;
+    models) echo "ops" ;;
+esac
+"""
+
+
+def _regenerate(tmp_path: Path, readme: str | None, plan: str, **env: str) -> tuple[str, list[str]]:
+    """Run a copy of reports/regenerate.sh in a scratch tree whose robustadder is FAKE_CLI."""
+    root = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"
+    shutil.copytree(root / "attacks", tree / "attacks")
+    (tree / "reports").mkdir()
+    for name in ("regenerate.sh", "reference-models.sh"):
+        shutil.copy(root / "reports" / name, tree / "reports" / name)
+    if readme is not None:
+        (tree / "reports" / "README.md").write_text(readme)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "robustadder").write_text(FAKE_CLI)
+    (tmp_path / "bin" / "robustadder").chmod(0o755)
+    (tmp_path / "plan").write_text(plan)
+    calls = tmp_path / "calls"
+    run_env = {**os.environ, "BIN": str(tmp_path / "bin"), "PLAN": str(tmp_path / "plan"), "CALLS": str(calls), **env}
+    proc = subprocess.run(["bash", "reports/regenerate.sh"], cwd=tree, env=run_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return (tree / "reports" / "README.md").read_text(), calls.read_text().splitlines()
+
+
+def test_regenerate_render_only_runs_nothing_marks_partial_presets_and_keeps_the_notes(tmp_path):
+    """A reference run stopped on purpose (AutoAttack's costliest cells left out) is rendered with
+    RENDER_ONLY=1: no sweep, check or compare runs, the preset with missing cells says so in reports/README.md,
+    and the hand-written notes after the NOTES line survive the regeneration word for word."""
+    notes = "<!-- notes: written by hand, kept by regenerate.sh -->\n\nWhat this run does **not** contain:\n\n- x\n"
+    old = "# Reference reports\n\nan old generated table\n\n" + notes
+    plan = "paper 30, to run 0\neps-sweep 36, to run 4\nsettings 24, to run 0\n"
+    readme, calls = _regenerate(tmp_path, old, plan, RENDER_ONLY="1", N_CHECK="7", N_COMPARE="9")
+    ran = [c for c in calls if c.startswith(("check", "compare")) or (c.startswith("sweep") and "--dry-run" not in c)]
+    assert ran == []
+    assert readme.endswith("\n" + notes) and "an old generated table" not in readme
+    rows = {line.split("`")[1]: line for line in readme.splitlines() if line.startswith("| `") and " preset" in line}
+    assert "(**partial**: 36 of 40 cells)" in rows["eps-sweep"]
+    assert "partial" not in rows["paper"] and "partial" not in rows["settings"]
+
+
+def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_path):
+    """Without RENDER_ONLY the script runs every preset's sweep (the missing cells); a README without the NOTES
+    line (or none at all) gets the generated part alone."""
+    readme, calls = _regenerate(tmp_path, None, "paper 30, to run 0\neps-sweep 40, to run 0\nsettings 24, to run 0\n",
+                                N_CHECK="0", N_COMPARE="0")  # fmt: skip
+    swept = [c.split()[1] for c in calls if c.startswith("sweep") and "--dry-run" not in c]
+    assert swept == ["reports/paper.toml", "reports/settings.toml", "reports/eps-sweep.toml"]
+    assert "notes" not in readme and "partial" not in readme and readme.startswith("# Reference reports\n")
