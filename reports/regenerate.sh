@@ -69,6 +69,11 @@ partial() {  # " (**partial**: D of T cells)" when some of the preset's cells ar
     "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | awk '
         /^  done / { gsub(",", ""); if ($5 > 0) printf " (**partial**: %d of %d cells)", $2, $2 + $5 }'
 }
+vector_isa() {  # the kernel's code path depends on it (adder_cpu.cc), and so do the compute times
+    if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then echo "AVX-512"
+    elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then echo "AVX2, no AVX-512"
+    else echo "no AVX2"; fi
+}
 NOTES="<!-- notes: written by hand, kept by regenerate.sh -->"
 notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
 {
@@ -84,7 +89,7 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
     echo '```'
     echo
     echo "Generated $(date -u +%Y-%m-%d) by robustadder $("$R" --version | awk '{print $NF}') at commit" \
-         "$(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1))."
+         "$(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) CPU cores ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(vector_isa))."
     echo
     echo "| part | files | CIFAR-10 test images | compute time |"
     echo "|---|---|---|---|"

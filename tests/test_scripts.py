@@ -138,6 +138,8 @@ def test_regenerate_render_only_runs_nothing_marks_partial_presets_and_keeps_the
     rows = {line.split("`")[1]: line for line in readme.splitlines() if line.startswith("| `") and " preset" in line}
     assert "(**partial**: 36 of 40 cells)" in rows["eps-sweep"]
     assert "partial" not in rows["paper"] and "partial" not in rows["settings"]
+    generated = next(line for line in readme.splitlines() if line.startswith("Generated "))
+    assert "AVX" in generated  # the vector ISA the kernel was built for, which the compute times depend on
 
 
 def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_path):
