@@ -89,6 +89,19 @@ def test_grad_mode_changes_white_box_results(tmp_path):
     assert not np.allclose(s["linf"].to_numpy(), e["linf"].to_numpy()) or not s["adv_pred"].equals(e["adv_pred"])
 
 
+def test_a_cell_of_another_engine_is_recomputed_not_reused(tmp_path, monkeypatch):
+    """A code change that moves per-sample results (e.g. a kernel's rounding) bumps ENGINE_VERSION: the store's
+    cells of the old engine must not answer for the new code, so the same configuration gets a new cell."""
+    import robustadder.engine as engine
+
+    loaded, data = make_tiny()
+    old = run(tmp_path / "e.sqlite", loaded, data)
+    monkeypatch.setattr(engine, "ENGINE_VERSION", engine.ENGINE_VERSION + 1)
+    new = run(tmp_path / "e.sqlite", loaded, data)
+    assert [s["reused"] for s in new.attrs["summary"]] == [False, False]
+    assert {s["cell_id"] for s in old.attrs["summary"]}.isdisjoint(s["cell_id"] for s in new.attrs["summary"])
+
+
 def test_finished_cell_is_reused_and_force_recomputes(tmp_path):
     loaded, data = make_tiny()
     first = run(tmp_path / "f.sqlite", loaded, data)
