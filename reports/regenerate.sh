@@ -62,12 +62,12 @@ N_COMPARE=${N_COMPARE:-1000}  # 0: skip (AutoAttack on 1,000 images per model an
 done
 
 # reports/README.md: what was run, on how many images, how long each part took on this machine
+# both read one dry run of the preset (a dry run loads every model and calibrates a cost estimate)
 compute() {  # the preset's compute time as measured when its cells ran (summed over resumes)
-    "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | sed -n 's/.*as measured when they ran: //p'
+    sed -n 's/.*as measured when they ran: //p' <<< "$1"
 }
 partial() {  # " (**partial**: D of T cells)" when some of the preset's cells are not in the store
-    "$R" sweep "reports/$1.toml" --store "$STORE" --dry-run | awk '
-        /^  done / { gsub(",", ""); if ($5 > 0) printf " (**partial**: %d of %d cells)", $2, $2 + $5 }'
+    awk '/^  done / { gsub(",", ""); if ($5 > 0) printf " (**partial**: %d of %d cells)", $2, $2 + $5 }' <<< "$1"
 }
 vector_isa() {  # the kernel's code path depends on it (adder_cpu.cc), and so do the compute times
     if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then echo "AVX-512"
@@ -94,7 +94,8 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
     echo "| part | files | CIFAR-10 test images | compute time |"
     echo "|---|---|---|---|"
     for preset in paper eps-sweep settings; do
-        echo "| \`$preset\` preset$(partial "$preset") | \`$preset.{md,tex,csv}\`, sweep file \`$preset.toml\` | first ${N[$preset]} | $(compute "$preset") |"
+        dry=$("$R" sweep "reports/$preset.toml" --store "$STORE" --dry-run || true)
+        echo "| \`$preset\` preset$(partial "$dry") | \`$preset.{md,tex,csv}\`, sweep file \`$preset.toml\` | first ${N[$preset]} | $(compute "$dry") |"
     done
     [ "$N_CHECK" = 0 ] || for model in ann20 ann20-awn cnn20 cnn20-awn thirdparty-addernet-resnet20-cifar10; do
         echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"

@@ -134,6 +134,7 @@ def test_regenerate_render_only_runs_nothing_marks_partial_presets_and_keeps_the
     readme, calls = _regenerate(tmp_path, old, plan, RENDER_ONLY="1", N_CHECK="7", N_COMPARE="9")
     ran = [c for c in calls if c.startswith(("check", "compare")) or (c.startswith("sweep") and "--dry-run" not in c)]
     assert ran == []
+    assert sum("--dry-run" in c for c in calls) == 3  # one per preset: a dry run loads every model
     assert readme.endswith("\n" + notes) and "an old generated table" not in readme
     rows = {line.split("`")[1]: line for line in readme.splitlines() if line.startswith("| `") and " preset" in line}
     assert "(**partial**: 36 of 40 cells)" in rows["eps-sweep"]
