@@ -95,6 +95,45 @@ def _source_loader(settings: Settings, target: LoadedModel, arch: str | None):
     return load
 
 
+def pending_cost(
+    db: Store, loaded: LoadedModel, model: torch.nn.Module, configs: Sequence[AttackConfig], settings: Settings, dataset: ImageSet
+) -> tuple[list[AttackConfig], float, float]:
+    """The cells of ``configs`` not yet done in ``db`` and the range of their compute seconds on this machine.
+
+    Seconds are a short calibration (forward and forward + input gradient per image) times each attack's
+    passes. An adaptive attack's cost depends on the model: AutoAttack runs its later stages only on the
+    samples its first stage leaves robust, so its least cost (the first stage fools every sample) and its
+    most (none) can be 30× apart — both are given rather than a single number that looks precise.
+    """
+    from .sweep import calibrate, image_passes
+
+    todo = [c for c in configs if (rec := db.cell(cell_hash(cell_config(loaded, c, settings, dataset)))) is None
+            or rec.status != "done"]  # fmt: skip
+    if not todo:
+        return [], 0.0, 0.0
+    fwd, fb = calibrate(model, settings)
+    low, high = (
+        sum(f * fwd + f_b * fb for f, f_b in (image_passes(loaded, c, settings.grad, len(dataset), least=least) for c in todo))
+        for least in (True, False)
+    )
+    return todo, low, high
+
+
+def format_cost(low: float, high: float) -> str:
+    """'~12.5 min' or, for adaptive attacks, '~3.1 min to 2.6 h'."""
+    lo, hi = format_duration(low), format_duration(high)
+    return f"~{hi}" if lo == hi else f"~{lo} to {hi}"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as estimates and progress lines print it: '40 s', '12.5 min', '3.4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Settings, dataset: ImageSet) -> None:
     """Before a long evaluation: what it will cost on this machine (a short calibration), on stderr.
 
@@ -103,20 +142,12 @@ def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Sett
     """
     import sys
 
-    from .sweep import calibrate, image_passes
-
-    todo = [c for c in configs if (rec := db.cell(cell_hash(cell_config(loaded, c, settings, dataset)))) is None
-            or rec.status != "done"]  # fmt: skip
+    todo, low, high = pending_cost(db, loaded, model, configs, settings, dataset)
     if not todo:
         return
-    fwd, fb = calibrate(model, settings)
-    passes = [image_passes(loaded, cfg, settings.grad, len(dataset)) for cfg in todo]
-    total = sum(forward * fwd + forward_backward * fb for forward, forward_backward in passes)
-    minutes = total / 60
-    when = f"~{minutes:.0f} min" if minutes >= 1 else f"~{total:.0f} s" if total >= 1 else "under 1 s"
-    print(f"estimated cost: {when} for {len(todo)} attack cell(s) on {len(dataset)} images (calibrated on this machine; "
-          "adaptive attacks such as AutoAttack stop early on fooled samples and may take less)",
-          file=sys.stderr)  # fmt: skip
+    why = "; adaptive attacks such as AutoAttack run their later stages only on the samples still robust" if low < high else ""
+    print(f"estimated cost: {format_cost(low, high)} for {len(todo)} attack cell(s) on {len(dataset)} images (calibrated on "
+          f"this machine{why})", file=sys.stderr)  # fmt: skip
 
 
 def evaluate(

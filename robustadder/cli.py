@@ -521,14 +521,6 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     click.echo(f"metrics: {trainer.metrics_path}")
 
 
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 @main.command("sweep")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells, done, skipped, cost estimate) and stop.")
@@ -550,6 +542,8 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
     ranks share every cell's batches (one process per core or GPU); rank 0 reports.
     """
     from . import distributed
+    from .api import format_cost, format_duration
+    from .attacks import format_eps
     from .data import dataset_title
     from .report import PRESETS, preset_path
     from .store import Store
@@ -590,20 +584,21 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
             say(f"  {shared} more grid points reuse one of these cells (a seed that cannot change the result)")
         if done and db is not None:  # what the finished cells cost when they ran (summed batch times)
             spent = sum(db.cell(c.cell_id).seconds for c in distinct_cells(c for c in cells if c.status == "done"))
-            say(f"  compute time of the done cells, as measured when they ran: {_fmt_duration(spent)}")
+            say(f"  compute time of the done cells, as measured when they ran: {format_duration(spent)}")
         for model, reason in plan.skipped.items():
             say(f"  skipped model {model}: {reason}")
         if dry_run:
             est = estimate(plan)
             say(
-                f"  estimated cost of the cells to run: {est['adder_gops']:.1f} G adder ops, "
-                f"about {_fmt_duration(est['seconds'])} on this machine (calibrated by a short measurement; "
-                "AutoAttack/Square as upper bounds)"
+                f"  estimated cost of the cells to run: up to {est['adder_gops']:.1f} G adder ops, "
+                f"{format_cost(est['least_seconds'], est['seconds'])} on this machine (calibrated by a short measurement; "
+                "AutoAttack and Square run their later stages only on the samples still robust)"
             )
             for c in to_run:
                 say(
-                    f"    {c.model.label:24s} {c.attack.label:28s} {c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
-                    f"grad={c.settings.grad:9s} seed={c.settings.seed}  ~{_fmt_duration(c.estimate_s)}"
+                    f"    {c.model.label:24s} {c.attack.label:28s} {format_eps(c.attack.eps, c.attack.norm):>7s} "
+                    f"{c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
+                    f"grad={c.settings.grad:9s} seed={c.settings.seed}  {format_cost(c.least_s, c.estimate_s)}"
                 )
             return
         if not cells:
@@ -826,10 +821,11 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, da
     files = [m.rpartition(":")[0] if is_factory_ref(m) else m for m in models]
     guard_output(output, [store_path, data, _dataset_file(dataset), *files])
     guard_output(plot_path, [store_path, data, _dataset_file(dataset), *files])
+    # progress: the plan and a line per model and eps always (hours of work, often logged), bars on a terminal
     table = compare(
         list(models), normalization=normalization, eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS),
         labels=list(labels) or None, n=n, dataset=dataset, data=data, store=store_path, batch_size=batch_size, backend=backend,
-        device=device, dtype=dtype, grad=grad, seed=seed, progress=sys.stderr.isatty(),
+        device=device, dtype=dtype, grad=grad, seed=seed, progress=True,
     )  # fmt: skip
     text = render(table, fmt)
     if plot_path:

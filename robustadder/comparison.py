@@ -22,6 +22,8 @@ Every cell goes through the results store: a rerun is free and an interrupted ru
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .api import evaluate, resolve_attacks
+from .api import evaluate, format_cost, format_duration, pending_cost, resolve_attacks
 from .attacks import format_eps, parse_eps
 from .data import Dataset, ImageSet, dataset_title
-from .engine import GRAD_SETTINGS, Settings, data_fingerprint, has_adder_layers
+from .engine import GRAD_SETTINGS, Settings, cell_config, cell_hash, data_fingerprint, has_adder_layers, prepare
 from .errors import UserError
 from .models import Normalization, announce, as_loaded, evaluation_images, module_input_shape, opened_dataset
 from .models.module import is_factory_ref
@@ -90,6 +92,11 @@ def compare(
     difference with its McNemar p-value and Holm-adjusted p-value, the same on the samples every model
     classifies correctly, the clean-accuracy difference), ``verdicts`` (one sentence per pair),
     ``settings`` and ``protocol``.
+
+    ``progress``: say on stderr what the comparison will run (cells already in the store, an upper bound of
+    the compute time on this machine) and one line per model and eps as each finishes — lines, because a
+    comparison runs for hours, often in the background with stderr in a log file —, plus the cells'
+    progress bars where stderr is a terminal or a notebook.
     """
     if len(models) < 2:
         raise UserError("compare needs at least two models (e.g. robustadder compare ann20 cnn20)")
@@ -118,14 +125,20 @@ def compare(
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     rows, flags = [], {}  # flags[(model, eps)] = per-sample robust (worst case); flags[(model, None)] = clean
+    bars = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     try:
         if db.run_id is None:
             db.start_run("compare", Settings(device=device).resolved()["device"])
+        if progress:
+            settings = Settings(batch_size, backend, device, dtype, grad=grad, seed=seed)
+            _say_plan(db, loaded, names, eps_values, attacks, images, settings)
+        blocks = len(loaded) * len(eps_values)
         for model, name in zip(loaded, names, strict=True):
             for e in eps_values:
+                started = time.perf_counter()
                 frame = evaluate(
                     model, ["none", *attacks], eps=e, data=images, store=db, batch_size=batch_size,
-                    backend=backend, device=device, dtype=dtype, grad=grad, seed=seed, progress=progress,
+                    backend=backend, device=device, dtype=dtype, grad=grad, seed=seed, progress=bars,
                 )  # fmt: skip
                 clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
                 attacked = [part for _, part in frame[frame["attack_name"] != "none"].groupby("attack", sort=False)]
@@ -142,6 +155,11 @@ def compare(
                     "seconds": float(sum(s["seconds"] for s in frame.attrs["summary"])),  # measured, stored with cells
                     "adder_layers": has_adder_layers(model.model),
                 })  # fmt: skip
+                if progress:
+                    reused = all(part["reused"] for part in frame.attrs["summary"])
+                    spent = "every cell reused from the store" if reused else f"{format_duration(time.perf_counter() - started)}"
+                    print(f"compare [{len(rows)}/{blocks}] {name} eps {format_eps(e)}: clean {_pct(c, m)}, "
+                          f"robust {_pct(k, m)} ({spent})", file=sys.stderr, flush=True)  # fmt: skip
     finally:
         if own_store:
             db.close()
@@ -204,6 +222,28 @@ def compare(
         protocol=protocol_text(attacks, grad, dtype),
     )
     return table
+
+
+def _pct(k: int, n: int) -> str:
+    """'14.2 % [12.1, 16.6]': a proportion with its 95 % interval, as a progress line shows it."""
+    low, high = proportion_interval(k, n)
+    return f"{100.0 * k / n:.1f} % [{low:.1f}, {high:.1f}]"
+
+
+def _say_plan(db: Store, loaded, names, eps_values, attacks, images: ImageSet, settings: Settings) -> None:
+    """Before the work: how many cells the comparison needs, how many the store holds, what the rest may cost."""
+    total, todo, low, high = 0, 0, 0.0, 0.0
+    for model in loaded:
+        every = [c for e in eps_values for c in resolve_attacks(["none", *attacks], eps=e)]
+        configs = list({cell_hash(cell_config(model, c, settings, images)): c for c in every}.values())  # one clean cell
+        pending, least, most = pending_cost(db, model, prepare(model, settings), configs, settings, images)
+        total, todo, low, high = total + len(configs), todo + len(pending), low + least, high + most
+    cost = f"{format_cost(low, high)} of compute on this machine (calibrated by a short measurement" + (
+        "; adaptive attacks such as AutoAttack run their later stages only on the samples still robust)" if low < high else ")"
+    )
+    print(f"compare: {len(names)} models x {len(eps_values)} eps x {len(attacks)} attack(s) + clean on {len(images)} images: "
+          f"{total} cells, {total - todo} already in the store" + (f", {todo} to run, {cost}" if todo else ""),
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def protocol_text(attacks: Sequence[str], grad: str, dtype: str) -> str:

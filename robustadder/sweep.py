@@ -234,7 +234,8 @@ class PlannedCell:
     cell_id: str | None = None
     status: str = "missing"  # missing | running | done | failed | skipped
     reason: str = ""
-    estimate_s: float = 0.0
+    estimate_s: float = 0.0  # estimated compute seconds: the most (an adaptive attack fools no sample early) ...
+    least_s: float = 0.0  # ... and the least (its first stage fools every sample); equal for fixed-step attacks
 
 
 @dataclass
@@ -359,8 +360,13 @@ def adder_work_per_image(model: torch.nn.Module) -> float:
 
 
 def calibrate(model: torch.nn.Module, settings: Settings, images: int = 32) -> tuple[float, float]:
-    """Measured seconds per image of a forward and of a forward + input gradient (short run)."""
-    x = torch.rand(min(images, settings.batch_size), *model.input_shape, dtype=settings.torch_dtype, device=settings.device)
+    """Measured seconds per image of a forward and of a forward + input gradient (short run).
+
+    The probe images come from a private generator: an estimate must not move the global RNG state that a
+    caller's own code may depend on (the attacks seed their own).
+    """
+    probe = torch.rand(min(images, settings.batch_size), *model.input_shape, generator=torch.Generator().manual_seed(0))
+    x = probe.to(dtype=settings.torch_dtype, device=settings.device)
     y = torch.zeros(len(x), dtype=torch.long, device=settings.device)
     with torch.no_grad():
         model(x)
@@ -374,21 +380,28 @@ def calibrate(model: torch.nn.Module, settings: Settings, images: int = 32) -> t
     return fwd, fb
 
 
-def image_passes(loaded: LoadedModel, attack: AttackConfig, grad: str, n: int) -> tuple[float, float]:
+def image_passes(loaded: LoadedModel, attack: AttackConfig, grad: str, n: int, *, least: bool = False) -> tuple[float, float]:
     """Forward and forward + input-gradient passes of one image that a cell on ``n`` images makes.
 
-    The attack's own passes plus two clean forwards, once per adder gradient (``both`` runs two).
+    The attack's own passes plus two clean forwards, once per adder gradient (``both`` runs two). An
+    adaptive attack's work depends on how many samples its first stage fools: ``least`` gives the work when
+    it fools them all, the default when it fools none (an upper bound).
     """
-    f_passes, fb_passes = attack.definition.passes(attack)
+    definition = attack.definition
+    f_passes, fb_passes = (definition.least_passes if least and definition.least_passes else definition.passes)(attack)
     runs = 2 if effective_grad(loaded, attack, grad) == "both" else 1
     return runs * n * (f_passes + 2), runs * n * fb_passes
 
 
 def estimate(plan: SweepPlan) -> dict[str, Any]:
-    """Cost of the missing cells: adder work from model and attack, seconds from a short measurement."""
+    """Cost of the missing cells: adder work from model and attack, seconds from a short measurement.
+
+    Adder work is the most an adaptive attack can do; seconds are given as the least and the most (see
+    :func:`image_passes`).
+    """
     calibration: dict[tuple, tuple[float, float]] = {}
     work: dict[str, float] = {}
-    total_s, total_work = 0.0, 0.0
+    total_s, least_s, total_work = 0.0, 0.0, 0.0
     for cell in distinct_cells(c for c in plan.cells if c.status not in ("done", "skipped")):
         loaded = plan.models[cell.model.label]
         key = (cell.model.label, cell.settings.backend, cell.settings.dtype, cell.settings.device, cell.settings.batch_size)
@@ -399,9 +412,11 @@ def estimate(plan: SweepPlan) -> dict[str, Any]:
         fwd, fb = calibration[key]
         forward, forward_backward = image_passes(loaded, cell.attack, cell.settings.grad, len(plan.data))
         cell.estimate_s = forward * fwd + forward_backward * fb
-        total_s += cell.estimate_s
+        forward_least, forward_backward_least = image_passes(loaded, cell.attack, cell.settings.grad, len(plan.data), least=True)
+        cell.least_s = forward_least * fwd + forward_backward_least * fb
+        total_s, least_s = total_s + cell.estimate_s, least_s + cell.least_s
         total_work += (forward + 3 * forward_backward) * work[cell.model.label]
-    return {"seconds": total_s, "adder_gops": total_work / 1e9, "calibration": calibration}
+    return {"seconds": total_s, "least_seconds": least_s, "adder_gops": total_work / 1e9, "calibration": calibration}
 
 
 # -- running -----------------------------------------------------------------------------------------------

@@ -120,6 +120,65 @@ def test_compare_api_end_to_end(tmp_path):
     assert again["robust_accuracy"].tolist() == table["robust_accuracy"].tolist()
 
 
+def test_compare_says_its_plan_and_each_model_and_eps_on_stderr(tmp_path, capsys):
+    """A comparison runs for hours, often in the background with stderr in a log (no terminal, so no bars): it
+    says what it will run and what the store already holds, then one line per model and eps as each ends."""
+    from robustadder.comparison import compare
+
+    ann, cnn, data = _two_models(tmp_path)
+    kw = dict(labels=["ANN", "CNN"], eps=["8/255", "2/255"], attacks=["fgsm"], data=data, n=16, store=tmp_path / "s.sqlite",
+              batch_size=8)  # fmt: skip
+    table = compare([ann, cnn], **kw)
+    err = capsys.readouterr().err
+    # per model one clean cell (the same for every eps) and one FGSM cell per eps
+    plan = "compare: 2 models x 2 eps x 1 attack(s) + clean on 16 images: 6 cells, 0 already in the store, 6 to run, ~"
+    assert plan in err
+    lines = [line for line in err.splitlines() if line.startswith("compare [")]
+    assert [line.split(":")[0] for line in lines] == [
+        "compare [1/4] ANN eps 2/255", "compare [2/4] ANN eps 8/255", "compare [3/4] CNN eps 2/255", "compare [4/4] CNN eps 8/255"
+    ]  # fmt: skip
+    for line, row in zip(lines, table.itertuples(), strict=True):  # the lines carry the table's numbers
+        assert f"clean {row.clean_accuracy:.1f} % [{row.clean_ci_low:.1f}, {row.clean_ci_high:.1f}]" in line
+        assert f"robust {row.robust_accuracy:.1f} % [{row.robust_ci_low:.1f}, {row.robust_ci_high:.1f}]" in line
+        assert "reused" not in line
+    assert "\r" not in err  # no progress bar redrawn into a log
+    compare([ann, cnn], **kw)
+    err = capsys.readouterr().err
+    assert "6 cells, 6 already in the store" in err and "to run" not in err
+    assert err.count("(every cell reused from the store)") == 4
+    compare([ann, cnn], **kw, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_cost_of_an_adaptive_attack_is_a_range_not_one_precise_number(tmp_path):
+    """AutoAttack's least work (its first stage fools every sample) and its most (none) are 30x apart: an
+    estimate gives both; a fixed-step attack's is one number, and a done cell costs nothing."""
+    import torch
+
+    from robustadder.api import evaluate, format_cost, pending_cost
+    from robustadder.attacks import make_config
+    from robustadder.engine import Settings, prepare
+    from robustadder.models import as_loaded, evaluation_images
+    from robustadder.store import Store
+
+    ann, _, data = _two_models(tmp_path)
+    loaded = as_loaded(ann)
+    images = evaluation_images([loaded], None, data, 8)
+    settings = Settings(batch_size=8, grad="exact")
+    model = prepare(loaded, settings)
+    with Store.open(tmp_path / "s.sqlite") as db:
+        aa, fgsm = make_config("autoattack", eps=2 / 255), make_config("fgsm", eps=2 / 255)
+        state = torch.get_rng_state()
+        todo, low, high = pending_cost(db, loaded, model, [aa], settings, images)
+        assert torch.equal(torch.get_rng_state(), state)  # an estimate leaves the caller's random state alone
+        assert todo == [aa] and 0 < 10 * low < high  # standard: 100 gradient steps at least, 2,800 + 5,000 queries at most
+        todo, low, high = pending_cost(db, loaded, model, [fgsm], settings, images)
+        assert todo == [fgsm] and 0 < low == high and " to " not in format_cost(low, high)
+        evaluate(loaded, [fgsm], data=images, store=db, batch_size=8, grad="exact", progress=False)
+        assert pending_cost(db, loaded, model, [fgsm, aa], settings, images)[0] == [aa]
+    assert format_cost(60, 3 * 3600) == "~60 s to 3.0 h"
+
+
 def test_compare_cli_json_and_plot(tmp_path):
     import json
     import subprocess

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from robustadder import report as rep
-from robustadder.cli import _fmt_duration, main
+from robustadder.api import format_duration
+from robustadder.cli import main
 from robustadder.engine import cell_hash
 from robustadder.errors import UserError
 from robustadder.models import save_checkpoint
@@ -181,6 +182,8 @@ def test_dry_run_prints_plan_and_estimate(world):
     assert "12 more grid points reuse one of these cells" in result.output  # 28 + 20 + 12 = 60
     assert "skipped model gone" in result.output and "estimated cost" in result.output
     assert "G adder ops" in result.output
+    cells = [line for line in result.output.splitlines() if line.startswith("    ") and "bs=" in line]
+    assert len(cells) == 28 and all(any(f" {e} " in line for e in ("–", "4/255", "8/255")) for line in cells)  # the eps of each
 
 
 SWEEP_SCRIPT = textwrap.dedent(
@@ -263,7 +266,7 @@ def test_dry_run_of_a_finished_sweep_reports_the_measured_compute_time(finished)
         spent = sum(db.cell(c).seconds for c in set(report.long["cell_id"]) if c and "+" not in c)
     assert spent > 0
     line = next(x for x in result.output.splitlines() if "compute time of the done cells" in x)
-    assert line.endswith(_fmt_duration(spent)), (line, spent)
+    assert line.endswith(format_duration(spent)), (line, spent)
 
 
 def test_csv_is_tidy_rounded_and_round_trips_through_pandas(finished):

@@ -223,6 +223,9 @@ class AttackDef:
     #: (forward passes, forward+backward passes) per sample for the attack itself — an upper bound for
     #: attacks that stop early (AutoAttack only attacks samples that are still robust)
     passes: Callable[[AttackConfig], tuple[float, float]] = lambda c: (0.0, 0.0)
+    #: the same when every sample is fooled by the attack's first stage (an adaptive attack's least work);
+    #: None: the attack does the same work whatever happens
+    least_passes: Callable[[AttackConfig], tuple[float, float]] | None = None
 
 
 @dataclass
@@ -419,6 +422,9 @@ def _iterations(c: AttackConfig) -> tuple[float, float]:
 # AutoAttack upper bounds: APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 (about two backward passes per
 # step) + Square 5000 queries; it only attacks samples that are still robust, so real runs cost less.
 _AA_PASSES = {"standard": (5000, 100 + 900 + 1800), "plus": (5000, 500 + 500 + 1000 + 900 + 1800), "rand": (0, 4000)}
+#: AutoAttack's first stage (APGD-CE: 100 steps, 5 restarts in "plus", 20 EOT samples in "rand") runs on every
+#: clean-correct sample; every later one only on the samples still robust
+_AA_FIRST_STAGE = {"standard": (0, 100), "plus": (0, 500), "rand": (0, 2000)}
 
 ATTACKS: dict[str, AttackDef] = {
     d.name: d
@@ -458,18 +464,19 @@ ATTACKS: dict[str, AttackDef] = {
             "square", "Square Attack, score-based black box (reference AutoAttack package)", NORMS,
             {"queries": Param(5000, int, 1), "p_init": Param(0.8, float, 0.0, exclusive=True), "restarts": RESTARTS},
             _build_square, lambda c: f"Square-{c.params['queries']}", "black-box", randomized=True,
-            passes=lambda c: (c.params["queries"] * c.params["restarts"], 0),
+            passes=lambda c: (c.params["queries"] * c.params["restarts"], 0), least_passes=lambda c: (1, 0),
         ),
         AttackDef(
             "autoattack", "AutoAttack, the reference implementation", NORMS,
             {"version": Param("standard", str, choices=("standard", "plus", "rand"))},
             _build_autoattack, _autoattack_label, randomized=True, passes=lambda c: _AA_PASSES[c.params["version"]],
+            least_passes=lambda c: _AA_FIRST_STAGE[c.params["version"]],
         ),
         AttackDef(
             "ta-autoattack", "torchattacks' AutoAttack (10-step APGD; not the reference)", NORMS,
             {"version": Param("standard", str, choices=("standard", "plus", "rand"))},
             _build_ta_autoattack, lambda c: "torchattacks-AutoAttack (not reference)", randomized=True,
-            passes=lambda c: (5000, 10 + 90 + 180),
+            passes=lambda c: (5000, 10 + 90 + 180), least_passes=lambda c: (0, 10),
         ),
         AttackDef(
             "noise", "random noise of the same norm (baseline)", NORMS,
