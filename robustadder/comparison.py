@@ -34,6 +34,7 @@ import pandas as pd
 from .api import evaluate, format_cost, format_duration, pending_cost, resolve_attacks
 from .attacks import format_eps, parse_eps
 from .data import Dataset, ImageSet, dataset_title
+from .distributed import context
 from .engine import GRAD_SETTINGS, Settings, cell_config, cell_hash, data_fingerprint, has_adder_layers, prepare
 from .errors import UserError
 from .models import Normalization, announce, as_loaded, evaluation_images, module_input_shape, opened_dataset
@@ -93,8 +94,8 @@ def compare(
     classifies correctly, the clean-accuracy difference), ``verdicts`` (one sentence per pair),
     ``settings`` and ``protocol``.
 
-    ``progress``: say on stderr what the comparison will run (cells already in the store, an upper bound of
-    the compute time on this machine) and one line per model and eps as each finishes — lines, because a
+    ``progress``: say on stderr what the comparison will run (cells already in the store, the range of the
+    compute time on this machine) and one line per model and eps as each finishes — lines, because a
     comparison runs for hours, often in the background with stderr in a log file —, plus the cells'
     progress bars where stderr is a terminal or a notebook.
     """
@@ -125,6 +126,7 @@ def compare(
     own_store = not isinstance(store, Store)
     db = Store.open(store) if own_store else store
     rows, flags = [], {}  # flags[(model, eps)] = per-sample robust (worst case); flags[(model, None)] = clean
+    progress = progress and context().is_main  # under torchrun, rank 0 speaks for all
     bars = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     try:
         if db.run_id is None:
