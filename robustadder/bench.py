@@ -10,7 +10,9 @@ Rows: ``{"layer", "op", "backend", "ms", "conv_ms", "ratio_to_conv", "peak_mib"}
 convolution: ``reference`` (this project's chunked formula) and ``official`` (the formula of the
 official AdderNet code, materializing the (O, C·k², N·L) difference). Extra rows: the first-use compile
 cost of the CPU kernel (cold, in a fresh cache, and cached, each in a fresh process) and end-to-end
-clean evaluation of 1,000 images by ANN-20 vs CNN-20 of the same architecture.
+clean evaluation of 1,000 images by ANN-20 vs CNN-20 of the same architecture. The per-layer inputs are
+uniform in [0, 1], like the ReLU outputs adder layers read, so the cpu backend takes its sign-split paths;
+``general path`` rows time the paths a sample with a negative input takes.
 """
 
 from __future__ import annotations
@@ -338,6 +340,29 @@ def deterministic_conv_rows(batch_size: int = 128, repeats: int = 9) -> list[dic
             ms, conv_ms = _time_pair(fn, conv["forward" if op == "forward" else OPS[1]], torch.device("cpu"), repeats, 20.0)
             rows.append(
                 {"layer": label, "op": f"deterministic conv {op}", "backend": "cpu", "ms": round(ms, 4),
+                 "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3), "peak_mib": None}
+            )  # fmt: skip
+    return rows
+
+
+def general_path_rows(batch_size: int = 128, repeats: int = 9) -> list[dict]:
+    """The cpu backend's general paths (a sample with a negative input) against ``F.conv2d``.
+
+    The per-layer rows above feed inputs in [0, 1], as ReLU outputs are: those samples take the kernel's
+    sign-split paths. An adder layer that reads signed inputs (or one sample of a batch with a negative
+    value) takes the general paths, which compute every term; these rows say what that costs.
+    """
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for shape in resnet20_layer_shapes():
+        x, w, g, label = _layer_case(shape, batch_size, gen, 5.0, torch.device("cpu"))
+        x[:, 0, 0, 0] = -x[:, 0, 0, 0] - 1e-3  # one negative input per sample
+        conv = _conv_fns(x, w, g, shape.stride, shape.padding)
+        fns = _op_fns("cpu", x, w, g, shape.stride, shape.padding)
+        for op in OPS:
+            ms, conv_ms = _time_pair(fns[op], conv[op], torch.device("cpu"), repeats, 20.0)
+            rows.append(
+                {"layer": label, "op": f"general path {op}", "backend": "cpu", "ms": round(ms, 4),
                  "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3), "peak_mib": None}
             )  # fmt: skip
     return rows

@@ -420,6 +420,7 @@ def bench_kernels(batch_size, device, backends, repeats, data, imagenet, as_json
     on_gpu = torch.device(device).type == "cuda"
     rows = bench.kernel_rows(batch_size, names, device, repeats, progress=say)
     if not on_gpu and "cpu" in names:
+        rows += bench.general_path_rows(batch_size, repeats)
         rows += bench.deterministic_conv_rows(batch_size, repeats)
         rows += bench.compile_rows()
     # a GPU evaluates the whole test set in about the time a CPU takes for a tenth of it

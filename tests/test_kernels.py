@@ -99,6 +99,73 @@ def test_cpu_exact_gradient_is_zero_where_input_equals_weight(dtype):
                                    **_tol(dtype))  # fmt: skip
 
 
+# Layers whose samples with every input >= 0 take the kernel's sign-split paths (O k^2 / s^2 >= 32): wide tiles
+# read in place (output rows a multiple of the vector length), partial and gathered wide tiles, strides 2 and 3
+# read in place through the stride phases or gathered, a 1x1 kernel; channels and filters off the blocks.
+SPLIT_SHAPES = [  # (N, C, H, W, O, k, stride, padding)
+    (2, 3, 8, 8, 36, 3, 1, 1),  # 8-wide output rows: full wide tiles (64 float / 32 double positions)
+    (2, 5, 10, 16, 33, 3, 1, 1),  # 160 positions: full wide tiles, then a partial one
+    (2, 4, 9, 9, 40, 3, 1, 1),  # 9-wide rows: gathered
+    (3, 3, 16, 16, 20, 3, 2, 1),  # stride 2, 8-wide rows: in place through the stride phases
+    (2, 3, 11, 11, 17, 3, 2, 0),  # stride 2, 5-wide rows: gathered
+    (2, 2, 24, 24, 64, 3, 3, 1),  # stride 3, 8-wide rows: nine phases
+    (2, 6, 8, 8, 40, 1, 1, 0),  # 1x1
+]
+
+
+def _nonnegative_case(shape, dtype, seed=0):
+    """ReLU-like inputs (about half exact zeros) with weights on both sides of 0 and -1, exact zero weights,
+    positive weights equal to inputs (exact-gradient ties), and one sample of the batch with a negative input."""
+    n, c, h, w, o, k, s, p = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.relu(torch.randn(n, c, h, w, generator=gen, dtype=dtype))
+    wt = 5 * torch.randn(o, c, k, k, generator=gen, dtype=dtype)  # lists of ~45 % (forward) to ~65 % of the weights
+    wt.view(-1)[::11] = 0.0
+    wt[1, 0] = x[0, 0, :k, :k] + 0.25  # positive weights ...
+    x[0, 0, k : 2 * k, :k] = wt[1, 0]  # ... that inputs of sample 0 equal
+    x[-1, -1, -1, -1] = -0.5  # the last sample takes the general path
+    return x, wt, s, p
+
+
+@pytest.mark.parametrize("shape", SPLIT_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_sign_split_paths_agree_with_reference(shape, dtype):
+    """Samples with inputs >= 0 skip the terms their signs decide (forward: weights <= 0; exact gradient: weights
+    < 0; surrogate: weights <= -1); the results are the reference's, ties included, beside a general sample."""
+    cpu = get_backend("cpu")
+    x, w, s, p = _nonnegative_case(shape, dtype)
+    y = cpu.forward(x, w, s, p)
+    torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
+    g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    for mode in ("surrogate", "exact"):
+        torch.testing.assert_close(cpu.grad_input(x, w, g, s, p, mode), REF.grad_input(x, w, g, s, p, mode), **_tol(dtype))
+
+
+def test_cpu_sign_split_results_independent_of_threads_and_batch():
+    """A sample's path is chosen by its own inputs: alone, in another batch or with one thread, the same bits."""
+    cpu = get_backend("cpu")
+    for shape in (SPLIT_SHAPES[1], SPLIT_SHAPES[3]):
+        x, w, s, p = _nonnegative_case(shape, torch.float32)
+        g = torch.randn(cpu.forward(x, w, s, p).shape, generator=torch.Generator().manual_seed(1))
+
+        def run(xs, gs, w=w, s=s, p=p):
+            return [cpu.forward(xs, w, s, p)] + [cpu.grad_input(xs, w, gs, s, p, m) for m in ("surrogate", "exact")]
+
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            one = run(x, g)
+        finally:
+            torch.set_num_threads(threads)
+        both = run(x, g)
+        alone = [run(x[i : i + 1], g[i : i + 1]) for i in range(len(x))]
+        for a, b in zip(one, both, strict=True):
+            assert torch.equal(a, b)
+        for i, parts in enumerate(alone):
+            for a, b in zip(parts, both, strict=True):
+                assert torch.equal(a[0], b[i])
+
+
 def test_cpu_exact_mode_passes_gradcheck():
     x, w, s, p = _case((2, 3, 5, 5, 4, 3, 2, 1), torch.float64)
     x.requires_grad_()
@@ -197,7 +264,8 @@ def _cpu_runs(march: str) -> bool:
 
 @pytest.mark.parametrize("march", ["x86-64", "haswell", "skylake-avx512"])
 def test_every_vector_code_path_agrees_with_reference(march):
-    """SSE (16-byte), AVX2 (32-byte) and AVX-512 (64-byte) builds of the kernel, whichever this CPU runs."""
+    """SSE (16-byte), AVX2 (32-byte) and AVX-512 (64-byte) builds of the kernel, whichever this CPU runs: the general
+    and the sign-split paths."""
     from robustadder.kernels.cpu import CpuBackend
 
     if not _cpu_runs(march):
@@ -206,9 +274,10 @@ def test_every_vector_code_path_agrees_with_reference(march):
     ok, why = backend.available(torch.device("cpu"))
     if not ok:
         pytest.skip(why)
-    for shape in SHAPES:
+    cases = [(_case, shape) for shape in SHAPES] + [(_nonnegative_case, shape) for shape in SPLIT_SHAPES]
+    for make, shape in cases:
         for dtype in (torch.float32, torch.float64):
-            x, w, s, p = _case(shape, dtype)
+            x, w, s, p = make(shape, dtype)
             y = backend.forward(x, w, s, p)
             torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
             g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
@@ -304,6 +373,21 @@ def test_benchmark_records_the_machine_it_ran_on():
     model = re.search(r"^model\s*:\s*(\d+)", flags, re.M)
     if family and model:  # x86 Linux: the microarchitecture, which a VM's masked model name hides
         assert info["cpu_family_model"] == f"{family[1]}/{model[1]}"
+
+
+def test_benchmark_times_the_general_paths_on_inputs_with_a_negative_value(monkeypatch):
+    """The per-layer inputs are >= 0 (the sign-split paths); the general-path rows feed each sample a negative value."""
+    import robustadder.bench as bench
+
+    seen = []
+    real = bench._op_fns
+    monkeypatch.setattr(bench, "_op_fns", lambda name, x, *rest: seen.append(x) or real(name, x, *rest))
+    rows = bench.general_path_rows(batch_size=2, repeats=1)
+    assert len(rows) == len(bench.OPS) * len(bench.resnet20_layer_shapes())
+    assert {r["op"] for r in rows} == {f"general path {op}" for op in bench.OPS}
+    assert seen and all(bool((x.flatten(1).min(dim=1).values < 0).all()) for x in seen)
+    for r in rows:
+        assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == pytest.approx(r["ms"] / r["conv_ms"], rel=0.02)
 
 
 def test_benchmark_times_the_deterministic_convolutions_against_conv2d():

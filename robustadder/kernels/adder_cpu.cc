@@ -19,9 +19,13 @@
  *
  * Arithmetic (see forward_block, signed_by): the forward computes -sum|x - w| as 2 sum min(x, w) - sum x -
  * sum w, one min and one add per term; the exact input gradient flips g's sign bit instead of multiplying.
+ * A sample whose inputs are all >= 0 (ReLU outputs, which every adder layer of a ResNet reads) takes the
+ * sign-split paths instead (see "Sign-split paths"): the terms whose value the signs of w and x decide
+ * (about half, for trained or random weights) are folded into sums computed once per call or tile.
  *
  * Layouts: x/dx (N, C, H, W); y/g (N, O, Ho*Wo); w (O, K); wt its transpose (K, O). The scratch passed
- * in holds, per thread, 2*K*PB + O*PB elements; the padded buffers are allocated per call.
+ * in holds, per thread, (2*K + O) * WP elements (WP: a wide tile's positions); the padded buffers are
+ * allocated per call.
  *
  * Every output element is reduced by one thread in a fixed order, and the input gradient of a sample is
  * accumulated by one thread in a fixed order: results are bit-identical for any thread count and
@@ -31,6 +35,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <algorithm>
+#include <utility>
 #include <vector>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -187,8 +193,8 @@ struct Run { int64_t q0, len, src; };
 
 template <typename T> constexpr int64_t tile_positions() { return 2 * Traits<T>::VL; }
 
-template <typename T> inline int tile_runs(const Geometry &g, int64_t l0, Run *runs, int64_t *count) {
-    constexpr int64_t PB = tile_positions<T>();
+template <typename T, int64_t PB = tile_positions<T>()>
+inline int tile_runs(const Geometry &g, int64_t l0, Run *runs, int64_t *count) {
     const int64_t L = g.L();
     *count = L - l0 < PB ? L - l0 : PB;
     int n = 0;
@@ -203,10 +209,10 @@ template <typename T> inline int tile_runs(const Geometry &g, int64_t l0, Run *r
 
 /* Gather the tile's K x PB slice of the im2col matrix of the padded sample xp into blk (slots past count
  * are 0). */
-template <typename T>
+template <typename T, int64_t PB = tile_positions<T>()>
 void gather_tile(const Geometry &g, const int64_t *rows, const T *xp, const Run *runs, int nruns, int64_t count,
                  T *blk) {
-    constexpr int64_t PB = tile_positions<T>(), VL = Traits<T>::VL;
+    constexpr int64_t VL = Traits<T>::VL;
     const int64_t s = g.s;
     for (int64_t k = 0; k < g.K(); k++) {
         T *dst = blk + k * PB;
@@ -224,9 +230,9 @@ void gather_tile(const Geometry &g, const int64_t *rows, const T *xp, const Run 
 }
 
 /* dxp += the tile's input gradient dblk (K x PB), folded back to padded image coordinates (col2im). */
-template <typename T>
+template <typename T, int64_t PB = tile_positions<T>()>
 void scatter_tile(const Geometry &g, const int64_t *rows, const T *dblk, const Run *runs, int nruns, T *dxp) {
-    constexpr int64_t PB = tile_positions<T>(), VL = Traits<T>::VL;
+    constexpr int64_t VL = Traits<T>::VL;
     const int64_t s = g.s;
     for (int64_t k = 0; k < g.K(); k++) {
         const T *src = dblk + k * PB;
@@ -255,6 +261,274 @@ inline bool direct_tile(const Geometry &g, const int64_t *rows, const T *xp, int
     const int64_t l1 = l0 + VL;
     *tile = {xp + (l0 / g.Wo) * g.Wp() + l0 % g.Wo, xp + (l1 / g.Wo) * g.Wp() + l1 % g.Wo, rows};
     return true;
+}
+
+/* ---- Sign-split paths: samples whose inputs are all >= 0 ------------------------------------------------
+ * Every adder layer of a ResNet reads ReLU outputs, so x >= 0. Then a term's value is known without x for
+ * about half the weights of a trained layer (or of random ones), and those terms are folded into per-call
+ * or per-tile sums instead of being computed:
+ *   forward   min(x, w) = w for w <= 0, so -sum_k |x - w| = 2 sum_{k: w > 0} min(x, w) - sum_k x - sum_k |w|;
+ *   exact     sign(w - x) = -1 for w < 0, so sum_o g sign(w - x) = sum_{o: w >= 0} g ([w > x] + [w >= x]) - G,
+ *             G = sum_o g (ties w == x count 0, as sign(0) = 0);
+ *   surrogate clamp(w - x, -1, 1) = -1 for w <= -1, so sum_o g clamp(w - x, -1, 1)
+ *             = sum_{o: w > -1} g clamp((w + 1) - x, 0, 2) - G.
+ * The remaining entries of each filter (forward) or im2col row (gradient) are listed once per call, and a
+ * tile's lists are walked with one weight broadcast per entry: the inputs can no longer be shared across a
+ * block of filters, so the tiles are wider (RA_WR vectors of positions) to keep the loads per term low.
+ * Whether a sample takes these paths depends on its own values only (all >= 0: no negative, no NaN), so its
+ * result never depends on its batch; samples with a negative input take the general paths. */
+#if defined(__AVX512F__)
+#define RA_WR 4 /* vectors of positions per wide tile */
+#else
+#define RA_WR 8
+#endif
+#define RA_GR 4 /* of which the input gradient takes RA_GR at a time (accumulators + inputs in registers) */
+
+template <typename T> constexpr int64_t wide_positions() { return RA_WR * Traits<T>::VL; }
+
+template <typename T> inline bool nonnegative(const T *xn, int64_t count) {
+    bool ok = true;
+    for (int64_t i = 0; i < count; i++) ok &= xn[i] >= (T)0; /* false for NaN */
+    return ok;
+}
+
+/* A weight matrix's entries that a sign-split path computes, one list per filter (forward) or per im2col row
+ * (input gradient), built once per call: entry e of list i (start[i] <= e < start[i+1]) has the value v[e]
+ * and its offset at[e] in a direct wide tile (rows[k], forward), in a gathered one (k * WP, forward), or the
+ * filter o (gradient). */
+template <typename T> struct Lists {
+    std::vector<int64_t> start, at, at_gathered;
+    std::vector<T> v;
+};
+
+/* Whether a layer's samples with x >= 0 take the sign-split paths: their per-sample passes (the sign check,
+ * the stride phases) and per-filter epilogues pay off only where each input element feeds enough terms
+ * (O kh kw / s^2 of them); a 1x1 kernel of stride 2 (a ResNet shortcut: 8-16 terms per input) is faster on
+ * the general path. A property of the layer's shape, so the choice is the same for every batch. */
+inline bool split_layer(const Geometry &g) { return g.O * g.kh * g.kw >= 32 * g.s * g.s; }
+
+/* ... and where the lists skip enough: a list entry costs more than a general term (its inputs or output
+ * gradients are loaded for it alone), so lists of more than 70 % of the weights are not worth walking (the
+ * surrogate gradient of a layer whose weights all lie above -1, as AWN's small templates do, measured 10 %
+ * slower split than general). A property of the call's weights, the same for every sample. */
+template <typename T> inline bool worth_splitting(const Lists<T> &lists, const Geometry &g) {
+    return (int64_t)lists.v.size() * 10 <= g.K() * g.O * 7;
+}
+
+/* The forward's lists (per filter o, the rows k with W[o, k] > 0) and absw[o] = sum_k |W[o, k]|. */
+template <typename T>
+void positive_weights(const Geometry &g, const int64_t *rows, const T *wt, Lists<T> *out, std::vector<T> *absw) {
+    const int64_t K = g.K(), O = g.O;
+    out->start.assign(1, 0);
+    absw->assign(O, (T)0);
+    for (int64_t o = 0; o < O; o++) {
+        for (int64_t k = 0; k < K; k++) {
+            const T w = wt[k * O + o];
+            (*absw)[o] += w < (T)0 ? -w : w;
+            if (w > (T)0) {
+                out->at.push_back(rows[k]);
+                out->at_gathered.push_back(k * wide_positions<T>());
+                out->v.push_back(w);
+            }
+        }
+        out->start.push_back((int64_t)out->v.size());
+    }
+}
+
+/* The input gradient's lists: per row k, the filters o whose term depends on x (exact: W[o, k] >= 0, value
+ * W; surrogate: W[o, k] > -1, value W + 1), in decreasing order of value (ties by filter), so that a tile's
+ * entries whose term is the same for all its inputs form a prefix and a suffix (see gradient_split). */
+template <typename T> void gradient_weights(const Geometry &g, const T *w, bool exact, Lists<T> *out) {
+    const int64_t K = g.K(), O = g.O;
+    out->start.assign(1, 0);
+    std::vector<std::pair<T, int64_t>> row;
+    for (int64_t k = 0; k < K; k++) {
+        row.clear();
+        for (int64_t o = 0; o < O; o++) {
+            const T v = w[o * K + k];
+            if (exact ? v >= (T)0 : v > (T)-1) row.push_back({exact ? v : v + (T)1, o});
+        }
+        std::stable_sort(row.begin(), row.end(), [](const auto &a, const auto &b) { return a.first > b.first; });
+        for (const auto &[v, o] : row) {
+            out->at.push_back(o);
+            out->v.push_back(v);
+        }
+        out->start.push_back((int64_t)out->v.size());
+    }
+}
+
+/* A wide tile: R vectors of positions; those of im2col row k are at b[q] + off[k]. Direct (output rows a
+ * multiple of the vector length, a full tile): b[q] points into the sample's phases (below) at the vector's
+ * first output position and off = the rows' offsets there, so the tile is read where it lies. Gathered
+ * (otherwise): b[q] = blk + q * VL, off[k] = k * WP. */
+template <typename T> struct Wide { const T *b[RA_WR]; const int64_t *off; };
+
+/* The padded sample split into its s x s stride phases, phase (a, b) holding xp[c][y s + a][x s + b] as
+ * (C, Hq, Wq): input (oy s + i, ox s + j) of a k = (c, i, j) term is then at phase (i % s, j % s), row
+ * oy + i / s, column ox + j / s, so consecutive outputs of a row read consecutive elements whatever the
+ * stride (for s = 1 the phase is the padded sample itself). at[k] = where row k's phase element of output
+ * (0, 0) lies. A wide tile of a strided layer is thus read in place like a stride-1 one, instead of being
+ * gathered into a K x WP block that outgrows L1 (73 KB for layer3.0.conv1) and is re-read per filter. */
+struct Phases {
+    int64_t s, Hq, Wq, size;
+    std::vector<int64_t> at;
+    explicit Phases(const Geometry &g) : s(g.s), Hq((g.Hp() + g.s - 1) / g.s), Wq((g.Wp() + g.s - 1) / g.s) {
+        size = s * s * g.C * Hq * Wq;
+        at.resize(g.K());
+        for (int64_t k = 0; k < g.K(); k++) {
+            const int64_t c = k / (g.kh * g.kw), i = (k / g.kw) % g.kh, j = k % g.kw;
+            at[k] = (((i % s) * s + j % s) * g.C + c) * Hq * Wq + (i / s) * Wq + j / s;
+        }
+    }
+    /* only the phases some kernel offset reads (a 1x1 kernel of stride 2 reads one of four) */
+    static bool used(const Geometry &g, int64_t a, int64_t b) { return a < g.kh && b < g.kw; }
+    template <typename T> void split(const Geometry &g, const T *xp, T *xq) const {
+        const int64_t Hp = g.Hp(), Wp = g.Wp();
+        for (int64_t a = 0; a < s; a++)
+            for (int64_t b = 0; b < s; b++) {
+                if (!used(g, a, b)) continue;
+                const int64_t nx = (Wp - b + s - 1) / s; /* columns b, b + s, ... inside the padded row */
+                for (int64_t c = 0; c < g.C; c++)
+                    for (int64_t y = 0; y < Hq; y++) {
+                        T *dst = xq + (((a * s + b) * g.C + c) * Hq + y) * Wq;
+                        const int64_t r = y * s + a;
+                        int64_t x = 0;
+                        if (r < Hp) {
+                            const T *src = xp + (c * Hp + r) * Wp + b;
+                            if (s == 2)
+                                for (; x < nx; x++) dst[x] = src[2 * x]; /* a constant stride vectorizes */
+                            else
+                                for (; x < nx; x++) dst[x] = src[x * s];
+                        }
+                        for (; x < Wq; x++) dst[x] = (T)0;
+                    }
+            }
+    }
+    /* dxp += the phases' gradient dq (the inverse of split) */
+    template <typename T> void merge(const Geometry &g, const T *dq, T *dxp) const {
+        const int64_t Hp = g.Hp(), Wp = g.Wp();
+        for (int64_t a = 0; a < s; a++)
+            for (int64_t b = 0; b < s; b++) {
+                if (!used(g, a, b)) continue;
+                for (int64_t c = 0; c < g.C; c++)
+                    for (int64_t y = 0; y < Hq && y * s + a < Hp; y++) {
+                        const T *src = dq + (((a * s + b) * g.C + c) * Hq + y) * Wq;
+                        T *dst = dxp + (c * Hp + y * s + a) * Wp + b;
+                        for (int64_t x = 0; x < Wq && x * s + b < Wp; x++) dst[x * s] += src[x];
+                    }
+            }
+    }
+};
+
+template <typename T>
+inline bool direct_wide(const Geometry &g, const Phases &ph, const T *base, int64_t l0, int64_t count, Wide<T> *t) {
+    constexpr int VL = Traits<T>::VL;
+    if (g.Wo % VL != 0 || count != wide_positions<T>()) return false;
+    for (int q = 0; q < RA_WR; q++) {
+        const int64_t l = l0 + q * VL;
+        t->b[q] = base + (l / g.Wo) * ph.Wq + l % g.Wo;
+    }
+    t->off = ph.at.data();
+    return true;
+}
+
+template <typename T> inline Wide<T> gathered_wide(const T *blk, const int64_t *koff) {
+    Wide<T> t;
+    for (int q = 0; q < RA_WR; q++) t.b[q] = blk + q * Traits<T>::VL;
+    t.off = koff;
+    return t;
+}
+
+/* out[q] = -sum_k |x[k][q] - W[o, k]| for one filter o over a wide tile of x >= 0: its m positive weights ev
+ * at tile offsets eo (one accumulator per vector: RA_WR chains hide the add's latency). */
+template <typename T>
+inline void forward_positive(const Wide<T> &x, const int64_t *eo, const T *ev, int64_t m, T *out, const T *sx, T absw) {
+    constexpr int VL = Traits<T>::VL, R = RA_WR;
+    Vec<T> a[R];
+    for (int q = 0; q < R; q++) a[q] = Vec<T>{};
+    for (int64_t e = 0; e < m; e++) {
+        const Vec<T> w = splat<T>(ev[e]);
+        for (int q = 0; q < R; q++) a[q] += vmin(load<T>(x.b[q] + eo[e]), w);
+    }
+    const Vec<T> sw = splat<T>(absw);
+    for (int q = 0; q < R; q++) store<T>(out + q * VL, (a[q] + a[q]) - (load<T>(sx + q * VL) + sw));
+}
+
+/* Lists shorter than this are walked whole: the tile's extremes and two searches cost more than they save. */
+#define RA_SEARCH 16
+
+/* How many leading entries of a list satisfy pred, which holds for a prefix of it (a branch-free search). */
+template <typename T, typename P> inline int64_t prefix_length(const T *v, int64_t m, P pred) {
+    int64_t lo = 0, n = m;
+    while (n > 0) {
+        const int64_t half = n / 2;
+        const bool in = pred(v[lo + half]);
+        lo = in ? lo + half + 1 : lo;
+        n = in ? n - half - 1 : half;
+    }
+    return lo;
+}
+
+template <typename T> inline T hmax(Vec<T> v) {
+    T r = v[0];
+    for (int i = 1; i < Traits<T>::VL; i++) r = v[i] > r ? v[i] : r;
+    return r;
+}
+template <typename T> inline T hmin(Vec<T> v) {
+    T r = v[0];
+    for (int i = 1; i < Traits<T>::VL; i++) r = v[i] < r ? v[i] : r;
+    return r;
+}
+
+/* The input gradient of row k for vectors q0 .. q0 + RA_GR of a wide tile of x >= 0 (see above): its list's
+ * m entries (filter eo[e], value ev[e], decreasing) against g rows gstride apart; G = sum_o g. With xmax and
+ * xmin the extreme inputs of these positions, an entry's term is 2 g at all of them while (exact) w > xmax or
+ * (surrogate) (w + 1) - xmax >= 2, and 0 once (exact) w < xmin or (surrogate) w + 1 <= xmin: the first run
+ * costs one add per vector (its g summed apart, doubled at the end), the last is skipped, and only the
+ * entries between are compared (every entry of a list shorter than RA_SEARCH). The bounds are tested with
+ * the arithmetic the comparisons use (rounding is monotone), so they hold exactly. Added into dst (direct)
+ * or stored there (gathered). */
+template <typename T, bool EXACT>
+inline void gradient_split(const Wide<T> &x, const Wide<T> &dst, bool add, int64_t k, int q0, const int64_t *eo,
+                           const T *ev, int64_t m, const T *gb, int64_t gstride, const Vec<T> *G) {
+    constexpr int VL = Traits<T>::VL, R = RA_GR;
+    Vec<T> xv[R], a[R], b[R];
+    for (int q = 0; q < R; q++) {
+        xv[q] = load<T>(x.b[q0 + q] + x.off[k]);
+        a[q] = b[q] = Vec<T>{};
+    }
+    int64_t all2 = 0, live = m;
+    if (m >= RA_SEARCH) {
+        Vec<T> hi = xv[0], lo = xv[0];
+        for (int q = 1; q < R; q++) hi = vmax(hi, xv[q]), lo = vmin(lo, xv[q]);
+        const T xmax = hmax<T>(hi), xmin = hmin<T>(lo);
+        all2 = EXACT ? prefix_length(ev, m, [=](T w) { return w > xmax; })
+                     : prefix_length(ev, m, [=](T u) { return u - xmax >= (T)2; });
+        live = EXACT ? prefix_length(ev, m, [=](T w) { return w >= xmin; })
+                     : prefix_length(ev, m, [=](T u) { return u > xmin; });
+    }
+    for (int64_t e = 0; e < all2; e++) {
+        const T *ge = gb + eo[e] * gstride + q0 * VL;
+        for (int q = 0; q < R; q++) b[q] += load<T>(ge + q * VL);
+    }
+    for (int64_t e = all2; e < live; e++) {
+        const Vec<T> w = splat<T>(ev[e]);
+        const T *ge = gb + eo[e] * gstride + q0 * VL;
+        for (int q = 0; q < R; q++) {
+            const Vec<T> gq = load<T>(ge + q * VL);
+            if (EXACT) {
+                using UV = UVec<T>;
+                a[q] += (Vec<T>)((UV)gq & (UV)(w > xv[q])) + (Vec<T>)((UV)gq & (UV)(w >= xv[q]));
+            } else {
+                a[q] += gq * vmin(vmax(w - xv[q], Vec<T>{}), splat<T>(2));
+            }
+        }
+    }
+    for (int q = 0; q < R; q++) {
+        T *d = (T *)dst.b[q0 + q] + dst.off[k];
+        const Vec<T> v = (a[q] + (b[q] + b[q])) - G[q0 + q];
+        store<T>(d, add ? load<T>(d) + v : v);
+    }
 }
 
 /* Adder (CONV false): out[j][q] = -sum_k |x[k][q] - W[o0+j, k]|; convolution (CONV true):
@@ -301,57 +575,125 @@ inline void forward_block(const Tile<T> &x, const T *wt, T *out, int64_t ostride
     }
 }
 
+/* Scratch per thread: a gathered wide tile (K x WP), its gradient (K x WP) and a tile of outputs or output
+ * gradients (O x WP); the general tiles (PB <= WP positions) use the same space. */
+template <typename T> constexpr int64_t scratch_per_thread(int64_t K, int64_t O) { return (2 * K + O) * wide_positions<T>(); }
+
+/* The general forward of one tile of PB positions at l0 of the padded sample xp (see forward_block). */
 template <typename T, bool CONV>
-void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T *y, T *scratch, int nt) {
+inline void forward_tile(const Geometry &g, const int64_t *rows, const int64_t *koff, const T *xp, const T *wt,
+                         const T *sw, T *yn, int64_t l0, T *blk, T *res) {
     constexpr int64_t PB = tile_positions<T>(), OB = RA_OB;
     constexpr int VL = Traits<T>::VL;
-    const int64_t K = g.K(), L = g.L(), O = g.O, tiles = (L + PB - 1) / PB;
-    std::vector<T> sw(O, (T)0);
-    std::vector<int64_t> koff(K);
-    for (int64_t k = 0; k < K; k++) koff[k] = k * PB;
-    if (!CONV)
+    const int64_t K = g.K(), L = g.L(), O = g.O;
+    alignas(64) T sx[PB];
+    Run runs[PB] = {}; /* (filled by tile_runs; initialized because GCC cannot tell) */
+    int64_t count;
+    const int nruns = tile_runs<T>(g, l0, runs, &count);
+    Tile<T> tile;
+    if (!direct_tile<T>(g, rows, xp, l0, count, &tile)) {
+        gather_tile<T>(g, rows, xp, runs, nruns, count, blk);
+        tile = {blk, blk + VL, koff};
+    }
+    if (!CONV) {
+        Vec<T> s0{}, s1{};
+        for (int64_t k = 0; k < K; k++) {
+            s0 += load<T>(tile.b0 + tile.off[k]);
+            s1 += load<T>(tile.b1 + tile.off[k]);
+        }
+        store<T>(sx, s0);
+        store<T>(sx + VL, s1);
+    }
+    /* a full tile is written straight into y; the last, partial one through res */
+    const bool full = count == PB;
+    T *out = full ? yn + l0 : res;
+    const int64_t os = full ? L : PB;
+    int64_t o0 = 0;
+    for (; o0 + OB <= O; o0 += OB) forward_block<T, CONV, OB>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw);
+    for (; o0 + 4 <= O; o0 += 4) forward_block<T, CONV, 4>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw);
+    for (; o0 + 2 <= O; o0 += 2) forward_block<T, CONV, 2>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw);
+    for (; o0 < O; o0++) forward_block<T, CONV, 1>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw);
+    if (!full)
+        for (int64_t o = 0; o < O; o++) memcpy(yn + o * L + l0, res + o * PB, count * sizeof(T));
+}
+
+/* The sign-split forward of one wide tile of WP positions at l0 of a sample with x >= 0. */
+template <typename T>
+inline void forward_wide(const Geometry &g, const int64_t *rows, const Phases &ph, const int64_t *wkoff, const T *xp,
+                         const T *xq, const Lists<T> &pos, const T *absw, T *yn, int64_t l0, T *blk, T *res) {
+    constexpr int64_t WP = wide_positions<T>();
+    constexpr int VL = Traits<T>::VL, R = RA_WR;
+    const int64_t K = g.K(), L = g.L(), O = g.O;
+    alignas(64) T sx[WP];
+    Run runs[WP];
+    int64_t count;
+    const int nruns = tile_runs<T, WP>(g, l0, runs, &count);
+    Wide<T> tile;
+    const bool direct = direct_wide<T>(g, ph, xq, l0, count, &tile);
+    if (!direct) {
+        gather_tile<T, WP>(g, rows, xp, runs, nruns, count, blk);
+        tile = gathered_wide<T>(blk, wkoff);
+    }
+    for (int q = 0; q < R; q++) {
+        Vec<T> s{};
+        for (int64_t k = 0; k < K; k++) s += load<T>(tile.b[q] + tile.off[k]);
+        store<T>(sx + q * VL, s);
+    }
+    const bool full = count == WP;
+    T *out = full ? yn + l0 : res;
+    const int64_t os = full ? L : WP;
+    const int64_t *at = direct ? pos.at.data() : pos.at_gathered.data();
+    for (int64_t o = 0; o < O; o++) {
+        const int64_t e = pos.start[o];
+        forward_positive<T>(tile, at + e, pos.v.data() + e, pos.start[o + 1] - e, out + o * os, sx, absw[o]);
+    }
+    if (!full)
+        for (int64_t o = 0; o < O; o++) memcpy(yn + o * L + l0, res + o * WP, count * sizeof(T));
+}
+
+/* Parallel over (sample, wide tile of WP positions): a sample with x >= 0 takes the sign-split path, any
+ * other sample (and every convolution) the general tiles of PB positions that the wide tile covers. */
+template <typename T, bool CONV>
+void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T *y, T *scratch, int nt) {
+    constexpr int64_t PB = tile_positions<T>(), WP = wide_positions<T>();
+    const int64_t K = g.K(), L = g.L(), O = g.O, wides = (L + WP - 1) / WP, chw = g.C * g.H * g.W;
+    std::vector<T> sw(O, (T)0), absw;
+    std::vector<int64_t> koff(K), wkoff(K);
+    for (int64_t k = 0; k < K; k++) koff[k] = k * PB, wkoff[k] = k * WP;
+    Lists<T> pos;
+    const Phases ph(g);
+    if (!CONV) {
         for (int64_t k = 0; k < K; k++)
             for (int64_t o = 0; o < O; o++) sw[o] += wt[k * O + o];
+        if (split_layer(g)) positive_weights<T>(g, ph.at.data(), wt, &pos, &absw);
+    }
+    const bool splits = !CONV && split_layer(g) && worth_splitting(pos, g);
 #pragma omp parallel num_threads(nt)
     {
-        T *blk = scratch + (int64_t)omp_get_thread_num() * (2 * K * PB + O * PB);
-        T *res = blk + K * PB;
-        alignas(64) T sx[PB];
+        T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
+        T *res = blk + K * WP;
         std::vector<T> xp(g.padded(), (T)0); /* this thread's current sample, zero-padded */
+        std::vector<T> xq(splits && g.s > 1 ? ph.size : 0); /* and its stride phases */
         int64_t padded_n = -1;
+        bool split = false; /* the current sample is >= 0: the sign-split path */
 #pragma omp for schedule(static)
-        for (int64_t nt_ = 0; nt_ < g.N * tiles; nt_++) {
-            const int64_t n = nt_ / tiles, l0 = (nt_ % tiles) * PB;
-            if (n != padded_n) pad_sample<T>(g, x + n * g.C * g.H * g.W, xp.data());
-            padded_n = n;
-            Run runs[PB];
-            int64_t count;
-            const int nruns = tile_runs<T>(g, l0, runs, &count);
-            Tile<T> tile;
-            if (!direct_tile<T>(g, rows, xp.data(), l0, count, &tile)) {
-                gather_tile<T>(g, rows, xp.data(), runs, nruns, count, blk);
-                tile = {blk, blk + VL, koff.data()};
+        for (int64_t it = 0; it < g.N * wides; it++) {
+            const int64_t n = it / wides, l0 = (it % wides) * WP;
+            if (n != padded_n) {
+                pad_sample<T>(g, x + n * chw, xp.data());
+                split = splits && nonnegative<T>(x + n * chw, chw);
+                if (split && g.s > 1) ph.split<T>(g, xp.data(), xq.data());
+                padded_n = n;
             }
-            if (!CONV) {
-                Vec<T> s0{}, s1{};
-                for (int64_t k = 0; k < K; k++) {
-                    s0 += load<T>(tile.b0 + tile.off[k]);
-                    s1 += load<T>(tile.b1 + tile.off[k]);
-                }
-                store<T>(sx, s0);
-                store<T>(sx + VL, s1);
+            T *yn = y + n * O * L;
+            if (split) {
+                forward_wide<T>(g, rows, ph, wkoff.data(), xp.data(), g.s > 1 ? xq.data() : xp.data(), pos, absw.data(),
+                                yn, l0, blk, res);
+            } else {
+                const int64_t end = l0 + WP < L ? l0 + WP : L;
+                for (int64_t t0 = l0; t0 < end; t0 += PB)
+                    forward_tile<T, CONV>(g, rows, koff.data(), xp.data(), wt, sw.data(), yn, t0, blk, res);
             }
-            /* a full tile is written straight into y; the last, partial one through res */
-            const bool full = count == PB;
-            T *out = full ? y + n * O * L + l0 : res;
-            const int64_t os = full ? L : PB;
-            int64_t o0 = 0;
-            for (; o0 + OB <= O; o0 += OB) forward_block<T, CONV, OB>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw.data());
-            for (; o0 + 4 <= O; o0 += 4) forward_block<T, CONV, 4>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw.data());
-            for (; o0 + 2 <= O; o0 += 2) forward_block<T, CONV, 2>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw.data());
-            for (; o0 < O; o0++) forward_block<T, CONV, 1>(tile, wt, out + o0 * os, os, K, O, o0, sx, sw.data());
-            if (!full)
-                for (int64_t o = 0; o < O; o++) memcpy(y + (n * O + o) * L + l0, res + o * PB, count * sizeof(T));
         }
     }
 }
@@ -396,25 +738,89 @@ inline void grad_block(const Tile<T> &x, const T *w, const T *gb, int64_t gstrid
     }
 }
 
+/* The sign-split input gradient of one wide tile at l0 of a sample with x >= 0, added into its padded
+ * gradient dxp (see gradient_split). */
+template <typename T, bool EXACT>
+inline void gradient_wide(const Geometry &g, const int64_t *rows, const Phases &ph, const int64_t *wkoff, const T *xp,
+                          const T *xq, T *dxp, T *dq, const Lists<T> &lists, const T *gy_n, int64_t l0, T *blk, T *dblk,
+                          T *gt) {
+    constexpr int64_t WP = wide_positions<T>();
+    constexpr int VL = Traits<T>::VL, R = RA_WR;
+    const int64_t K = g.K(), L = g.L(), O = g.O;
+    Run runs[WP];
+    int64_t count;
+    const int nruns = tile_runs<T, WP>(g, l0, runs, &count);
+    Wide<T> xt, dt;
+    const bool direct = direct_wide<T>(g, ph, xq, l0, count, &xt);
+    if (direct) {
+        direct_wide<T>(g, ph, dq, l0, count, &dt);
+    } else {
+        gather_tile<T, WP>(g, rows, xp, runs, nruns, count, blk);
+        xt = gathered_wide<T>(blk, wkoff);
+        dt = gathered_wide<T>(dblk, wkoff);
+    }
+    const T *gb = gy_n + l0;
+    int64_t gs = L;
+    if (count != WP) { /* the last, partial tile: its g zero-padded to WP */
+        for (int64_t o = 0; o < O; o++) {
+            memcpy(gt + o * WP, gb + o * L, count * sizeof(T));
+            for (int64_t q = count; q < WP; q++) gt[o * WP + q] = (T)0;
+        }
+        gb = gt;
+        gs = WP;
+    }
+    Vec<T> G[R];
+    for (int q = 0; q < R; q++) {
+        G[q] = Vec<T>{};
+        for (int64_t o = 0; o < O; o++) G[q] += load<T>(gb + o * gs + q * VL);
+    }
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t e = lists.start[k], m = lists.start[k + 1] - e;
+        for (int q0 = 0; q0 < R; q0 += RA_GR)
+            gradient_split<T, EXACT>(xt, dt, direct, k, q0, lists.at.data() + e, lists.v.data() + e, m, gb, gs, G);
+    }
+    if (!direct) scatter_tile<T, WP>(g, rows, dblk, runs, nruns, dxp);
+}
+
 /* Input gradient, parallel over samples: one thread accumulates all of a sample's dx, tile by tile, in a
- * zero-padded copy whose interior becomes dx. */
+ * zero-padded copy whose interior becomes dx. A sample with x >= 0 takes the sign-split path (wide tiles),
+ * any other sample (and the convolution's gradient) the general one. */
 template <typename T, int MODE>
 void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, const T *gy, T *dx, T *scratch,
                 int nt) {
-    constexpr int64_t PB = tile_positions<T>(), KB = RA_KB;
+    constexpr int64_t PB = tile_positions<T>(), KB = RA_KB, WP = wide_positions<T>();
     constexpr int VL = Traits<T>::VL;
     const int64_t K = g.K(), L = g.L(), O = g.O, tiles = (L + PB - 1) / PB, chw = g.C * g.H * g.W;
-    std::vector<int64_t> koff(K);
-    for (int64_t k = 0; k < K; k++) koff[k] = k * PB;
+    std::vector<int64_t> koff(K), wkoff(K);
+    for (int64_t k = 0; k < K; k++) koff[k] = k * PB, wkoff[k] = k * WP;
+    Lists<T> lists;
+    const Phases ph(g);
+    if (MODE != 2 && split_layer(g)) gradient_weights<T>(g, w, MODE == 1, &lists);
+    const bool splits = MODE != 2 && split_layer(g) && worth_splitting(lists, g);
 #pragma omp parallel num_threads(nt)
     {
-        T *blk = scratch + (int64_t)omp_get_thread_num() * (2 * K * PB + O * PB);
-        T *dblk = blk + K * PB, *gt = dblk + K * PB;
+        T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
+        T *dblk = blk + K * WP, *gt = dblk + K * WP;
         std::vector<T> xp(g.padded(), (T)0), dxp(g.padded());
+        std::vector<T> xq(splits && g.s > 1 ? ph.size : 0), dq(xq.size()); /* stride phases and their gradient */
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++) {
             if (MODE != 2) pad_sample<T>(g, x + n * chw, xp.data());
             memset(dxp.data(), 0, g.padded() * sizeof(T));
+            if (splits && nonnegative<T>(x + n * chw, chw)) {
+                const bool phased = g.s > 1;
+                if (phased) {
+                    ph.split<T>(g, xp.data(), xq.data());
+                    memset(dq.data(), 0, dq.size() * sizeof(T));
+                }
+                for (int64_t l0 = 0; l0 < L; l0 += WP)
+                    gradient_wide<T, MODE == 1>(g, rows, ph, wkoff.data(), xp.data(), phased ? xq.data() : xp.data(),
+                                                dxp.data(), phased ? dq.data() : dxp.data(), lists, gy + n * O * L, l0,
+                                                blk, dblk, gt);
+                if (phased) ph.merge<T>(g, dq.data(), dxp.data());
+                crop_sample<T>(g, dxp.data(), dx + n * chw);
+                continue;
+            }
             for (int64_t t = 0; t < tiles; t++) {
                 const int64_t l0 = t * PB;
                 Run runs[PB];
@@ -474,13 +880,13 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
         else grad_input<T, 0>(g, rows.data(), x, w, gy, dx, scratch, nt);                                \
     }                                                                                                    \
     extern "C" int64_t adder_scratch_per_thread_##SFX(int64_t K, int64_t O) {                            \
-        return (2 * K + O) * tile_positions<T>();                                                        \
+        return scratch_per_thread<T>(K, O);                                                              \
     }
 #define RA_STR2(x) #x
 #define RA_STR(x) RA_STR2(x)
 extern "C" const char *adder_build_variant(void) {
     return "vector_bytes=" RA_STR(RA_VBYTES) " forward_block=2x" RA_STR(RA_OB) " grad_block=2x" RA_STR(RA_KB)
-           " forward=min-identity tiles=padded";
+           " forward=min-identity tiles=padded sign_split=wide" RA_STR(RA_WR) "x" RA_STR(RA_GR);
 }
 
 EXPORT(float, f32)

@@ -4,12 +4,16 @@ Why a hand-written kernel: an adder layer is a GEMM-shaped reduction with ``|a �
 ``a·b``, which no BLAS provides. The kernel (``adder_cpu.cc``) uses an implicit im2col: each thread
 copies its sample into a zero-padded buffer; per tile of 2 vectors of output positions it reads the
 tile's slice of the im2col matrix in place (stride 1) or gathers it into a per-thread buffer that stays
-in cache, then runs a register-blocked reduction — (positions × 8 filters) for the forward,
-(positions × 4 input rows, reduced over filters) for the input gradient, which is folded straight back
-into dx. No im2col matrix is materialized at all: the temporaries are a few tile buffers and one padded
-sample (and its padded gradient) per thread. Every output is reduced by one thread in a fixed order and
-every sample's input gradient is accumulated by one thread, so results are deterministic and independent
-of thread count, batch size and batch composition.
+in cache, then runs a register-blocked reduction — (positions × 4 or 8 filters) for the forward,
+(positions × 2 or 4 input rows, reduced over filters) for the input gradient, which is folded straight
+back into dx. A sample whose inputs are all ≥ 0 (ReLU outputs: every adder layer of a ResNet) takes
+sign-split paths instead, on wider tiles read in place through the input's stride phases: the terms whose
+value the signs decide (``min(x, w) = w`` for ``w ≤ 0``; a gradient term that is ``−g`` whatever x is) are
+folded into per-call and per-tile sums, so only about half the terms are computed. No im2col matrix is
+materialized at all: the temporaries are a few tile buffers and one padded sample (and its padded
+gradient, and their stride phases) per thread. Every output is reduced by one thread in a fixed order,
+every sample's input gradient is accumulated by one thread, and a sample's path depends on its own values
+only, so results are deterministic and independent of thread count, batch size and batch composition.
 
 Why not ``torch.compile``: it reaches similar forward speed but costs tens of seconds of compilation
 per process shape set (seconds with a warm cache), needs the same compiler, and gives no control over
