@@ -109,6 +109,8 @@ SPLIT_SHAPES = [  # (N, C, H, W, O, k, stride, padding)
     (3, 3, 16, 16, 20, 3, 2, 1),  # stride 2, 8-wide rows: in place through the stride phases
     (2, 3, 11, 11, 17, 3, 2, 0),  # stride 2, 5-wide rows: gathered
     (2, 2, 24, 24, 64, 3, 3, 1),  # stride 3, 8-wide rows: nine phases
+    (2, 3, 17, 17, 20, 3, 2, 0),  # stride 2 without padding, 8-wide rows
+    (1, 4, 16, 16, 128, 1, 2, 0),  # 1x1, stride 2: one of four phases read, the others' inputs get no gradient
     (2, 6, 8, 8, 40, 1, 1, 0),  # 1x1
 ]
 

@@ -287,9 +287,9 @@ inline bool direct_tile(const Geometry &g, const int64_t *rows, const T *xp, int
 template <typename T> constexpr int64_t wide_positions() { return RA_WR * Traits<T>::VL; }
 
 template <typename T> inline bool nonnegative(const T *xn, int64_t count) {
-    bool ok = true;
-    for (int64_t i = 0; i < count; i++) ok &= xn[i] >= (T)0; /* false for NaN */
-    return ok;
+    int bad = 0; /* (an int, not a bool: the loop vectorizes) */
+    for (int64_t i = 0; i < count; i++) bad |= !(xn[i] >= (T)0); /* NaN counts as negative */
+    return !bad;
 }
 
 /* A weight matrix's entries that a sign-split path computes, one list per filter (forward) or per im2col row
@@ -319,20 +319,26 @@ template <typename T> inline bool worth_splitting(const Lists<T> &lists, const G
 template <typename T>
 void positive_weights(const Geometry &g, const int64_t *rows, const T *wt, Lists<T> *out, std::vector<T> *absw) {
     const int64_t K = g.K(), O = g.O;
-    out->start.assign(1, 0);
+    out->start.assign(O + 1, 0);
+    out->at.resize(K * O);
+    out->at_gathered.resize(K * O);
+    out->v.resize(K * O);
     absw->assign(O, (T)0);
+    int64_t e = 0;
     for (int64_t o = 0; o < O; o++) {
-        for (int64_t k = 0; k < K; k++) {
+        for (int64_t k = 0; k < K; k++) { /* every entry written, kept where w > 0 (no unpredictable branch) */
             const T w = wt[k * O + o];
             (*absw)[o] += w < (T)0 ? -w : w;
-            if (w > (T)0) {
-                out->at.push_back(rows[k]);
-                out->at_gathered.push_back(k * wide_positions<T>());
-                out->v.push_back(w);
-            }
+            out->at[e] = rows[k];
+            out->at_gathered[e] = k * wide_positions<T>();
+            out->v[e] = w;
+            e += w > (T)0;
         }
-        out->start.push_back((int64_t)out->v.size());
+        out->start[o + 1] = e;
     }
+    out->at.resize(e);
+    out->at_gathered.resize(e);
+    out->v.resize(e);
 }
 
 /* The input gradient's lists: per row k, the filters o whose term depends on x (exact: W[o, k] >= 0, value
@@ -363,6 +369,41 @@ template <typename T> void gradient_weights(const Geometry &g, const T *w, bool 
  * (otherwise): b[q] = blk + q * VL, off[k] = k * WP. */
 template <typename T> struct Wide { const T *b[RA_WR]; const int64_t *off; };
 
+/* even[t] = src[2t], odd[t] = src[2t + 1] for the n elements of src (the stride-2 phases of a row), two
+ * vectors at a time with shuffles; and its inverse. */
+template <typename T> inline void deinterleave(const T *src, int64_t n, T *even, T *odd) {
+    constexpr int VL = Traits<T>::VL;
+    using UV = UVec<T>;
+    UV ev, od;
+    for (int i = 0; i < VL; i++) ev[i] = 2 * i, od[i] = 2 * i + 1;
+    int64_t t = 0;
+    for (; 2 * t + 2 * VL <= n; t += VL) {
+        const Vec<T> a = load<T>(src + 2 * t), b = load<T>(src + 2 * t + VL);
+        store<T>(even + t, __builtin_shuffle(a, b, ev));
+        store<T>(odd + t, __builtin_shuffle(a, b, od));
+    }
+    for (; 2 * t < n; t++) {
+        even[t] = src[2 * t];
+        if (2 * t + 1 < n) odd[t] = src[2 * t + 1];
+    }
+}
+template <typename T> inline void interleave(const T *even, const T *odd, int64_t n, T *dst) {
+    constexpr int VL = Traits<T>::VL;
+    using UV = UVec<T>;
+    UV lo, hi;
+    for (int i = 0; i < VL; i++) lo[i] = i / 2 + (i % 2) * VL, hi[i] = VL / 2 + i / 2 + (i % 2) * VL;
+    int64_t t = 0;
+    for (; 2 * t + 2 * VL <= n; t += VL) {
+        const Vec<T> e = load<T>(even + t), o = load<T>(odd + t);
+        store<T>(dst + 2 * t, __builtin_shuffle(e, o, lo));
+        store<T>(dst + 2 * t + VL, __builtin_shuffle(e, o, hi));
+    }
+    for (; 2 * t < n; t++) {
+        dst[2 * t] = even[t];
+        if (2 * t + 1 < n) dst[2 * t + 1] = odd[t];
+    }
+}
+
 /* The padded sample split into its s x s stride phases, phase (a, b) holding xp[c][y s + a][x s + b] as
  * (C, Hq, Wq): input (oy s + i, ox s + j) of a k = (c, i, j) term is then at phase (i % s, j % s), row
  * oy + i / s, column ox + j / s, so consecutive outputs of a row read consecutive elements whatever the
@@ -372,6 +413,9 @@ template <typename T> struct Wide { const T *b[RA_WR]; const int64_t *off; };
 struct Phases {
     int64_t s, Hq, Wq, size;
     std::vector<int64_t> at;
+    /* input row h: its phase and row there; column phase b: the first input column in it, where that lands,
+     * and how many input columns it holds */
+    std::vector<int64_t> row_phase, row_at, col_first, col_at, col_count;
     explicit Phases(const Geometry &g) : s(g.s), Hq((g.Hp() + g.s - 1) / g.s), Wq((g.Wp() + g.s - 1) / g.s) {
         size = s * s * g.C * Hq * Wq;
         at.resize(g.K());
@@ -379,7 +423,19 @@ struct Phases {
             const int64_t c = k / (g.kh * g.kw), i = (k / g.kw) % g.kh, j = k % g.kw;
             at[k] = (((i % s) * s + j % s) * g.C + c) * Hq * Wq + (i / s) * Wq + j / s;
         }
+        for (int64_t h = 0; h < g.H; h++) {
+            row_phase.push_back((h + g.pad) % s);
+            row_at.push_back((h + g.pad) / s);
+        }
+        for (int64_t b = 0; b < s; b++) {
+            const int64_t w0 = ((b - g.pad) % s + s) % s; /* (w0 + pad) % s == b */
+            col_first.push_back(w0);
+            col_at.push_back((w0 + g.pad) / s);
+            col_count.push_back(w0 < g.W ? (g.W - w0 + s - 1) / s : 0);
+        }
+        col_phase0 = g.pad % s;
     }
+    int64_t col_phase0; /* the column phase of input column 0 (stride 2: the even columns') */
     /* only the phases some kernel offset reads (a 1x1 kernel of stride 2 reads one of four) */
     static bool used(const Geometry &g, int64_t a, int64_t b) { return a < g.kh && b < g.kw; }
     template <typename T> void split(const Geometry &g, const T *xp, T *xq) const {
@@ -403,6 +459,51 @@ struct Phases {
                         for (; x < Wq; x++) dst[x] = (T)0;
                     }
             }
+    }
+    /* The same phases straight from the sample xn (C, H, W), without its padded copy: the positions of xq
+     * that no input lands on (the padding) are zero from xq's allocation and never written. Row by row, each
+     * input row spread over its s column phases (a stride-2 row's even and odd columns); where a row and a
+     * column phase land is tabulated once (divisions per row cost more than the row's copy). */
+    template <typename T> void split_from(const Geometry &g, const T *xn, T *xq) const {
+        for (int64_t c = 0; c < g.C; c++)
+            for (int64_t h = 0; h < g.H; h++) {
+                const T *src = xn + (c * g.H + h) * g.W;
+                T *at0 = xq + ((row_phase[h] * s) * g.C + c) * Hq * Wq + row_at[h] * Wq;
+                if (s == 2) { /* both column phases at once (one of them may be unused: written, never read) */
+                    const int64_t phase = g.C * Hq * Wq; /* from column phase 0 to 1 */
+                    deinterleave<T>(src, g.W, at0 + col_phase0 * phase + col_at[col_phase0],
+                                    at0 + (1 - col_phase0) * phase + col_at[1 - col_phase0]);
+                    continue;
+                }
+                for (int64_t b = 0; b < s; b++) {
+                    if (!used(g, row_phase[h], b)) continue;
+                    T *d = at0 + b * g.C * Hq * Wq + col_at[b];
+                    for (int64_t t = 0; t < col_count[b]; t++) d[t] = src[col_first[b] + t * s];
+                }
+            }
+    }
+    /* dxn (C, H, W) = the phases' gradient dq at the sample's positions (the padding's is dropped; an unused
+     * phase's dq is zero) */
+    template <typename T> void merge_into(const Geometry &g, const T *dq, T *dxn) const {
+        for (int64_t c = 0; c < g.C; c++)
+            for (int64_t h = 0; h < g.H; h++) {
+                T *dst = dxn + (c * g.H + h) * g.W;
+                const T *at0 = dq + ((row_phase[h] * s) * g.C + c) * Hq * Wq + row_at[h] * Wq;
+                if (s == 2) {
+                    const int64_t phase = g.C * Hq * Wq; /* from column phase 0 to 1 */
+                    interleave<T>(at0 + col_phase0 * phase + col_at[col_phase0],
+                                  at0 + (1 - col_phase0) * phase + col_at[1 - col_phase0], g.W, dst);
+                    continue;
+                }
+                for (int64_t b = 0; b < s; b++) {
+                    const T *src = at0 + b * g.C * Hq * Wq + col_at[b];
+                    for (int64_t t = 0; t < col_count[b]; t++) dst[col_first[b] + t * s] = src[t];
+                }
+            }
+    }
+    /* whether every wide tile of the layer is read in place (no padded copy needed besides the phases) */
+    template <typename T> static bool all_direct(const Geometry &g) {
+        return g.Wo % Traits<T>::VL == 0 && g.L() % wide_positions<T>() == 0;
     }
     /* dxp += the phases' gradient dq (the inverse of split) */
     template <typename T> void merge(const Geometry &g, const T *dq, T *dxp) const {
@@ -668,6 +769,7 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
         if (split_layer(g)) positive_weights<T>(g, ph.at.data(), wt, &pos, &absw);
     }
     const bool splits = !CONV && split_layer(g) && worth_splitting(pos, g);
+    const bool phases_only = splits && g.s > 1 && Phases::all_direct<T>(g); /* split samples need no padded copy */
 #pragma omp parallel num_threads(nt)
     {
         T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
@@ -680,9 +782,13 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
         for (int64_t it = 0; it < g.N * wides; it++) {
             const int64_t n = it / wides, l0 = (it % wides) * WP;
             if (n != padded_n) {
-                pad_sample<T>(g, x + n * chw, xp.data());
                 split = splits && nonnegative<T>(x + n * chw, chw);
-                if (split && g.s > 1) ph.split<T>(g, xp.data(), xq.data());
+                if (split && phases_only) {
+                    ph.split_from<T>(g, x + n * chw, xq.data());
+                } else {
+                    pad_sample<T>(g, x + n * chw, xp.data());
+                    if (split && g.s > 1) ph.split<T>(g, xp.data(), xq.data());
+                }
                 padded_n = n;
             }
             T *yn = y + n * O * L;
@@ -797,6 +903,7 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
     const Phases ph(g);
     if (MODE != 2 && split_layer(g)) gradient_weights<T>(g, w, MODE == 1, &lists);
     const bool splits = MODE != 2 && split_layer(g) && worth_splitting(lists, g);
+    const bool phases_only = splits && g.s > 1 && Phases::all_direct<T>(g); /* split samples need no padded copy */
 #pragma omp parallel num_threads(nt)
     {
         T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
@@ -805,6 +912,15 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
         std::vector<T> xq(splits && g.s > 1 ? ph.size : 0), dq(xq.size()); /* stride phases and their gradient */
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++) {
+            if (splits && phases_only && nonnegative<T>(x + n * chw, chw)) {
+                ph.split_from<T>(g, x + n * chw, xq.data());
+                memset(dq.data(), 0, dq.size() * sizeof(T));
+                for (int64_t l0 = 0; l0 < L; l0 += WP)
+                    gradient_wide<T, MODE == 1>(g, rows, ph, wkoff.data(), nullptr, xq.data(), nullptr, dq.data(), lists,
+                                                gy + n * O * L, l0, blk, dblk, gt);
+                ph.merge_into<T>(g, dq.data(), dx + n * chw);
+                continue;
+            }
             if (MODE != 2) pad_sample<T>(g, x + n * chw, xp.data());
             memset(dxp.data(), 0, g.padded() * sizeof(T));
             if (splits && nonnegative<T>(x + n * chw, chw)) {
