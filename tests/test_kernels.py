@@ -50,9 +50,11 @@ def _tol(dtype):
     return {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
 
 
-def _agree(backend_name, shape, dtype):
-    backend = get_backend(backend_name)
-    x, w, s, p = _case(shape, dtype)
+def _agree(backend, shape, dtype, make=None):
+    """Forward, both input gradients and the weight gradient of a backend (a name or an instance) against the
+    reference on the case ``make`` builds (default: signed inputs and weights)."""
+    backend = get_backend(backend) if isinstance(backend, str) else backend
+    x, w, s, p = (make or _case)(shape, dtype)
     y = backend.forward(x, w, s, p)
     torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
     g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
@@ -134,13 +136,7 @@ def _nonnegative_case(shape, dtype, seed=0):
 def test_cpu_sign_split_paths_agree_with_reference(shape, dtype):
     """Samples with inputs >= 0 skip the terms their signs decide (forward: weights <= 0; exact gradient: weights
     < 0; surrogate: weights <= -1); the results are the reference's, ties included, beside a general sample."""
-    cpu = get_backend("cpu")
-    x, w, s, p = _nonnegative_case(shape, dtype)
-    y = cpu.forward(x, w, s, p)
-    torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
-    g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
-    for mode in ("surrogate", "exact"):
-        torch.testing.assert_close(cpu.grad_input(x, w, g, s, p, mode), REF.grad_input(x, w, g, s, p, mode), **_tol(dtype))
+    _agree("cpu", shape, dtype, make=_nonnegative_case)
 
 
 def test_cpu_sign_split_results_independent_of_threads_and_batch():
@@ -279,13 +275,9 @@ def test_every_vector_code_path_agrees_with_reference(march):
     cases = [(_case, shape) for shape in SHAPES] + [(_nonnegative_case, shape) for shape in SPLIT_SHAPES]
     for make, shape in cases:
         for dtype in (torch.float32, torch.float64):
-            x, w, s, p = make(shape, dtype)
-            y = backend.forward(x, w, s, p)
-            torch.testing.assert_close(y, REF.forward(x, w, s, p), **_tol(dtype))
-            g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
-            for mode in ("surrogate", "exact"):
-                torch.testing.assert_close(backend.grad_input(x, w, g, s, p, mode), REF.grad_input(x, w, g, s, p, mode),
-                                           **_tol(dtype))  # fmt: skip
+            _agree(backend, shape, dtype, make)
+            x, w, s, p = make(shape, dtype)  # and the multiplicative mode on the same case
+            g = torch.randn(REF.forward(x, w, s, p).shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
             torch.testing.assert_close(backend.conv_forward(x, w, s, p), torch.nn.functional.conv2d(x, w, stride=s, padding=p),
                                        **_tol(dtype))  # fmt: skip
             xr = x.clone().requires_grad_()

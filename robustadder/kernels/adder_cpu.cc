@@ -844,6 +844,22 @@ inline void grad_block(const Tile<T> &x, const T *w, const T *gb, int64_t gstrid
     }
 }
 
+/* A tile's output gradients: its rows of g (O rows L apart, from the tile's first position), or for the last,
+ * partial tile of count < PB positions a copy zero-padded to PB in gt; *gstride = the rows' distance. */
+template <typename T, int64_t PB>
+inline const T *tile_gradient(const T *g, int64_t L, int64_t O, int64_t count, T *gt, int64_t *gstride) {
+    if (count == PB) {
+        *gstride = L;
+        return g;
+    }
+    for (int64_t o = 0; o < O; o++) {
+        memcpy(gt + o * PB, g + o * L, count * sizeof(T));
+        for (int64_t q = count; q < PB; q++) gt[o * PB + q] = (T)0;
+    }
+    *gstride = PB;
+    return gt;
+}
+
 /* The sign-split input gradient of one wide tile at l0 of a sample with x >= 0, added into its padded
  * gradient dxp (see gradient_split). */
 template <typename T, bool EXACT>
@@ -865,16 +881,8 @@ inline void gradient_wide(const Geometry &g, const int64_t *rows, const Phases &
         xt = gathered_wide<T>(blk, wkoff);
         dt = gathered_wide<T>(dblk, wkoff);
     }
-    const T *gb = gy_n + l0;
-    int64_t gs = L;
-    if (count != WP) { /* the last, partial tile: its g zero-padded to WP */
-        for (int64_t o = 0; o < O; o++) {
-            memcpy(gt + o * WP, gb + o * L, count * sizeof(T));
-            for (int64_t q = count; q < WP; q++) gt[o * WP + q] = (T)0;
-        }
-        gb = gt;
-        gs = WP;
-    }
+    int64_t gs;
+    const T *gb = tile_gradient<T, WP>(gy_n + l0, L, O, count, gt, &gs);
     Vec<T> G[R];
     for (int q = 0; q < R; q++) {
         G[q] = Vec<T>{};
@@ -951,16 +959,8 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
                     xt = {blk, blk + VL, koff.data()};
                     dt = {dblk, dblk + VL, koff.data()};
                 }
-                const T *gb = gy + n * O * L + l0;
-                int64_t gs = L;
-                if (count != PB) { /* the last, partial tile: its g zero-padded to PB */
-                    for (int64_t o = 0; o < O; o++) {
-                        memcpy(gt + o * PB, gb + o * L, count * sizeof(T));
-                        for (int64_t q = count; q < PB; q++) gt[o * PB + q] = (T)0;
-                    }
-                    gb = gt;
-                    gs = PB;
-                }
+                int64_t gs;
+                const T *gb = tile_gradient<T, PB>(gy + n * O * L + l0, L, O, count, gt, &gs);
                 int64_t k0 = 0;
                 for (; k0 + KB <= K; k0 += KB) grad_block<T, MODE, KB>(xt, w, gb, gs, dt, direct, K, O, k0);
                 for (; k0 < K; k0++) grad_block<T, MODE, 1>(xt, w, gb, gs, dt, direct, K, O, k0);
