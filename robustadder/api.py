@@ -103,20 +103,18 @@ def pending_cost(
     Seconds are a short calibration (forward and forward + input gradient per image) times each attack's
     passes. An adaptive attack's cost depends on the model: AutoAttack runs its later stages only on the
     samples its first stage leaves robust, so its least cost (the first stage fools every sample) and its
-    most (none) can be 30× apart — both are given rather than a single number that looks precise.
+    most (none) can be 30× apart — both are given rather than a single number that looks precise. A cell
+    interrupted part way counts only its missing images, at the rates its own stored batches ran.
     """
-    from .sweep import calibrate, image_passes
+    from .sweep import calibrate, cell_cost
 
     todo = [c for c in configs if (rec := db.cell(cell_hash(cell_config(loaded, c, settings, dataset)))) is None
             or rec.status != "done"]  # fmt: skip
     if not todo:
         return [], 0.0, 0.0
-    fwd, fb = calibrate(model, settings)
-    low, high = (
-        sum(f * fwd + f_b * fb for f, f_b in (image_passes(loaded, c, settings.grad, len(dataset), least=least) for c in todo))
-        for least in (True, False)
-    )
-    return todo, low, high
+    rates = calibrate(model, settings)
+    costs = [cell_cost(db, loaded, c, settings, dataset, rates) for c in todo]
+    return todo, sum(c.least_s for c in costs), sum(c.most_s for c in costs)
 
 
 def format_cost(low: float, high: float) -> str:

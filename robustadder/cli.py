@@ -589,7 +589,7 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
         for model, reason in plan.skipped.items():
             say(f"  skipped model {model}: {reason}")
         if dry_run:
-            est = estimate(plan)
+            est = estimate(plan, db)
             say(
                 f"  estimated cost of the cells to run: up to {est['adder_gops']:.1f} G adder ops, "
                 f"{format_cost(est['least_seconds'], est['seconds'])} on this machine (calibrated by a short measurement; "

@@ -468,6 +468,17 @@ class Store:
             return None
         return CellRecord(row[0], _loads(row[1], self.path, f"the config of cell {row[0]}"), row[2], row[3], row[4], row[5])
 
+    def batch_times(self, cell_id: str) -> list[tuple[int, float]]:
+        """(samples, seconds) of each stored batch of a cell, in batch order.
+
+        What a resumed cell's remaining cost is estimated from: its own batches ran on this model, attack
+        and data, which no short calibration of an adaptive attack can match.
+        """
+        rows = self.conn.execute(
+            "SELECT COUNT(*), MAX(batch_seconds) FROM samples WHERE cell_id = ? GROUP BY batch ORDER BY batch", (cell_id,)
+        )
+        return [(int(n), float(s)) for n, s in rows]
+
     def done_sample_ids(self, cell_id: str) -> set[int]:
         """Sample ids already stored for a cell."""
         return {r[0] for r in self.conn.execute("SELECT sample_id FROM samples WHERE cell_id = ?", (cell_id,))}

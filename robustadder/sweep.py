@@ -37,9 +37,9 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -51,6 +51,7 @@ from .data import Dataset, ImageSet, dataset_ref, open_dataset
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell
 from .errors import UserError
+from .kernels import GRAD_MODES
 from .models import LoadedModel, evaluation_images, module_input_shape, resolve_model
 from .models.module import is_factory_ref, split_factory
 from .nn import adder_layers
@@ -393,11 +394,54 @@ def image_passes(loaded: LoadedModel, attack: AttackConfig, grad: str, n: int, *
     return runs * n * (f_passes + 2), runs * n * fb_passes
 
 
-def estimate(plan: SweepPlan) -> dict[str, Any]:
+class CellCost(NamedTuple):
+    """What a cell still has to compute: seconds (least, most) and the passes of one image (the most)."""
+
+    least_s: float
+    most_s: float
+    forward: float
+    forward_backward: float
+
+
+def cell_cost(
+    store: Store | None, loaded: LoadedModel, attack: AttackConfig, settings: Settings, data: ImageSet,
+    seconds_per_image: tuple[float, float],
+) -> CellCost:  # fmt: skip
+    """The compute a cell still needs on this machine; ``seconds_per_image`` is :func:`calibrate`'s.
+
+    A done cell costs nothing. A cell interrupted part way counts only its missing images, at the rates
+    its own stored batches ran (the least and the most seconds per image over them): a short calibration
+    cannot know how many samples an adaptive attack's first stage fools, so a resumed AutoAttack cell
+    with a third of its images left used to show the 30×-wide range of a fresh cell over all of them. A
+    cell with nothing stored gets the calibrated range of :func:`image_passes`. With ``grad='both'`` it
+    is the sum of the two component cells, which resume each on its own (combining them is free).
+    """
+    grad = effective_grad(loaded, attack, settings.grad)
+    if grad == "both":
+        parts = [cell_cost(store, loaded, attack, replace(settings, grad=mode), data, seconds_per_image) for mode in GRAD_MODES]
+        return CellCost(*(sum(values) for values in zip(*parts, strict=True)))
+    one = settings if settings.grad == grad else replace(settings, grad=grad)
+    cell_id = cell_hash(cell_config(loaded, attack, one, data))
+    record = store.cell(cell_id) if store is not None else None
+    if record is not None and record.status == "done":
+        return CellCost(0.0, 0.0, 0.0, 0.0)
+    batches = store.batch_times(cell_id) if record is not None else []
+    left = len(data) - sum(n for n, _ in batches)
+    forward, forward_backward = image_passes(loaded, attack, grad, left)
+    if batches:
+        rates = [s / n for n, s in batches]
+        return CellCost(left * min(rates), left * max(rates), forward, forward_backward)
+    fwd, fb = seconds_per_image
+    least = image_passes(loaded, attack, grad, left, least=True)
+    return CellCost(least[0] * fwd + least[1] * fb, forward * fwd + forward_backward * fb, forward, forward_backward)
+
+
+def estimate(plan: SweepPlan, store: Store | None = None) -> dict[str, Any]:
     """Cost of the missing cells: adder work from model and attack, seconds from a short measurement.
 
     Adder work is the most an adaptive attack can do; seconds are given as the least and the most (see
-    :func:`image_passes`).
+    :func:`image_passes`). With the ``store`` the plan was made against, a cell interrupted part way
+    counts only what it still has to do (see :func:`cell_cost`).
     """
     calibration: dict[tuple, tuple[float, float]] = {}
     work: dict[str, float] = {}
@@ -409,13 +453,10 @@ def estimate(plan: SweepPlan) -> dict[str, Any]:
             model = prepare(loaded, cell.settings)
             calibration[key] = calibrate(model, cell.settings)
             work.setdefault(cell.model.label, adder_work_per_image(model))
-        fwd, fb = calibration[key]
-        forward, forward_backward = image_passes(loaded, cell.attack, cell.settings.grad, len(plan.data))
-        cell.estimate_s = forward * fwd + forward_backward * fb
-        forward_least, forward_backward_least = image_passes(loaded, cell.attack, cell.settings.grad, len(plan.data), least=True)
-        cell.least_s = forward_least * fwd + forward_backward_least * fb
+        cost = cell_cost(store, loaded, cell.attack, cell.settings, plan.data, calibration[key])
+        cell.least_s, cell.estimate_s = cost.least_s, cost.most_s
         total_s, least_s = total_s + cell.estimate_s, least_s + cell.least_s
-        total_work += (forward + 3 * forward_backward) * work[cell.model.label]
+        total_work += (cost.forward + 3 * cost.forward_backward) * work[cell.model.label]
     return {"seconds": total_s, "least_seconds": least_s, "adder_gops": total_work / 1e9, "calibration": calibration}
 
 

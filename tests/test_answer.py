@@ -179,6 +179,46 @@ def test_the_cost_of_an_adaptive_attack_is_a_range_not_one_precise_number(tmp_pa
     assert format_cost(60, 3 * 3600) == "~60 s to 3.0 h"
 
 
+def test_a_resumed_cell_costs_what_is_left_at_the_rate_its_own_batches_ran(tmp_path):
+    """An interrupted AutoAttack cell with a third of its images left used to be estimated as a fresh cell
+    over all of them (minutes to hours). A cell interrupted part way counts only its missing images, at
+    the least and most seconds per image its stored batches took; with ``both`` each adder gradient's
+    cell resumes on its own, and a finished component costs nothing."""
+    from robustadder.api import evaluate, pending_cost
+    from robustadder.attacks import make_config
+    from robustadder.engine import Settings, cell_config, cell_hash, prepare
+    from robustadder.models import as_loaded, evaluation_images
+    from robustadder.store import Store
+    from robustadder.sweep import cell_cost
+
+    ann, _, data = _two_models(tmp_path)
+    loaded = as_loaded(ann)
+    images = evaluation_images([loaded], None, data, 16)
+    settings = Settings(batch_size=4)  # grad both: two component cells of four batches each
+    model = prepare(loaded, settings)
+    pgd = make_config("pgd", eps=2 / 255, params={"steps": 3})
+    with Store.open(tmp_path / "s.sqlite") as db:
+        evaluate(loaded, [pgd], data=images, store=db, batch_size=4, progress=False)
+        assert pending_cost(db, loaded, model, [pgd], settings, images) == ([], 0.0, 0.0)
+        exact = cell_hash(cell_config(loaded, pgd, Settings(batch_size=4, grad="exact"), images))
+        both = cell_hash(cell_config(loaded, pgd, settings, images))
+        # interrupted after its first batch, with its batches' times set to known values: 2 s and 6 s per image
+        # (a store as an interruption leaves it: the exact cell and the worst-case cell not done)
+        db.conn.execute("DELETE FROM samples WHERE cell_id = ? AND batch >= 2", (exact,))
+        db.conn.execute("UPDATE samples SET batch_seconds = 4 * (1 + 2 * batch) WHERE cell_id = ?", (exact,))
+        db.conn.execute("UPDATE cells SET status = 'running' WHERE cell_id IN (?, ?)", (exact, both))
+        assert db.batch_times(exact) == [(4, 4.0), (4, 12.0)]
+        todo, low, high = pending_cost(db, loaded, model, [pgd], settings, images)
+        assert todo == [pgd] and (low, high) == (8 * 1.0, 8 * 3.0)  # 8 images left, 1 to 3 s each
+        fresh = cell_cost(None, loaded, pgd, Settings(batch_size=4, grad="exact"), images, (1.0, 1.0))
+        assert fresh.least_s == fresh.most_s == 16 * 2 + 16 * 3  # nothing stored: 2 clean forwards + 3 steps, all 16
+        part = cell_cost(db, loaded, pgd, settings, images, (1.0, 1.0))
+        assert (part.forward, part.forward_backward) == (8 * 2, 8 * 3)  # only the missing images' passes
+    evaluate(loaded, [pgd], data=images, store=tmp_path / "s.sqlite", batch_size=4, progress=False)
+    with Store.open(tmp_path / "s.sqlite") as db:
+        assert pending_cost(db, loaded, model, [pgd], settings, images) == ([], 0.0, 0.0)
+
+
 def test_compare_cli_json_and_plot(tmp_path):
     import json
     import subprocess
