@@ -219,6 +219,17 @@ def effective_grad(loaded: LoadedModel, attack: AttackConfig, grad: str) -> str:
     return grad
 
 
+def component_settings(loaded: LoadedModel, attack: AttackConfig, settings: Settings) -> list[Settings]:
+    """The settings of the cells that compute a cell (the one rule for running and estimating it).
+
+    One per adder gradient mode when ``both`` can matter (see :func:`run_cell`), else one with the
+    gradient that can.
+    """
+    grad = effective_grad(loaded, attack, settings.grad)
+    modes = GRAD_MODES if grad == "both" else (grad,)
+    return [settings if settings.grad == mode else replace(settings, grad=mode) for mode in modes]
+
+
 def cell_config(loaded: LoadedModel, attack: AttackConfig, settings: Settings, data: ImageSet) -> dict:
     """The full configuration of a cell, as stored (``grad`` as :func:`effective_grad` makes it)."""
     resolved = settings.resolved()
@@ -468,15 +479,12 @@ def run_cell(
     else runs as one cell with the grad that can matter.
     """
     dist = dist or context()
-
-    def compute(grad: str) -> CellResult:
-        one = settings if settings.grad == grad else replace(settings, grad=grad)
-        return _compute_cell(store, loaded, model, attack, runner, one, data, force, progress, dist)
-
-    grad = effective_grad(loaded, attack, settings.grad)
-    if grad != "both":
-        return compute(grad)
-    parts = {mode: compute(mode) for mode in GRAD_MODES}
+    components = component_settings(loaded, attack, settings)
+    if len(components) == 1:
+        return _compute_cell(store, loaded, model, attack, runner, components[0], data, force, progress, dist)
+    parts = {
+        one.grad: _compute_cell(store, loaded, model, attack, runner, one, data, force, progress, dist) for one in components
+    }
     config = cell_config(loaded, attack, settings, data)
     cell_id = cell_hash(config)
     config["components"] = {mode: part.cell_id for mode, part in parts.items()}

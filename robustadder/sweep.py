@@ -37,7 +37,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,9 +49,8 @@ from .api import _source_loader, pin_transfer_source
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
 from .data import Dataset, ImageSet, dataset_ref, open_dataset
 from .distributed import context
-from .engine import Settings, cell_config, cell_hash, effective_grad, prepare, run_cell
+from .engine import Settings, cell_config, cell_hash, component_settings, effective_grad, prepare, run_cell
 from .errors import UserError
-from .kernels import GRAD_MODES
 from .models import LoadedModel, evaluation_images, module_input_shape, resolve_model
 from .models.module import is_factory_ref, split_factory
 from .nn import adder_layers
@@ -416,12 +415,12 @@ def cell_cost(
     cell with nothing stored gets the calibrated range of :func:`image_passes`. With ``grad='both'`` it
     is the sum of the two component cells, which resume each on its own (combining them is free).
     """
-    grad = effective_grad(loaded, attack, settings.grad)
-    if grad == "both":
-        parts = [cell_cost(store, loaded, attack, replace(settings, grad=mode), data, seconds_per_image) for mode in GRAD_MODES]
+    components = component_settings(loaded, attack, settings)
+    if len(components) > 1:
+        parts = [cell_cost(store, loaded, attack, one, data, seconds_per_image) for one in components]
         return CellCost(*(sum(values) for values in zip(*parts, strict=True)))
-    one = settings if settings.grad == grad else replace(settings, grad=grad)
-    cell_id = cell_hash(cell_config(loaded, attack, one, data))
+    grad = components[0].grad
+    cell_id = cell_hash(cell_config(loaded, attack, components[0], data))
     record = store.cell(cell_id) if store is not None else None
     if record is not None and record.status == "done":
         return CellCost(0.0, 0.0, 0.0, 0.0)
