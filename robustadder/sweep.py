@@ -49,7 +49,7 @@ from .api import _source_loader, pin_transfer_source
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
 from .data import Dataset, ImageSet, dataset_ref, open_dataset
 from .distributed import context
-from .engine import Settings, cell_config, cell_hash, component_settings, effective_grad, prepare, run_cell
+from .engine import Settings, cell_config, cell_hash, component_settings, prepare, run_cell
 from .errors import UserError
 from .models import LoadedModel, evaluation_images, module_input_shape, resolve_model
 from .models.module import is_factory_ref, split_factory
@@ -380,17 +380,17 @@ def calibrate(model: torch.nn.Module, settings: Settings, images: int = 32) -> t
     return fwd, fb
 
 
-def image_passes(loaded: LoadedModel, attack: AttackConfig, grad: str, n: int, *, least: bool = False) -> tuple[float, float]:
-    """Forward and forward + input-gradient passes of one image that a cell on ``n`` images makes.
+def image_passes(attack: AttackConfig, n: int, *, least: bool = False) -> tuple[float, float]:
+    """Forward and forward + input-gradient passes of one image that a cell of one adder gradient makes.
 
-    The attack's own passes plus two clean forwards, once per adder gradient (``both`` runs two). An
-    adaptive attack's work depends on how many samples its first stage fools: ``least`` gives the work when
-    it fools them all, the default when it fools none (an upper bound).
+    The attack's own passes plus two clean forwards. A cell under ``--grad both`` is its component cells
+    (:func:`engine.component_settings`), which :func:`cell_cost` sums, so the rule of how many there are
+    lives in one place. An adaptive attack's work depends on how many samples its first stage fools:
+    ``least`` gives the work when it fools them all, the default when it fools none (an upper bound).
     """
     definition = attack.definition
     f_passes, fb_passes = (definition.least_passes if least and definition.least_passes else definition.passes)(attack)
-    runs = 2 if effective_grad(loaded, attack, grad) == "both" else 1
-    return runs * n * (f_passes + 2), runs * n * fb_passes
+    return n * (f_passes + 2), n * fb_passes
 
 
 class CellCost(NamedTuple):
@@ -419,19 +419,18 @@ def cell_cost(
     if len(components) > 1:
         parts = [cell_cost(store, loaded, attack, one, data, seconds_per_image) for one in components]
         return CellCost(*(sum(values) for values in zip(*parts, strict=True)))
-    grad = components[0].grad
     cell_id = cell_hash(cell_config(loaded, attack, components[0], data))
     record = store.cell(cell_id) if store is not None else None
     if record is not None and record.status == "done":
         return CellCost(0.0, 0.0, 0.0, 0.0)
     batches = store.batch_times(cell_id) if record is not None else []
     left = len(data) - sum(n for n, _ in batches)
-    forward, forward_backward = image_passes(loaded, attack, grad, left)
+    forward, forward_backward = image_passes(attack, left)
     if batches:
         rates = [s / n for n, s in batches]
         return CellCost(left * min(rates), left * max(rates), forward, forward_backward)
     fwd, fb = seconds_per_image
-    least = image_passes(loaded, attack, grad, left, least=True)
+    least = image_passes(attack, left, least=True)
     return CellCost(least[0] * fwd + least[1] * fb, forward * fwd + forward_backward * fb, forward, forward_backward)
 
 

@@ -212,6 +212,7 @@ def test_a_resumed_cell_costs_what_is_left_at_the_rate_its_own_batches_ran(tmp_p
         assert todo == [pgd] and (low, high) == (8 * 1.0, 8 * 3.0)  # 8 images left, 1 to 3 s each
         fresh = cell_cost(None, loaded, pgd, Settings(batch_size=4, grad="exact"), images, (1.0, 1.0))
         assert fresh.least_s == fresh.most_s == 16 * 2 + 16 * 3  # nothing stored: 2 clean forwards + 3 steps, all 16
+        assert cell_cost(None, loaded, pgd, settings, images, (1.0, 1.0)).most_s == 2 * fresh.most_s  # both: two cells
         part = cell_cost(db, loaded, pgd, settings, images, (1.0, 1.0))
         assert (part.forward, part.forward_backward) == (8 * 2, 8 * 3)  # only the missing images' passes
     evaluate(loaded, [pgd], data=images, store=tmp_path / "s.sqlite", batch_size=4, progress=False)
