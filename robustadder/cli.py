@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import UserError
+from .errors import Interrupted, UserError, interruption
 
 
 class _Group(click.Group):
@@ -29,6 +30,7 @@ class _Group(click.Group):
 
     def main(self, *args, **kwargs):  # noqa: D102 - click's entry point
         kwargs["standalone_mode"] = False
+        _stop_cleanly_on_signals()
         try:
             result = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # no command given: the help, as click shows it
@@ -53,9 +55,10 @@ class _Group(click.Group):
             err = click.ClickException(str(exc))
             err.exit_code = 2
             raise err from None
-        except KeyboardInterrupt:
-            click.echo("interrupted; finished work is kept", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: cells were marked, the store closed
+            what, status = interruption(exc)
+            click.echo(f"interrupted by {what}; finished work is kept (run the command again to resume)", err=True)
+            sys.exit(status)
         except sqlite3.DatabaseError as exc:  # a damaged store, a full disk, a lock held too long
             err = click.ClickException(
                 f"results store error: {exc} (the store may be damaged or locked by another program, or the disk full); "
@@ -63,6 +66,27 @@ class _Group(click.Group):
             )
             err.exit_code = 2
             raise err from None
+
+
+def _stop_cleanly_on_signals() -> None:
+    """SIGTERM and SIGHUP end a command as Ctrl-C does, instead of killing it on the spot.
+
+    The batch under way is abandoned, the running cell and the run are marked interrupted, finished batches
+    are kept, one line says so and the exit status is 128 + the signal. Killed by default, a command left
+    its cell 'running' in the store.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):  # an embedding program's own handler wins
+            signal.signal(sig, handler)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,14 +148,6 @@ def data_options(fn):
     fn = click.option("--data", type=click.Path(), default=None,
                       help="Directory of the named datasets [env ROBUSTADDER_DATA].")(fn)  # fmt: skip
     return click.option("--dataset", default=None, help=DATASET_HELP)(fn)
-
-
-def _dataset_file(dataset: str | None) -> str | None:
-    """The file or folder a scheme:PATH dataset reads (an input no output may overwrite)."""
-    from .data import dataset_ref
-
-    _scheme, sep, path = dataset_ref(dataset).partition(":") if dataset else ("", "", "")
-    return path if sep else None
 
 
 def model_options(fn):
@@ -652,7 +668,8 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
     if not sources:
         sources = [rep.preset_path("paper")]
-    guard_output(output, [store or default_store_path(), *sources])
+    reads = [store or default_store_path(), *sources]
+    guard_output(output, reads)
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     if with_checks and fmt not in ("md", "html"):
@@ -675,8 +692,8 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
         text = "\n".join([*(rep.render(r, fmt, intervals=intervals, wide=wide) for r in reports),
                           *(c.to_markdown() for c in checks)])  # fmt: skip
     if output:
-        write_output(output, text)
-        click.echo(f"wrote {output}")
+        write_output(output, text, reads)
+        click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
 
@@ -733,31 +750,46 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
         sys.exit(1)
 
 
-def guard_output(output: str | None, inputs: list[str | Path | None]) -> None:
-    """Refuse to write a result over anything the command reads, or over any results store.
+def guard_output(output: str | None, inputs: list[str | Path | None], option: str = "-o") -> None:
+    """Refuse, before any work starts, an output that would destroy an input, a results store or a folder.
 
-    ``report -o s.sqlite`` once replaced the store it had just read with Markdown: every result lost.
-    An output that resolves to an input, or to an existing file that is an SQLite database, is refused
-    before any work starts.
+    ``report -o s.sqlite`` once replaced the store it had just read with Markdown: every result lost;
+    ``compare ann20 cnn20 -o models/ann20.pt`` would have replaced a zoo checkpoint reached by its name.
+    ``inputs`` are the resolved files and folders the command reads (:func:`robustadder.models.model_inputs`,
+    :meth:`robustadder.data.Dataset.inputs`); :func:`write_output` checks again against every file read.
     """
-    if not output:
-        return
-    target = Path(output).expanduser()
-    for item in inputs:
-        if item is not None and Path(item).expanduser().exists() and target.exists() and target.samefile(Path(item).expanduser()):
-            raise UserError(f"-o {output} is an input of this command; choose another output file")
-    if target.is_file():
-        with open(target, "rb") as fh:
-            if fh.read(16) == b"SQLite format 3\x00":
-                raise UserError(f"-o {output} is a results store; refusing to write over it")
+    from .fileio import check_output
+
+    check_output(output, inputs, option)
 
 
-def write_output(output: str, text: str | bytes) -> None:
-    """Atomic write (a reader never sees half a file; an interruption leaves the old one)."""
-    from .models.checkpoint import atomic_write
+def write_output(output: str, text: str | bytes, inputs: Sequence[str | Path | None] = (), option: str = "-o") -> None:
+    """Write an output file, never over anything the process read.
 
-    data = text.encode() if isinstance(text, str) else text
-    atomic_write(output, lambda fh: fh.write(data))
+    A regular file atomically (a reader never sees half a file; an interruption leaves the old one), a special
+    one in place (/dev/null stays a device, /dev/stdout into a pipe works).
+    """
+    from .fileio import write_output as write
+
+    write(output, text, inputs, option)
+
+
+def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, store: str | Path, weights: str | None = None):
+    """What a model-evaluating command reads, resolved to files and folders (zoo names to their weights)."""
+    from .data import open_dataset
+    from .models import model_inputs
+
+    files: list[str | Path | None] = [store]
+    for ref in models:
+        files += model_inputs(ref, weights)
+    if dataset is not None:
+        files += open_dataset(dataset).inputs("test", data)
+    else:  # the model's own dataset, known once loaded: every registered one is guarded
+        from .data import DATASETS
+
+        for d in DATASETS.values():
+            files += d.inputs("test", data)
+    return files
 
 
 @main.command("compare")
@@ -811,7 +843,6 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, da
     """
     # robustadder.compare is the function (the API); the module's names are imported from the module itself
     from .comparison import DEFAULT_ATTACKS, compare, plot, render
-    from .models.module import is_factory_ref
     from .store import default_store_path
 
     fmt = "json" if as_json else fmt
@@ -819,9 +850,11 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, da
         raise UserError(f"--n must be at least 1, not {n}")
     eps_values = [e.strip() for e in eps_list.split(",") if e.strip()]
     store_path = store or default_store_path()
-    files = [m.rpartition(":")[0] if is_factory_ref(m) else m for m in models]
-    guard_output(output, [store_path, data, _dataset_file(dataset), *files])
-    guard_output(plot_path, [store_path, data, _dataset_file(dataset), *files])
+    reads = _read_by(models, dataset, data, store_path)
+    guard_output(output, reads)
+    guard_output(plot_path, reads, "--plot")
+    if output and plot_path and Path(output).resolve() == Path(plot_path).resolve():
+        raise UserError("-o and --plot name the same file; choose two")
     # progress: the plan and a line per model and eps always (hours of work, often logged), bars on a terminal
     table = compare(
         list(models), normalization=normalization, eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS),
@@ -830,9 +863,9 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, da
     )  # fmt: skip
     text = render(table, fmt)
     if plot_path:
-        plot(table, plot_path)
+        write_output(plot_path, plot(table, format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads, "--plot")
     if output:
-        write_output(output, text)
+        write_output(output, text, reads)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text)

@@ -27,7 +27,6 @@ The verdict line says whether the robustness claim survives (no check failed) an
 
 from __future__ import annotations
 
-import html
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import escape
 from .api import evaluate
 from .attacks import gradient, make_config
 from .data import Dataset, ImageSet
@@ -133,14 +133,15 @@ class CheckReport:
 
     def to_markdown(self) -> str:
         """Markdown section: table of checks, evidence, verdict line."""
-        rows = [{"check": r.title, "verdict": r.verdict.upper(), "evidence": r.summary} for r in self.results]
+        md = escape.markdown
+        rows = [{"check": md(r.title), "verdict": r.verdict.upper(), "evidence": md(r.summary)} for r in self.results]
         table = pd.DataFrame(rows).to_markdown(index=False)
         st = self.settings
         return (
-            f"### Gradient-masking checks: {self.model}\n\n"
-            f"{self.arch}, weights {self.weights_sha256[:12]}, {self.n} test images, eps {self.eps * 255:.4g}/255, "
-            f"BN {st['bn']}, attack gradient {st['grad']}, backend {st['backend']}.{self._eps_note()}\n\n{table}\n\n"
-            f"**Verdict:** {self.verdict}\n"
+            f"### Gradient-masking checks: {md(self.model)}\n\n"
+            f"{md(self.arch)}, weights {self.weights_sha256[:12]}, {self.n} test images, eps {self.eps * 255:.4g}/255, "
+            f"BN {st['bn']}, attack gradient {st['grad']}, backend {md(st['backend'])}.{md(self._eps_note())}\n\n{table}\n\n"
+            f"**Verdict:** {md(self.verdict)}\n"
         )
 
     def _eps_note(self) -> str:
@@ -164,15 +165,15 @@ class CheckReport:
         """HTML section (for the report page)."""
         colour = {"pass": "#2a7", "warn": "#c80", "fail": "#c22", "skip": "#888", "n/a": "#888"}
         rows = "".join(
-            f"<tr><td>{html.escape(r.title)}</td><td style='color:{colour[r.verdict]};font-weight:bold'>{r.verdict.upper()}"
-            f"</td><td style='text-align:left;white-space:normal'>{html.escape(r.summary)}</td></tr>"
+            f"<tr><td>{escape.html(r.title)}</td><td style='color:{colour[r.verdict]};font-weight:bold'>{r.verdict.upper()}"
+            f"</td><td style='text-align:left;white-space:normal'>{escape.html(r.summary)}</td></tr>"
             for r in self.results
         )
         return (
-            f"<section><h2 id='{self.anchor}'>Gradient-masking checks: {html.escape(self.model)}</h2>"
-            f"<p>{html.escape(self.arch)}, {self.n} test images, eps {self.eps * 255:.4g}/255</p>"
+            f"<section><h2 id='{self.anchor}'>Gradient-masking checks: {escape.html(self.model)}</h2>"
+            f"<p>{escape.html(self.arch)}, {self.n} test images, eps {self.eps * 255:.4g}/255</p>"
             f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
-            f"<p><b>Verdict:</b> {html.escape(self.verdict)}</p></section>"
+            f"<p><b>Verdict:</b> {escape.html(self.verdict)}</p></section>"
         )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 from .attacks import ATTACKS, AttackConfig, Runner
 from .data import ImageSet
 from .distributed import DistContext, context
-from .errors import UserError
+from .errors import UserError, interruption
 from .kernels import GRAD_MODES, get_backend
 from .models import LoadedModel
 from .nn import adder_layers, adder_settings, set_backend, set_deterministic_convs
@@ -398,7 +399,9 @@ def _compute_cell(store, loaded, model, attack, runner, settings, data, force, p
             mode = settings.grad if settings.grad in GRAD_MODES else None  # none: no adder layer to set
             with inference_mode(model, settings.bn) as apply, adder_settings(model, grad_mode=mode):
                 with torch.no_grad():
-                    clean_pred = model(x).argmax(1)
+                    logits = model(x)
+                    clean_pred = predictions(logits, ids, "the clean images")
+                warn_if_probabilities(loaded, logits)
                 try:
                     x_adv = runner(model, x, y, ids, settings.seed).detach()
                 except ValueError as exc:
@@ -417,7 +420,7 @@ def _compute_cell(store, loaded, model, attack, runner, settings, data, force, p
                     store.finish_cell(cell_id, error=str(exc))
                     raise
                 with torch.no_grad():
-                    adv_pred = model(x_adv).argmax(1)
+                    adv_pred = predictions(model(x_adv), ids, f"{attack.label}'s adversarial images")
             seconds = time.perf_counter() - start
             clean_pred, adv_pred, labels = clean_pred.cpu().numpy(), adv_pred.cpu().numpy(), y.cpu().numpy()
             rows = [
@@ -427,10 +430,15 @@ def _compute_cell(store, loaded, model, attack, runner, settings, data, force, p
             ]  # fmt: skip
             store.add_batch(cell_id, rows, seconds)
             bar.update(1)
-    except Exception as exc:  # the one place a cell is marked failed: no error leaves it 'running'
+    except (Exception, KeyboardInterrupt) as exc:  # the one place a cell is marked failed: nothing leaves it 'running'
         record = store.cell(cell_id)
         if record is not None and record.status == "running":
-            store.finish_cell(cell_id, error=str(exc) or type(exc).__name__)
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, SIGTERM, SIGHUP: the batch under way is abandoned
+                what, _status = interruption(exc)
+                reason = f"interrupted by {what}; its finished batches are kept, run the command again to resume"
+            else:
+                reason = str(exc) or type(exc).__name__
+            store.finish_cell(cell_id, error=reason)
         raise
     finally:
         bar.close()
@@ -447,6 +455,42 @@ def _compute_cell(store, loaded, model, attack, runner, settings, data, force, p
     dist.barrier()
     record = store.cell(cell_id)
     return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, not pending)
+
+
+def predictions(logits: torch.Tensor, ids: np.ndarray, what: str) -> torch.Tensor:
+    """The predicted classes, or a UserError that fails the cell when an output is NaN or infinite.
+
+    ``argmax`` of a row of NaN is class 0, so a model that overflows (or a checkpoint whose normalization
+    divides by zero) would count every label-0 sample as correct: a silent wrong number.
+    """
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bool(bad.any()):
+        where = [int(i) for i in np.asarray(ids)[bad.cpu().numpy()][:5]]
+        raise UserError(
+            f"the model's output is not finite (NaN or infinite) on {what} of {int(bad.sum())} sample(s) "
+            f"(ids {', '.join(map(str, where))}{', ...' if int(bad.sum()) > 5 else ''}); no prediction is counted"
+        )
+    return logits.argmax(1)
+
+
+def warn_if_probabilities(loaded: LoadedModel, logits: torch.Tensor) -> None:
+    """Say once per model, on stderr, when its outputs are probabilities (rows >= 0 summing to 1), not logits.
+
+    Cross-entropy on a softmax output and AutoAttack's margin losses see compressed, often saturated
+    differences: gradient attacks weaken and robust accuracy is overstated (foolbox warns likewise about a
+    model left in train mode). The evaluation runs on; the user decides.
+    """
+    if loaded.meta.get("probability_warned") or logits.dim() != 2 or logits.shape[1] < 2:
+        return
+    sums = logits.detach().double().sum(1)
+    if bool((logits >= 0).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4)):
+        loaded.meta["probability_warned"] = True
+        print(
+            f"warning: model {loaded.name} outputs probabilities (every row >= 0 and summing to 1), not logits; "
+            "attacks whose losses assume logits (cross-entropy, AutoAttack's margins) are weakened and robust accuracy "
+            "can be overstated: return the scores before the softmax",
+            file=sys.stderr,
+        )
 
 
 def run_cell(

@@ -14,3 +14,25 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (or Ctrl-C) arrived: stop cleanly, keep the finished batches, mark what was running.
+
+    A subclass of KeyboardInterrupt, so that every path that already handles Ctrl-C handles a ``kill`` or a
+    closed terminal the same way; ``signum`` gives the conventional exit status 128 + signum.
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+def interruption(exc: BaseException) -> tuple[str, int]:
+    """What interrupted the process (``SIGTERM``...) and the exit status a shell expects for it."""
+    if isinstance(exc, Interrupted):
+        return exc.name, 128 + exc.signum
+    return "SIGINT", 130

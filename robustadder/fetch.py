@@ -41,16 +41,31 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, *, digest: str, algorithm: str = "sha256", timeout: float = 60.0) -> Path:
-    """Fetch ``url`` to ``dest`` if its checksum matches; atomic, leaves nothing behind on failure."""
+def download(
+    url: str, dest: Path, *, digest: str, max_bytes: int, algorithm: str = "sha256", timeout: float = 60.0
+) -> Path:
+    """Fetch ``url`` to ``dest`` if its checksum matches; atomic, leaves nothing behind on failure.
+
+    ``max_bytes`` bounds what is read (the caller knows how large the file can be: a zoo model by its
+    architecture's parameter count, a dataset release by its size): a server or a ``file://`` URL that
+    sends more, or announces more, is refused before the disk fills. An interruption (Ctrl-C, SIGTERM
+    under the CLI) removes the partial file.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part")
     h = hashlib.new(algorithm)
+    too_big = UserError(f"download of {url} is larger than the {max_bytes:,} bytes such a file can have; nothing was saved")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            if total is not None and total > max_bytes:
+                raise too_big
+            read = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar:
                 for block in iter(lambda: resp.read(1 << 20), b""):
+                    read += len(block)
+                    if read > max_bytes:
+                        raise too_big
                     out.write(block)
                     h.update(block)
                     bar.update(len(block))

@@ -29,6 +29,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import escape
 from .attacks import format_eps
 from .data import DATASETS, DEFAULT_DATASET, dataset_title
 from .errors import UserError
@@ -558,23 +560,27 @@ def best_mask(means: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- provenance in words ---------------------------------------------------------------------------------------
-def provenance_lines(report: Report) -> list[str]:
-    """Human-readable provenance, one fact per line (no machine-local paths)."""
+def provenance_lines(report: Report, esc: Callable[[Any], str] = escape.one_line) -> list[str]:
+    """Human-readable provenance, one fact per line (no machine-local paths).
+
+    ``esc`` escapes the user's text (names, descriptions, attack specs, reasons) for the output format;
+    the lines' own words and markup are the project's.
+    """
     p = report.provenance
     d = p["data"]
     lines = [
-        f"sweep: {p['sweep']} ({p['sweep_file']}) — {p['description']}",
-        f"samples: the first {p['n_samples']} {dataset_title(d.get('dataset'))} test images "
+        f"sweep: {esc(p['sweep'])} ({esc(p['sweep_file'])}) — {esc(p['description'])}",
+        f"samples: the first {p['n_samples']} {esc(dataset_title(d.get('dataset')))} test images "
         f"(ids {d['first_id']}..{d['last_id']}, {_order(d)}); "
-        f"data {d['name']}, samples sha256 {d['sha256']}",
-        "attacks: " + "; ".join(p["attacks"]),
-        "settings: " + ", ".join(f"{_NAMES.get(k, k)}={'/'.join(v)}" for k, v in p["settings"].items()),
+        f"data {esc(d['name'])}, samples sha256 {d['sha256']}",
+        "attacks: " + "; ".join(esc(a) for a in p["attacks"]),
+        "settings: " + ", ".join(f"{_NAMES.get(k, k)}={esc('/'.join(v))}" for k, v in p["settings"].items()),
         f"seeds: {', '.join(map(str, p['seeds']))} (mean over seeds; ± std only where seeds gave different cells)",
         f"intervals: {CONFIDENCE:.0%} Wilson score intervals over the {p['n_samples']} samples (for means over seeds: "
         "the envelope of the seeds' intervals)",
-        "weights sha256: " + "; ".join(f"{m} {sha[:16]}" for m, sha in p["models"].items()),
-        _cells_line(p),
-        "versions: " + ", ".join(f"{k} {'/'.join(v)}" for k, v in p["versions"].items()),
+        "weights sha256: " + "; ".join(f"{esc(m)} {sha[:16]}" for m, sha in p["models"].items()),
+        _cells_line(p, esc),
+        "versions: " + ", ".join(f"{k} {esc('/'.join(v))}" for k, v in p["versions"].items()),
         f"robust accuracy: share of all samples correct with and without attack; {WORST}: per sample, over the row's attacks",
     ]
     if _has_deltas(report):
@@ -584,9 +590,9 @@ def provenance_lines(report: Report) -> list[str]:
             "view on the samples both classify correctly"
         )
     for model, reason in p["skipped"].items():
-        lines.append(f"skipped model {model}: {reason}")
+        lines.append(f"skipped model {esc(model)}: {esc(reason)}")
     for cell, error in p["failed"].items():
-        lines.append(f"failed cell {cell}: {error}")
+        lines.append(f"failed cell {esc(cell)}: {esc(error)}")
     return lines
 
 
@@ -595,10 +601,10 @@ def _order(d: dict[str, Any]) -> str:
     return "original order" if d.get("dataset", DEFAULT_DATASET) in DATASETS else "dataset order"
 
 
-def _cells_line(p: dict[str, Any]) -> str:
+def _cells_line(p: dict[str, Any], esc: Callable[[Any], str]) -> str:
     parts = [f"{p['cells_done']}/{p['grid_points'] - p['cells_skipped']} grid points present"]
     if p["cells_missing"]:
-        parts.append(f"{p['cells_missing']} missing, shown as – (run: robustadder sweep {p['sweep_file']})")
+        parts.append(f"{p['cells_missing']} missing, shown as – (run: robustadder sweep {esc(p['sweep_file'])})")
     if p["cells_failed"]:
         parts.append(f"{p['cells_failed']} failed (errors below)")
     if p["cells_skipped"]:
@@ -617,11 +623,11 @@ def _caption(report: Report, intervals: bool) -> str:
     settings = p["settings"]
     seeds = p["seeds"]
     spread = f"; $\\pm$ std over seeds {', '.join(map(str, seeds))} where they differ" if len(seeds) > 1 else ""
-    attacks = "; ".join(_latex_text(a) for a in p["attacks"])
-    weights = "; ".join(f"{_latex_text(m)} \\texttt{{{sha[:12]}}}" for m, sha in p["models"].items())
+    attacks = "; ".join(escape.latex(a) for a in p["attacks"])
+    weights = "; ".join(f"{escape.latex(m)} \\texttt{{{sha[:12]}}}" for m, sha in p["models"].items())
     text = (
-        f"Robust accuracy (\\%) on the first {p['n_samples']} {_latex_text(dataset_title(d.get('dataset')))} test images "
-        f"(\\texttt{{{_latex_text(d['name'])}}}, samples sha256 \\texttt{{{d['sha256'][:12]}}}); mean{spread}"
+        f"Robust accuracy (\\%) on the first {p['n_samples']} {escape.latex(dataset_title(d.get('dataset')))} test images "
+        f"(\\texttt{{{escape.latex(d['name'])}}}, samples sha256 \\texttt{{{d['sha256'][:12]}}}); mean{spread}"
         + (f"; brackets: {CONFIDENCE * 100:.0f}\\% Wilson intervals" if intervals else "")
         + f". Attacks: {attacks}. "
         f"Gradient: {'/'.join(settings['grad'])} (both: per sample the worst case of the two adder gradients); "
@@ -632,20 +638,6 @@ def _caption(report: Report, intervals: bool) -> str:
         + f"Weights sha256: {weights}."
     )
     return text
-
-
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}  # fmt: skip
-_LATEX_UNICODE = {"Δ": "$\\Delta$", "−": "$-$", "–": "--", "∞": "$\\infty$", "×": "$\\times$", "±": "$\\pm$",
-                  "µ": "$\\mu$", "≤": "$\\le$", "·": "$\\cdot$"}  # fmt: skip
-
-
-def _latex_text(value: Any) -> str:
-    """Plain text for LaTeX: specials escaped, the few non-ASCII symbols reports use as math."""
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(value))
-    for k, v in _LATEX_UNICODE.items():
-        out = out.replace(k, v)
-    return out
 
 
 # -- Markdown ----------------------------------------------------------------------------------------------------
@@ -696,12 +688,12 @@ def to_markdown(report: Report, *, intervals: bool = False) -> str:
     text, means = _display(report, "md", intervals)
     mask = best_mask(means)
     text = text.mask(mask, "**" + text.astype(str) + "**")
-    body = _flat_columns(text).reset_index().to_markdown(index=False)
-    energy = energy_table(report)
+    body = escape.frame_labels(_flat_columns(text), escape.markdown).reset_index().to_markdown(index=False)
+    energy = escape.frame_text(energy_table(report), escape.markdown, ["model", "variant"])
     energy = energy.astype(object).where(energy.notna(), "–").to_markdown(index=False, floatfmt=".2f")
-    footer = "\n".join(f"- {line}" for line in provenance_lines(report))
+    footer = "\n".join(f"- {line}" for line in provenance_lines(report, escape.markdown))
     return (
-        f"### {report.provenance['sweep']}: robust accuracy (%)\n\n{body}\n\n"
+        f"### {escape.markdown(report.provenance['sweep'])}: robust accuracy (%)\n\n{body}\n\n"
         f"Bold: the best model of a column (only when unique). Accuracy, robustness and energy per inference "
         f"({ENERGY_SOURCE}; counting convention in robustadder/ops.py):\n\n{energy}\n\n{footer}\n"
     )
@@ -722,7 +714,7 @@ def to_latex(report: Report, *, label: str | None = None, wide: bool = False, in
     for level in range(col_levels):
         cells, rules, start = [""] * row_levels, [], row_levels + 1
         if level == col_levels - 1:
-            cells = [_latex_text(_NAMES.get(n, n) or "") for n in text.index.names]
+            cells = [escape.latex(_NAMES.get(n, n) or "") for n in text.index.names]
         groups: list[tuple[Any, int]] = []
         for c in cols:
             key = c[: level + 1]
@@ -731,7 +723,7 @@ def to_latex(report: Report, *, label: str | None = None, wide: bool = False, in
             else:
                 groups.append((key, 1))
         for key, span in groups:
-            name = _latex_text(key[-1])
+            name = escape.latex(key[-1])
             if span > 1:
                 cells.append(f"\\multicolumn{{{span}}}{{c}}{{{name}}}")
                 rules.append(f"\\cmidrule(lr){{{start}-{start + span - 1}}}")
@@ -747,15 +739,15 @@ def to_latex(report: Report, *, label: str | None = None, wide: bool = False, in
         key = key if isinstance(key, tuple) else (key,)
         if r and (_is_delta(key) and not _is_delta(previous) or (row_levels > 1 and key[0] != previous[0])):
             lines.append("\\midrule")  # before the differences, and between groups of the outer row axis
-        labels = [("" if i < len(previous) and key[: i + 1] == previous[: i + 1] else _latex_text(v)) for i, v in enumerate(key)]
+        labels = [("" if i < len(previous) and key[: i + 1] == previous[: i + 1] else escape.latex(v)) for i, v in enumerate(key)]
         values = [f"\\textbf{{{v}}}" if mask.iat[r, c] else str(v) for c, v in enumerate(text.iloc[r])]
         lines.append(" & ".join(labels + values) + " \\\\")
         previous = key
     lines += ["\\bottomrule", "\\end{tabular}"]
     width = "\\textwidth" if wide else "\\columnwidth"
     env = "table*" if wide else "table"
-    notes = "\n".join(f"% {line}" for line in provenance_lines(report))
-    name = label or f"tab:robustadder-{report.provenance['sweep']}"
+    notes = "\n".join(f"% {line}" for line in provenance_lines(report, escape.latex_comment))
+    name = escape.latex_label(label or f"tab:robustadder-{report.provenance['sweep']}")
     return "\n".join([
         "% generated by robustadder report; requires \\usepackage{booktabs} and \\usepackage{graphicx}",
         notes,
@@ -801,8 +793,12 @@ def csv_table(report: Report) -> pd.DataFrame:
 
 
 def to_csv(report: Report) -> str:
-    """One row per (model, attack, eps, settings) grid point and worst case, with interval columns."""
-    return csv_table(report).to_csv(index=False)
+    """One row per (model, attack, eps, settings) grid point and worst case, with interval columns.
+
+    Text cells a spreadsheet would run as formulas are quoted (:func:`robustadder.escape.csv_cell`);
+    :func:`read_csv` undoes it.
+    """
+    return escape.csv_frame(csv_table(report)).to_csv(index=False)
 
 
 def read_csv(source: str | os.PathLike | io.StringIO) -> pd.DataFrame:
@@ -811,7 +807,7 @@ def read_csv(source: str | os.PathLike | io.StringIO) -> pd.DataFrame:
             "device", "status", "cell_id", "reason"]  # fmt: skip
     frame = pd.read_csv(source, keep_default_na=True, dtype=dict.fromkeys(text, str))
     frame["n"] = frame["n"].astype("Int64")
-    frame[text] = frame[text].fillna("")
+    frame[text] = frame[text].fillna("").map(escape.csv_uncell)
     return frame
 
 
@@ -826,12 +822,14 @@ def plots(report: Report) -> list[tuple[str, bytes]]:
     Robust accuracy vs eps per attack (log eps axis, intervals as error bars, n in the title) when eps
     varies; the spread across settings and seeds when they vary.
     """
-    import matplotlib
+    from .plotting import plain_text_figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    with plain_text_figures() as plt:
+        return _plots(report, plt)
 
-    figures = []
+
+def _plots(report: Report, plt: Any) -> list[tuple[str, bytes]]:
+    figures: list[tuple[str, bytes]] = []
     data = report.long[(report.long["status"] == "done") & (report.long["attack_name"] != "none")]
     if data.empty:
         return figures
@@ -885,12 +883,9 @@ def plots(report: Report) -> list[tuple[str, bytes]]:
 
 
 def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    from .plotting import figure_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_bytes(fig, "png", DPI)
 
 
 # -- HTML ---------------------------------------------------------------------------------------------------------
@@ -907,19 +902,22 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
         text, means = _display(report, "html", intervals)
         mask = best_mask(means)
         styler = (
-            _flat_columns(text)
+            escape.frame_labels(_flat_columns(text), escape.html)
             .style.set_uuid(f"{anchor}-table")  # unique per table: its CSS applies to it alone
             .apply(lambda _, m=mask: np.where(m, "font-weight: bold;", ""), axis=None)
             .set_table_attributes('class="results"')
-            .set_caption(f"Robust accuracy (%) — sweep {report.provenance['sweep']} (bold: best model, only when unique)")
+            .set_caption(
+                f"Robust accuracy (%) — sweep {escape.html(report.provenance['sweep'])} (bold: best model, only when unique)"
+            )
         )
         figs = "".join(
             f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
             f"<figcaption>{name}</figcaption></figure>"
             for name, png in plots(report)
         )
-        prov = "".join(f"<li>{_html_escape(line)}</li>" for line in provenance_lines(report))
-        energy_style = energy_table(report).style.hide(axis="index").set_uuid(f"{anchor}-energy")
+        prov = "".join(f"<li>{line}</li>" for line in provenance_lines(report, escape.html))
+        energy_frame = escape.frame_text(energy_table(report), escape.html, ["model", "variant"])
+        energy_style = energy_frame.style.hide(axis="index").set_uuid(f"{anchor}-energy")
         energy = energy_style.format(precision=2, na_rep="–").to_html()
         head = (
             f"<h2 id='{anchor}'>{_html_escape(report.provenance['sweep'])}</h2>"
@@ -949,9 +947,7 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
 
 
 def _html_escape(text: str) -> str:
-    import html
-
-    return html.escape(str(text))
+    return escape.html(text)
 
 
 def render(report: Report, fmt: str, *, intervals: bool = False, wide: bool = False) -> str:

@@ -22,6 +22,7 @@ import socket
 import sqlite3
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import UserError
+from .errors import UserError, interruption
+from .fileio import note_input
 
 SCHEMA_VERSION = 3  # 2: gradient-masking check reports (table checks); 3: sweep grids and models (tables grid, models)
 DEFAULT_STORE = "robustadder.sqlite"
@@ -55,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     command TEXT,
     versions TEXT NOT NULL,
     device TEXT,
-    host TEXT
+    host TEXT,
+    status TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     cell_id TEXT PRIMARY KEY,
@@ -165,6 +168,16 @@ class CellRecord:
     error: str | None
 
 
+def sqlite_uri(path: str | os.PathLike, mode: str) -> str:
+    """An SQLite ``file:`` URI that addresses exactly ``path``, whatever characters its name holds.
+
+    SQLite reads ``?`` as the start of the query, ``#`` as a fragment and ``%xx`` as an escape: a path
+    passed in unquoted once put rows into another existing store (``a?b.sqlite`` opened ``a``), and a
+    read-only open created a stray file. Every character outside the unreserved set is percent-encoded.
+    """
+    return f"file:{urllib.parse.quote(str(Path(path).resolve()), safe='/')}?mode={mode}"
+
+
 class Store:
     """Connection to one results file. Use :meth:`open` (validates) rather than the constructor."""
 
@@ -183,14 +196,15 @@ class Store:
         if readonly:
             if not path.is_file():
                 raise UserError(f"store {path} does not exist; run 'robustadder eval' or 'sweep' first, or pass --store")
-            uri = f"file:{path.resolve()}?mode=ro"
+            uri = sqlite_uri(path, "ro")
         else:
             if path.exists() and not os.access(path, os.W_OK):
                 raise UserError(f"store {path} is read-only; pass --store with a writable file")
             if not path.exists() and not os.access(path.parent.resolve() if str(path.parent) else Path("."), os.W_OK):
                 raise UserError(f"cannot create store {path}: directory {path.parent} is not writable")
-            uri = f"file:{path.resolve()}?mode=rwc"
+            uri = sqlite_uri(path, "rwc")
         conn = None
+        note_input(path, "a results store")
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
@@ -215,6 +229,8 @@ class Store:
                     # whole report and then lost it on the missing table)
                     for stmt in filter(str.strip, _SCHEMA.split(";")):  # executescript would COMMIT
                         conn.execute(stmt)
+                    if "status" not in store._columns("runs"):  # how a run ended (interrupted, ...); NULL: normally
+                        conn.execute("ALTER TABLE runs ADD COLUMN status TEXT")
                     if version < SCHEMA_VERSION:
                         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 store._use_wal()
@@ -223,6 +239,8 @@ class Store:
                 conn.close()
             if isinstance(exc, UserError):
                 raise
+            if "full" in str(exc).lower():  # SQLITE_FULL: the store may be fine; deleting it would lose results
+                raise UserError(f"store {path}: the disk is full ({exc}); free some space and rerun, the store is kept") from None
             raise UserError(f"store {path} is not a robustadder results file ({exc}); pass another --store") from None
         return store
 
@@ -265,13 +283,25 @@ class Store:
                 return
             time.sleep(0.02)
 
-    def close(self) -> None:
-        """End the run (if one was started) and close the connection."""
+    def close(self, status: str | None = None) -> None:
+        """End the run (if one was started) and close the connection.
+
+        ``status`` says how the run ended when not normally; closed while an interruption (Ctrl-C, SIGTERM,
+        SIGHUP) unwinds the stack, the run is recorded as ``interrupted by <signal>``.
+        """
+        pending = sys.exc_info()[1]
+        if status is None and isinstance(pending, KeyboardInterrupt):
+            status = f"interrupted by {interruption(pending)[0]}"
         if self.run_id is not None:
             with self.transaction():
+                if status is not None and "status" in self._columns("runs"):
+                    self.conn.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, self.run_id))
                 self.conn.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (time.time(), self.run_id))
             self.run_id = None
         self.conn.close()
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
 
     def __enter__(self) -> Store:
         return self

@@ -51,6 +51,7 @@ from .data import Dataset, ImageSet, dataset_ref, open_dataset
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, component_settings, prepare, run_cell
 from .errors import UserError
+from .fileio import note_input
 from .models import LoadedModel, evaluation_images, module_input_shape, resolve_model
 from .models.module import is_factory_ref, split_factory
 from .nn import adder_layers
@@ -99,6 +100,7 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     if not path.is_file():
         raise UserError(f"sweep file not found: {path}")
     try:
+        note_input(path, "a sweep file")
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from .data import DEFAULT_DATASET, ImageSet, open_dataset, to_tensor
 from .errors import UserError
+from .fileio import atomic_write
 from .models import ARCHITECTURES, CifarResNet, save_checkpoint
-from .models.checkpoint import atomic_write
 from .nn import AWN_FORMS, adder_layers, awn_layers, awn_raw_weight, set_awn_form, set_backend, set_grad_mode
 
 STATE_FORMAT = "robustadder-train-state"
@@ -85,8 +85,10 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError("--lr must be a positive number")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise UserError("--weight-decay must be >= 0 and --momentum in [0, 1)")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)) or not 0 <= self.momentum < 1:
+            raise UserError("--weight-decay must be a finite number >= 0 and --momentum in [0, 1)")
+        if not (self.eta > 0 and math.isfinite(self.eta)):
+            raise UserError("--eta must be a positive number")
         if gain_init_value(self.awn_gain_init) is None and self.awn_gain_init not in ("one", "scale"):
             raise UserError(f"--awn-gain-init must be one, scale or a positive number, not {self.awn_gain_init}")
         choices = {"awn_form": AWN_FORMS, "awn_eta": ("raw", "normalized")}
@@ -347,7 +349,10 @@ class Trainer:
             self.scheduler.step()
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise RuntimeError(f"training diverged at epoch {self.epoch + 1}, step {step} (loss {value})")
+                raise UserError(
+                    f"training diverged at epoch {self.epoch + 1}, step {step} (loss {value}); lower --lr (or --eta); "
+                    "the state of the last finished epoch is kept"
+                )
             loss_sum += value * len(idx)
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += len(idx)

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..fetch import robustadder_home
+from ..fileio import note_input
 
 DEFAULT_DATASET = "cifar10"
 
@@ -119,6 +120,7 @@ def validate(
 
 def read_npz(path: Path, required: tuple[str, ...] = ("x", "y")) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file (no pickled objects), the required ones checked present."""
+    note_input(path, "a dataset file")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in required if k not in f.files]
@@ -158,6 +160,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def read_pickled_batch(path: Path, label_key: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     """One batch of the official CIFAR python release: ``data`` (N, 3072) channel-major rows → (N, 32, 32, 3)."""
+    note_input(path, "a dataset file")
     try:
         with open(path, "rb") as fh:
             batch: Any = _ArrayUnpickler(fh, encoding="bytes").load()

@@ -17,6 +17,7 @@ npz files
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..fileio import note_input
 from .core import ImageSet, check_n, read_npz, validate
 from .registry import Dataset, Shape, register_scheme
 
@@ -54,13 +56,25 @@ def _images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
+#: larger images are refused from their header: a tiny file declaring 100 megapixels decoded to a black image
+MAX_PIXELS = 40 * 10**6
+
+
 def _decode(path: Path, shape: Shape) -> np.ndarray:
     """One image → uint8 (H, W, C): shorter side to crop / 0.875 (bilinear), centre crop."""
     from PIL import Image
 
     c, h, w = shape
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # PIL's warnings never leak: the size check says it
+            im = Image.open(path)
+        with im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:  # checked on the header, before anything is decoded
+                raise UserError(
+                    f"{path}: declares {im.size[0]}x{im.size[1]} pixels, beyond the {MAX_PIXELS // 10**6} megapixels "
+                    "an evaluation image can sensibly have; refusing to decode it"
+                )
             im = im.convert("RGB" if c == 3 else "L")
             width, height = im.size
             short = round(max(h, w) / CROP_FRACTION)
@@ -71,6 +85,8 @@ def _decode(path: Path, shape: Shape) -> np.ndarray:
             im = im.resize(size, Image.Resampling.BILINEAR)
             top, left = int(round((size[1] - h) / 2.0)), int(round((size[0] - w) / 2.0))
             arr = np.asarray(im.crop((left, top, left + w, top + h)), dtype=np.uint8)
+    except UserError:
+        raise
     except Exception as exc:  # PIL's UnidentifiedImageError, truncated files, decompression bombs
         raise UserError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     return arr if arr.ndim == 3 else arr[..., None]
@@ -89,6 +105,7 @@ def image_folder(path: Path) -> Dataset:
 
     def reader(split: str, root: Path, n: int | None, shape: Shape | None) -> ImageSet:
         folder = split_folder(root, split)
+        note_input(root, "an image folder read as the dataset", tree=True)
         names = [d.name for d in _class_dirs(folder)]
         if names != [d.name for d in classes]:
             raise UserError(f"{folder}: its class folders differ from those of {test} ({len(names)} vs {len(classes)})")
@@ -113,6 +130,16 @@ def image_folder(path: Path) -> Dataset:
 
 
 # -- npz files --------------------------------------------------------------------------------------------
+def _num_classes(arrays: dict[str, np.ndarray], source: Path) -> int | None:
+    """An npz file's ``num_classes``: absent, or one integer of at least 1 (not an array, not a float)."""
+    if "num_classes" not in arrays:
+        return None
+    value = np.asarray(arrays["num_classes"])
+    if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer) or int(value) < 1:
+        raise UserError(f"{source}: 'num_classes' must be one integer >= 1, found {value.dtype} of shape {value.shape}")
+    return int(value)
+
+
 def _npz_peek(path: Path) -> tuple[tuple[int, ...] | None, int | None]:
     """Shape of ``x`` (read from its header, not its data) and ``num_classes`` of an npz file."""
     shape = None
@@ -122,7 +149,7 @@ def _npz_peek(path: Path) -> tuple[tuple[int, ...] | None, int | None]:
             header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
             shape = tuple(header(fh)[0]) if header else None
         with np.load(path, allow_pickle=False) as f:
-            classes = int(f["num_classes"]) if "num_classes" in f.files else None
+            classes = _num_classes({k: f[k] for k in f.files if k == "num_classes"}, path)
     except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path} is not an npz file with an array 'x' ({exc})") from None
     return shape, classes
@@ -149,13 +176,15 @@ def npz_dataset(path: Path) -> Dataset:
         source = files[split]
         arrays = read_npz(source)
         x = arrays["x"][..., None] if arrays["x"].ndim == 3 else arrays["x"]
-        k = int(arrays["num_classes"]) if "num_classes" in arrays else None
+        k = _num_classes(arrays, source)
         y = validate(x, arrays["y"], str(source), k)
         ids = arrays.get("ids")
         if ids is None:
             ids = np.arange(len(y), dtype=np.int64)
-        elif ids.shape != y.shape or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or len(np.unique(ids)) != len(ids):
-            raise UserError(f"{source}: 'ids' must be {len(y)} distinct non-negative integers, one per image")
+        elif (ids.shape != y.shape or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0
+              or int(ids.max()) > np.iinfo(np.int64).max or len(np.unique(ids)) != len(ids)):  # fmt: skip
+            # ids above 2**63 - 1 would wrap to negative ids in the store (int64)
+            raise UserError(f"{source}: 'ids' must be {len(y)} distinct non-negative integers below 2**63, one per image")
         return ImageSet(x, y, ids.astype(np.int64), str(source), k, name)
 
     return Dataset(name, f"{path.name}", classes, input_shape, None, tuple(files), reader, " / ".join(map(str, files.values())),

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..fetch import download
+from ..fileio import note_input
 from .core import ImageSet, read_npz, read_pickled_batch, resolve_data_dir
 from .registry import load_dataset, register_dataset
 
@@ -75,6 +76,10 @@ def _cifar_batches(root: Path, folder: str, names: list[str], label_key: str, ti
 
 
 # -- downloads ------------------------------------------------------------------------------------------
+# the official releases are 64-182 MB (CIFAR-10 170 MB, CIFAR-100 169 MB, SVHN train 182 MB): a download that
+# sends more is not the release
+RELEASE_MAX_BYTES = 256 * 2**20
+
 def _download_archive(dest: str | os.PathLike | None, url: str, md5: str, folder: str, marker: str, title: str) -> Path:
     """Fetch an official archive, check its md5, unpack ``folder`` into the data directory.
 
@@ -87,7 +92,7 @@ def _download_archive(dest: str | os.PathLike | None, url: str, md5: str, folder
     if (target / marker).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    archive = download(url, root / Path(url).name, digest=md5, algorithm="md5")
+    archive = download(url, root / Path(url).name, digest=md5, algorithm="md5", max_bytes=RELEASE_MAX_BYTES)
     try:
         with tempfile.TemporaryDirectory(dir=root, prefix=".extract-") as tmp:
             with tarfile.open(archive, "r:gz") as tar:
@@ -124,7 +129,8 @@ def download_svhn(dest: str | os.PathLike | None = None, splits: Sequence[str] =
             raise UserError(f"SVHN has no {split} split (it has {', '.join(SVHN_FILES)})")
         name, digest = SVHN_FILES[split]
         if not (target / name).is_file():
-            download(url.format(name=name), target / name, digest=(md5 or {}).get(split, digest), algorithm="md5")
+            download(url.format(name=name), target / name, digest=(md5 or {}).get(split, digest), algorithm="md5",
+                     max_bytes=RELEASE_MAX_BYTES)  # fmt: skip
     return target
 
 
@@ -174,6 +180,7 @@ def read_svhn(split: str, root: Path) -> tuple[np.ndarray, np.ndarray, str]:
         raise UserError(f"no SVHN {split} data in {root} (expected svhn/{name} or svhn_{split}.npz); {_hint('svhn')}")
     from scipy.io import loadmat
 
+    note_input(path, "a dataset file")
     try:
         mat = loadmat(path, variable_names=["X", "y"])
         x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)

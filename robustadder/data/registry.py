@@ -73,6 +73,18 @@ class Dataset:
         return self.reader(split, root, n, shape).first(n)  # type: ignore[arg-type]
 
 
+    def inputs(self, split: str = "test", data: str | os.PathLike | None = None) -> list[Path]:
+        """The files and folders reading ``split`` may touch: what no output of the command may overwrite.
+
+        A file-based dataset is its own path; a registered one the candidates its ``where`` names in the
+        data directory (``cifar10_test.npz``, ``cifar-10-batches-py/``), whether present or not.
+        """
+        if self.path is not None:
+            return [self.path]
+        root = resolve_data_dir(data)
+        return [root / part.strip().format(split=split).rstrip("/") for part in self.where.split(" or ")]
+
+
 DATASETS: dict[str, Dataset] = {}
 SCHEMES: dict[str, Callable[[Path], Dataset]] = {}
 

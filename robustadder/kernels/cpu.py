@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from ..fetch import file_digest, robustadder_home
+from ..fileio import atomic_write
 from .base import AdderBackend, GradMode, output_size
 
 _SOURCES = ("adder_cpu.cc",)
@@ -122,8 +123,6 @@ def load_library(march: str | None = None) -> ctypes.CDLL:
             os.chmod(tmp, 0o755)
             digest = file_digest(tmp)
             os.replace(tmp, path)  # atomic: concurrent processes never load a half-written library
-            from ..models.checkpoint import atomic_write  # at call time: models imports this package
-
             atomic_write(path.with_name(path.name + ".sha256"), lambda fh: fh.write(f"{digest}\n".encode()))
             compiled = True
         finally:

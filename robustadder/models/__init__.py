@@ -16,7 +16,7 @@ from .module import (
 )
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec, describe
-from .zoo import ZooEntry, count_parameters, load_zoo, resolve_model
+from .zoo import ZooEntry, count_parameters, load_zoo, model_inputs, resolve_model
 
 __all__ = [
     "ARCHITECTURES",
@@ -41,6 +41,7 @@ __all__ = [
     "load_factory",
     "load_checkpoint",
     "load_zoo",
+    "model_inputs",
     "module_input_shape",
     "opened_dataset",
     "resolve_model",

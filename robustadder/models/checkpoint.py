@@ -18,10 +18,9 @@ handed us becomes a :class:`UserError` that says what is wrong and what to do.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
-import stat
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..fileio import atomic_write, note_input
 from ..nn import AWN_FORMS, awn_layers, set_awn_form
 from .registry import REGISTRY, infer_registered
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
@@ -62,6 +62,7 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
         raise UserError(f"checkpoint not found: {path} (check the path, or use a zoo name from 'robustadder models')")
     if not path.is_file():
         raise UserError(f"checkpoint path is not a file: {path}")
+    note_input(path, "a checkpoint")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says it all
             warnings.simplefilter("ignore")
@@ -83,7 +84,11 @@ def unwrap(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, An
     """State dict and metadata from any supported container; strips ``module.`` prefixes."""
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_TAG:
-        meta = dict(obj.get("meta") or {})
+        raw_meta = obj.get("meta") or {}
+        if not isinstance(raw_meta, Mapping):
+            raise UserError(f"{source}: its metadata is a {type(raw_meta).__name__}, not a mapping; the checkpoint is damaged")
+        meta = dict(raw_meta)
+        check_meta(meta, source)
         obj = obj.get("state_dict")
     elif isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
@@ -96,10 +101,43 @@ def unwrap(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, An
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise UserError(f"{source}: state dict entry '{bad[0]}' is not a tensor; is this a model checkpoint?")
+    for key, t in obj.items():  # before anything reads a tensor whole: a view may declare far more than the file holds
+        held = t.untyped_storage().nbytes()
+        if t.numel() * t.element_size() > held:
+            raise UserError(
+                f"{source}: tensor '{key}' declares shape {tuple(t.shape)} ({t.numel():,} values) over {held:,} bytes "
+                "of data; the checkpoint is malformed"
+            )
     state = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state, meta
+
+
+#: the types of the metadata fields the loader reads (a wrong type used to end in a traceback)
+_META_TYPES: dict[str, type | tuple[type, ...]] = {"arch": str, "num_classes": int, "normalization": Mapping,
+                                                   "awn_variant": Mapping, "weights_sha256": str, "dataset": str}  # fmt: skip
+
+
+def check_meta(meta: Mapping[str, Any], source: str) -> None:
+    """The metadata fields the loader reads have their types, and a normalization is usable (finite, std > 0)."""
+    for key, kind in _META_TYPES.items():
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UserError(f"{source}: metadata field '{key}' is a {type(value).__name__}; the checkpoint is damaged")
+    norm = meta.get("normalization") or {}
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if values is None:
+            continue
+        ok = isinstance(values, (list, tuple)) and values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        )
+        if not ok or (key == "std" and min(values) <= 0):
+            raise UserError(
+                f"{source}: its normalization {key} {values!r} is not a list of finite numbers"
+                + (" > 0" if key == "std" else "") + "; the checkpoint is damaged"
+            )
 
 
 def infer_arch(state: Mapping[str, torch.Tensor], source: str) -> ArchSpec:
@@ -225,36 +263,6 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str 
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Write a file through a temp file in the same directory and an atomic rename.
-
-    A crash or Ctrl-C mid-write leaves either the old file or none, never a truncated one. A symlink is
-    written through (its target is replaced, the link stays), and the file gets the mode a plain
-    ``open`` would give it (the old file's, else 0666 less the umask), not the temp file's 0600.
-    """
-    path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        mode = stat.S_IMODE(path.stat().st_mode)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict:
     """Save ``model`` in the project's format; returns the metadata written.
 

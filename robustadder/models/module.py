@@ -30,6 +30,7 @@ import torch.nn as nn
 from ..data import DATASETS, Dataset, ImageSet, open_dataset
 from ..data.files import DEFAULT_SHAPE as DEFAULT_FOLDER_SHAPE
 from ..errors import UserError
+from ..fileio import note_input
 from ..nn import convert
 from .checkpoint import LoadedModel, check_finite, load_strictly, read_checkpoint_file, unwrap, weights_sha256
 from .registry import REGISTRY
@@ -159,12 +160,19 @@ def from_module(
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise UserError(f"input_shape must be (channels, height, width), not {tuple(input_shape)}")
+    label = name or type(model).__name__
+    if isinstance(model, torch.jit.ScriptModule):  # its layers cannot be inspected, converted or set per attack
+        raise UserError(
+            f"model {label} is a TorchScript module; pass the eager nn.Module (robustadder sets adder gradients and "
+            "BN modes layer by layer)"
+        )
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise UserError(f"model {label} has parameters on the meta device (shapes without values); load its weights first")
     if copy_module:
         model = copy.deepcopy(model)
     converted = convert(model)
     norm = parse_normalization(normalization, shape[0])
     adapter = InputAdapter(model, shape, norm)
-    label = name or type(model).__name__
     classes = num_classes or _probe(adapter, f"model {label}")  # a registered architecture's classes are known
     state = model.state_dict()
     check_finite(state, f"model {label}")
@@ -216,6 +224,7 @@ def _one_line(exc: BaseException) -> str:
 def _import_file(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"model file not found: {path}")
+    note_input(path, "a model's code")
     key = "robustadder_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(key, path)
     if spec is None or spec.loader is None:

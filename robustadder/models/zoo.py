@@ -16,9 +16,10 @@ from typing import Any
 from .._compat import tomllib
 from ..errors import UserError
 from ..fetch import download, file_digest, weights_dir
+from ..fileio import note_input
 from ..resources import zoo_dir
 from .checkpoint import LoadedModel, load_checkpoint, parse_arch
-from .module import MODULE_INPUT_SHAPE, Normalization, is_factory_ref, load_factory
+from .module import MODULE_INPUT_SHAPE, Normalization, is_factory_ref, load_factory, split_factory
 from .registry import REGISTRY
 from .resnet import ArchSpec, create_model
 
@@ -72,7 +73,8 @@ class ZooEntry:
         if not path.is_file():
             if not self.url:
                 raise UserError(f"zoo model '{self.name}': weights file {path} is missing (restore it from git)")
-            download(self.url, path, digest=self.sha256)
+            # a checkpoint holds the parameters and buffers (float64 at most) and a little metadata
+            download(self.url, path, digest=self.sha256, max_bytes=16 * count_parameters(self.arch) + 16 * 2**20)
         got = file_digest(path)
         if got != self.sha256:
             fix = (
@@ -98,6 +100,7 @@ def load_zoo(manifest: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
     if not path.is_file():
         return {}
     try:
+        note_input(path, "the zoo manifest")
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"zoo manifest {path} is not valid TOML: {exc}") from None
@@ -118,7 +121,15 @@ def load_zoo(manifest: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
                 raise UserError(f"zoo manifest {path}: model '{name}': {key} must be a {kind}")
         if len(fields["sha256"]) != 64 or any(c not in "0123456789abcdef" for c in fields["sha256"].lower()):
             raise UserError(f"zoo manifest {path}: model '{name}': sha256 must be 64 hex digits")
-        entries[name] = ZooEntry(name=name, manifest_dir=path.parent, **fields)
+        entry = ZooEntry(name=name, manifest_dir=path.parent, **fields)
+        if entry.url:  # downloaded into the weights cache under this name: it must stay inside the cache
+            cached = entry.filename or Path(entry.url).name
+            if not _plain_file_name(cached):
+                raise UserError(
+                    f"zoo manifest {path}: model '{name}': filename {cached!r} must be a plain file name (no folder, "
+                    "no '..'): downloads stay inside the weights cache"
+                )
+        entries[name] = entry
         try:
             parse_arch(fields["arch"])
         except UserError as exc:
@@ -126,9 +137,29 @@ def load_zoo(manifest: str | os.PathLike | None = None) -> dict[str, ZooEntry]:
     return entries
 
 
+def _plain_file_name(name: str) -> bool:
+    """A name that stays in its folder: no separator, not '.', '..' or empty, no NUL."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in ("/", "\\", "\0"))
+
+
 def count_parameters(arch: str) -> int:
     """Number of trainable parameters of an architecture."""
     return sum(p.numel() for p in create_model(arch).parameters())
+
+
+def model_inputs(name_or_path: str, weights: str | os.PathLike | None = None) -> list[Path]:
+    """The files loading ``name_or_path`` reads (a zoo entry's weights, a checkpoint, a factory's code).
+
+    Nothing is loaded: a command checks its outputs against these before any work starts.
+    """
+    files = [Path(weights).expanduser()] if weights else []
+    zoo = load_zoo()
+    if name_or_path in zoo:
+        return [*files, zoo[name_or_path].local_path(), manifest_path()]
+    if is_factory_ref(name_or_path):
+        target, _attr, is_file = split_factory(name_or_path) or ("", "", False)
+        return [*files, Path(target).expanduser()] if is_file else files
+    return [*files, Path(name_or_path).expanduser()]
 
 
 def resolve_model(
