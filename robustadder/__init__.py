@@ -15,7 +15,7 @@ import os
 # kernels). It has to be set before torch loads OpenMP; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["__version__", "compare", "evaluate"]
 

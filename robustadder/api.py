@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 import torch
 
 from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
+from .cost import format_cost, format_duration, pending_cost  # noqa: F401 - also importable from here, as before
 from .data import Dataset, ImageSet
 from .distributed import context
-from .engine import Settings, cell_config, cell_hash, check_bn_batches, prepare, run_cell
+from .engine import Settings, check_bn_batches, pin_transfer_source, prepare, run_cell, transfer_source_loader
 from .errors import UserError
 from .models import (
     LoadedModel,
@@ -24,7 +24,6 @@ from .models import (
     evaluation_images,
     module_input_shape,
     opened_dataset,
-    resolve_model,
 )
 from .store import Store
 from .summary import attack_summary, worst_case_accuracy
@@ -64,72 +63,6 @@ def resolve_attacks(
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
     return configs
 
-
-def pin_transfer_source(attack: AttackConfig) -> AttackConfig:
-    """A transfer attack's cell is defined by the source's weights, not its name: record their sha256."""
-    if attack.name != "transfer":
-        return attack
-    source = resolve_model(attack.params["source"])
-    return replace(attack, params={**attack.params, "source_sha256": source.weights_sha256})
-
-
-def _source_loader(settings: Settings, target: LoadedModel, arch: str | None):
-    """Loader for transfer sources: same settings as the target, same input shape and classes required."""
-    cache: dict[str, tuple] = {}
-
-    def load(name: str):
-        if name not in cache:
-            source = resolve_model(name)
-            if source.model.input_shape != target.model.input_shape:
-                raise UserError(
-                    f"transfer source {name} takes inputs of shape {source.model.input_shape}, the target "
-                    f"{target.name} takes {target.model.input_shape}; choose a source for the same data"
-                )
-            if source.arch.num_classes != target.arch.num_classes:
-                raise UserError(
-                    f"transfer source {name} has {source.arch.num_classes} classes, the target {target.arch.num_classes}"
-                )
-            cache[name] = (prepare(source, settings), {"name": source.name, "weights_sha256": source.weights_sha256})
-        return cache[name]
-
-    return load
-
-
-def pending_cost(
-    db: Store, loaded: LoadedModel, model: torch.nn.Module, configs: Sequence[AttackConfig], settings: Settings, dataset: ImageSet
-) -> tuple[list[AttackConfig], float, float]:
-    """The cells of ``configs`` not yet done in ``db`` and the range of their compute seconds on this machine.
-
-    Seconds are a short calibration (forward and forward + input gradient per image) times each attack's
-    passes. An adaptive attack's cost depends on the model: AutoAttack runs its later stages only on the
-    samples its first stage leaves robust, so its least cost (the first stage fools every sample) and its
-    most (none) can be 30× apart — both are given rather than a single number that looks precise. A cell
-    interrupted part way counts only its missing images, at the rates its own stored batches ran.
-    """
-    from .sweep import calibrate, cell_cost
-
-    todo = [c for c in configs if (rec := db.cell(cell_hash(cell_config(loaded, c, settings, dataset)))) is None
-            or rec.status != "done"]  # fmt: skip
-    if not todo:
-        return [], 0.0, 0.0
-    rates = calibrate(model, settings)
-    costs = [cell_cost(db, loaded, c, settings, dataset, rates) for c in todo]
-    return todo, sum(c.least_s for c in costs), sum(c.most_s for c in costs)
-
-
-def format_cost(low: float, high: float) -> str:
-    """'~12.5 min' or, for adaptive attacks, '~3.1 min to 2.6 h'."""
-    lo, hi = format_duration(low), format_duration(high)
-    return f"~{hi}" if lo == hi else f"~{lo} to {hi}"
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as estimates and progress lines print it: '40 s', '12.5 min', '3.4 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Settings, dataset: ImageSet) -> None:
@@ -198,7 +131,7 @@ def evaluate(
     dataset = opened_dataset(dataset)
     loaded = as_loaded(model, arch=arch, normalization=normalization, input_shape=module_input_shape(dataset, data))
     images = evaluation_images([loaded], dataset, data, n)
-    build_ctx = BuildContext(load_model=_source_loader(settings, loaded, arch), num_classes=loaded.arch.num_classes)
+    build_ctx = BuildContext(load_model=transfer_source_loader(settings, loaded), num_classes=loaded.arch.num_classes)
     configs = [pin_transfer_source(c) for c in configs]
     runners = [build_runner(c, build_ctx) for c in configs]  # validates sources before the store is touched
     prepared = prepare(loaded, settings)

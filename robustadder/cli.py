@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import Interrupted, UserError, interruption
 
 
@@ -559,8 +559,8 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
     ranks share every cell's batches (one process per core or GPU); rank 0 reports.
     """
     from . import distributed
-    from .api import format_cost, format_duration
     from .attacks import format_eps
+    from .cost import format_cost, format_duration
     from .data import dataset_title
     from .report import PRESETS, preset_path
     from .store import Store

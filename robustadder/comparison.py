@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from . import escape
-from .api import evaluate, format_cost, format_duration, pending_cost, resolve_attacks
+from .api import evaluate, resolve_attacks
 from .attacks import format_eps, parse_eps
+from .cost import format_cost, format_duration, pending_cost
 from .data import Dataset, ImageSet, dataset_title
 from .distributed import context
 from .engine import GRAD_SETTINGS, Settings, cell_config, cell_hash, data_fingerprint, has_adder_layers, prepare

@@ -40,12 +40,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .attacks import ATTACKS, AttackConfig, Runner
+from .attacks import ATTACKS, BOUND_TOLERANCE, AttackConfig, Runner
 from .data import ImageSet
 from .distributed import DistContext, context
 from .errors import UserError, interruption
 from .kernels import GRAD_MODES, get_backend
-from .models import LoadedModel
+from .models import LoadedModel, resolve_model
 from .nn import adder_layers, adder_settings, set_backend, set_deterministic_convs
 from .store import Store
 
@@ -53,7 +53,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: --grad choices: one adder input-gradient mode, or the per-sample worst case over both
 GRAD_SETTINGS = (*GRAD_MODES, "both")
 BN_MODES = ("eval", "train")
-BOUND_TOLERANCE = 1e-6
 # bump when a change alters per-sample results of an unchanged configuration: a store's cells of another engine are
 # recomputed, never mixed with this one's (2: deterministic convs; 3: the cpu kernel's forward as 2·Σmin − Σx − Σw,
 # whose rounding moved 1-2 borderline samples in 4 of the reference run's cells of unchanged models; 4: the cpu
@@ -565,3 +564,34 @@ def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame):
             out.append((int(sid), int(ra.label), int(ra.clean_pred), int(src["adv_pred"]), int(ra.clean_correct),
                         int(src["adv_correct"]), float(src["linf"]), float(src["l2"]), int(batch), seconds))  # fmt: skip
         yield out, seconds
+
+
+# -- transfer sources ---------------------------------------------------------------------------------------
+def pin_transfer_source(attack: AttackConfig) -> AttackConfig:
+    """A transfer attack's cell is defined by the source's weights, not its name: record their sha256."""
+    if attack.name != "transfer":
+        return attack
+    source = resolve_model(attack.params["source"])
+    return replace(attack, params={**attack.params, "source_sha256": source.weights_sha256})
+
+
+def transfer_source_loader(settings: Settings, target: LoadedModel):
+    """Loader for transfer sources: same settings as the target, same input shape and classes required."""
+    cache: dict[str, tuple] = {}
+
+    def load(name: str):
+        if name not in cache:
+            source = resolve_model(name)
+            if source.model.input_shape != target.model.input_shape:
+                raise UserError(
+                    f"transfer source {name} takes inputs of shape {source.model.input_shape}, the target "
+                    f"{target.name} takes {target.model.input_shape}; choose a source for the same data"
+                )
+            if source.arch.num_classes != target.arch.num_classes:
+                raise UserError(
+                    f"transfer source {name} has {source.arch.num_classes} classes, the target {target.arch.num_classes}"
+                )
+            cache[name] = (prepare(source, settings), {"name": source.name, "weights_sha256": source.weights_sha256})
+        return cache[name]
+
+    return load

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from ._version import __version__
 from .errors import UserError, interruption
 from .fileio import note_input
 
@@ -133,8 +134,6 @@ def library_versions() -> dict[str, str]:
     """Versions of everything that can change a number, recorded with every run."""
     import numpy
     import torch
-
-    from . import __version__
 
     versions = {"robustadder": __version__, "python": sys.version.split()[0], "torch": torch.__version__}
     versions["numpy"] = numpy.__version__

@@ -1,6 +1,6 @@
 """Aggregation of per-sample rows into the numbers a user reads (shared by CLI, API and reports).
 
-Definitions (DESIGN §5):
+Definitions (docs/design.md §5):
 
 * clean accuracy: share of samples classified correctly without attack;
 * robust accuracy of an attack: share of *all* samples that are clean-correct and still correct under
@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .attacks import BOUND_TOLERANCE
 
 CONFIDENCE = 0.95
 
@@ -82,8 +84,6 @@ def attack_summary(frame: pd.DataFrame, seconds: float | None = None, budget: tu
 
 
 def _within(value: float, budget: tuple[str, float] | None, norm: str) -> float:
-    from .engine import BOUND_TOLERANCE
-
     if budget is not None and budget[0] == norm and budget[1] < value <= budget[1] + BOUND_TOLERANCE:
         return float(budget[1])
     return value

@@ -28,8 +28,7 @@ from robustadder.data import (
     open_dataset,
 )
 from robustadder.errors import UserError
-from robustadder.models import CifarResNet, from_module, save_checkpoint
-from robustadder.models.checkpoint import load_checkpoint
+from robustadder.models import CifarResNet, from_module, load_checkpoint, save_checkpoint
 
 from conftest import tree
 

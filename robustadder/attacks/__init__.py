@@ -48,6 +48,8 @@ NORMS = ("Linf", "L2")
 DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}
 IMAGE_DIM = 3 * 32 * 32
 MAX_EPS = {"Linf": 1.0, "L2": math.sqrt(IMAGE_DIM)}  # beyond these the ball covers the whole image box
+#: how far a stored perturbation may exceed its budget (float rounding of the projection), checked per batch
+BOUND_TOLERANCE = 1e-6
 
 Runner = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, np.ndarray, int], torch.Tensor]
 

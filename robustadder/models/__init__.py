@@ -1,22 +1,22 @@
 """Architectures, checkpoint I/O and the model zoo."""
 
-from .checkpoint import LoadedModel, load_checkpoint, save_checkpoint, weights_sha256
+from .checkpoint import LoadedModel, save_checkpoint, weights_sha256
 from .module import (
     InputAdapter,
     Normalization,
     announce,
-    as_loaded,
     check_fits,
     conversion_note,
     evaluation_images,
     from_module,
+    load_checkpoint,
     load_factory,
     module_input_shape,
     opened_dataset,
 )
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec, describe
-from .zoo import ZooEntry, count_parameters, load_zoo, model_inputs, resolve_model
+from .zoo import ZooEntry, as_loaded, count_parameters, load_zoo, model_inputs, resolve_model
 
 __all__ = [
     "ARCHITECTURES",

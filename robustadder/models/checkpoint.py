@@ -1,4 +1,4 @@
-"""Checkpoint I/O for every format seen in the wild (DESIGN §3), never unpickling code.
+"""Checkpoint I/O for every format seen in the wild (docs/design.md §3), never unpickling code.
 
 Formats read:
 
@@ -30,10 +30,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._version import __version__
 from ..errors import UserError
 from ..fileio import atomic_write, note_input
 from ..nn import AWN_FORMS, awn_layers, set_awn_form
-from .registry import REGISTRY, infer_registered
+from .registry import REGISTRY
 from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
 from .spec import ModelSpec
 
@@ -228,40 +229,6 @@ def load_strictly(model: nn.Module, state: Mapping[str, torch.Tensor], what: str
     model.load_state_dict({k: state.get(k, expected[k]) for k in expected}, strict=True)
 
 
-def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str | None = None) -> LoadedModel:
-    """Load any supported checkpoint file into an evaluation-ready model (CPU, eval mode)."""
-    source = str(path)
-    obj = read_checkpoint_file(path)
-    state, meta = unwrap(obj, source)
-    check_finite(state, source)
-    digest = weights_sha256(state)
-    recorded = meta.get("weights_sha256")
-    if recorded and recorded != digest:
-        raise UserError(f"{source}: weights do not match the sha256 recorded in its metadata; the file is corrupt")
-    registered = arch if arch in REGISTRY and arch not in ARCHITECTURES else None
-    if not arch and meta.get("arch") not in ARCHITECTURES:
-        registered = meta.get("arch") if meta.get("arch") in REGISTRY else infer_registered(state)
-    if registered:
-        from .module import load_registered
-
-        loaded = load_registered(state, registered, source, name or Path(path).name)
-        loaded.meta.update(meta)
-        loaded.weights_sha256 = digest  # of the file's tensors, as for every checkpoint
-        return loaded
-    if arch:
-        spec = parse_arch(arch)
-        if "fc.weight" in state:  # --arch names the structure; the classifier says how many classes
-            spec = ArchSpec(spec.depth, spec.kind, spec.awn, int(state["fc.weight"].shape[0]))
-    elif meta.get("arch") in ARCHITECTURES:
-        spec = ARCHITECTURES[meta["arch"]]
-        spec = ArchSpec(spec.depth, spec.kind, spec.awn, int(meta.get("num_classes", spec.num_classes)))
-    else:
-        spec = infer_arch(state, source)
-    model = build_model(state, spec, source, meta)
-    model.eval()
-    return LoadedModel(model, name or Path(path).name, spec, digest, source, meta)
-
-
 # -- writing ----------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict:
     """Save ``model`` in the project's format; returns the metadata written.
@@ -286,8 +253,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: Mapping[str
         full_meta["awn_variant"] = {"form": forms.pop()}
     full_meta.update(meta or {})
     full_meta["weights_sha256"] = weights_sha256(state)
-    from .. import __version__
-
     full_meta.setdefault("code_version", __version__)
     payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "meta": full_meta, "state_dict": state}
     atomic_write(path, lambda fh: torch.save(payload, fh))
@@ -303,7 +268,6 @@ __all__ = [
     "create_model",
     "infer_arch",
     "load_strictly",
-    "load_checkpoint",
     "read_checkpoint_file",
     "save_checkpoint",
     "unwrap",

@@ -32,9 +32,19 @@ from ..data.files import DEFAULT_SHAPE as DEFAULT_FOLDER_SHAPE
 from ..errors import UserError
 from ..fileio import note_input
 from ..nn import convert
-from .checkpoint import LoadedModel, check_finite, load_strictly, read_checkpoint_file, unwrap, weights_sha256
-from .registry import REGISTRY
-from .resnet import IMAGENET_MEAN, IMAGENET_STD
+from .checkpoint import (
+    LoadedModel,
+    build_model,
+    check_finite,
+    infer_arch,
+    load_strictly,
+    parse_arch,
+    read_checkpoint_file,
+    unwrap,
+    weights_sha256,
+)
+from .registry import REGISTRY, infer_registered
+from .resnet import ARCHITECTURES, IMAGENET_MEAN, IMAGENET_STD, ArchSpec
 from .spec import describe
 
 MODULE_INPUT_SHAPE = (3, 32, 32)  # what a module takes when neither the caller nor a dataset says
@@ -285,36 +295,6 @@ def load_factory(
                        source=source, copy_module=False)  # fmt: skip
 
 
-def as_loaded(
-    model: Any,
-    *,
-    arch: str | None = None,
-    weights: str | os.PathLike | None = None,
-    normalization: Normalization = None,
-    input_shape: Sequence[int] | None = None,
-) -> LoadedModel:
-    """What every entry point accepts as a model, loaded.
-
-    A zoo name, a checkpoint path, a factory, an ``nn.Module`` or a :class:`LoadedModel`. Converted adder
-    layers are announced by :func:`announce` once the inputs have been validated, so that an error stays
-    the only line on stderr. ``input_shape`` (C, H, W) is what a module or factory takes — a module does
-    not say it; entry points pass the dataset's (:func:`module_input_shape`) — default 3×32×32.
-    """
-    from .zoo import resolve_model
-
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, nn.Module):
-        if arch or weights is not None:
-            raise UserError("arch and weights apply to files; load the weights into the nn.Module yourself")
-        loaded = from_module(model, normalization=normalization, input_shape=input_shape or MODULE_INPUT_SHAPE)
-    elif isinstance(model, (str, os.PathLike)):
-        loaded = resolve_model(str(model), arch=arch, weights=weights, normalization=normalization, input_shape=input_shape)
-    else:
-        raise UserError(f"a model is a zoo name, a checkpoint path, FILE.py:factory or an nn.Module, not {type(model).__name__}")
-    return loaded
-
-
 def announce(loaded: LoadedModel) -> None:
     """Say on stderr, once per loaded model, which adder layers were converted."""
     note = conversion_note(loaded)
@@ -414,3 +394,35 @@ def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name
     load_strictly(model, state, f"{source} does not fit architecture {arch}")
     return from_module(model, normalization=(entry.mean, entry.std), input_shape=entry.input_shape, name=name, arch=arch,
                        family=entry.family, num_classes=classes, source=source, copy_module=False)  # fmt: skip
+
+
+def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str | None = None) -> LoadedModel:
+    """Load any supported checkpoint file into an evaluation-ready model (CPU, eval mode)."""
+    source = str(path)
+    obj = read_checkpoint_file(path)
+    state, meta = unwrap(obj, source)
+    check_finite(state, source)
+    digest = weights_sha256(state)
+    recorded = meta.get("weights_sha256")
+    if recorded and recorded != digest:
+        raise UserError(f"{source}: weights do not match the sha256 recorded in its metadata; the file is corrupt")
+    registered = arch if arch in REGISTRY and arch not in ARCHITECTURES else None
+    if not arch and meta.get("arch") not in ARCHITECTURES:
+        registered = meta.get("arch") if meta.get("arch") in REGISTRY else infer_registered(state)
+    if registered:
+        loaded = load_registered(state, registered, source, name or Path(path).name)
+        loaded.meta.update(meta)
+        loaded.weights_sha256 = digest  # of the file's tensors, as for every checkpoint
+        return loaded
+    if arch:
+        spec = parse_arch(arch)
+        if "fc.weight" in state:  # --arch names the structure; the classifier says how many classes
+            spec = ArchSpec(spec.depth, spec.kind, spec.awn, int(state["fc.weight"].shape[0]))
+    elif meta.get("arch") in ARCHITECTURES:
+        spec = ARCHITECTURES[meta["arch"]]
+        spec = ArchSpec(spec.depth, spec.kind, spec.awn, int(meta.get("num_classes", spec.num_classes)))
+    else:
+        spec = infer_arch(state, source)
+    model = build_model(state, spec, source, meta)
+    model.eval()
+    return LoadedModel(model, name or Path(path).name, spec, digest, source, meta)

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
 from .._compat import tomllib
 from ..errors import UserError
 from ..fetch import download, file_digest, weights_dir
 from ..fileio import note_input
 from ..resources import zoo_dir
-from .checkpoint import LoadedModel, load_checkpoint, parse_arch
-from .module import MODULE_INPUT_SHAPE, Normalization, is_factory_ref, load_factory, split_factory
+from .checkpoint import LoadedModel, parse_arch
+from .module import MODULE_INPUT_SHAPE, Normalization, from_module, is_factory_ref, load_checkpoint, load_factory, split_factory
 from .registry import REGISTRY
 from .resnet import ArchSpec, create_model
 
@@ -205,3 +207,31 @@ def resolve_model(
         raise UserError(f"checkpoint not found: {name_or_path}")
     known = ", ".join(zoo) or "none"
     raise UserError(f"unknown model '{name_or_path}': not a zoo name (known: {known}) nor an existing file")
+
+
+def as_loaded(
+    model: Any,
+    *,
+    arch: str | None = None,
+    weights: str | os.PathLike | None = None,
+    normalization: Normalization = None,
+    input_shape: Sequence[int] | None = None,
+) -> LoadedModel:
+    """What every entry point accepts as a model, loaded.
+
+    A zoo name, a checkpoint path, a factory, an ``nn.Module`` or a :class:`LoadedModel`. Converted adder
+    layers are announced by :func:`announce` once the inputs have been validated, so that an error stays
+    the only line on stderr. ``input_shape`` (C, H, W) is what a module or factory takes — a module does
+    not say it; entry points pass the dataset's (:func:`module_input_shape`) — default 3×32×32.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, nn.Module):
+        if arch or weights is not None:
+            raise UserError("arch and weights apply to files; load the weights into the nn.Module yourself")
+        loaded = from_module(model, normalization=normalization, input_shape=input_shape or MODULE_INPUT_SHAPE)
+    elif isinstance(model, (str, os.PathLike)):
+        loaded = resolve_model(str(model), arch=arch, weights=weights, normalization=normalization, input_shape=input_shape)
+    else:
+        raise UserError(f"a model is a zoo name, a checkpoint path, FILE.py:factory or an nn.Module, not {type(model).__name__}")
+    return loaded
