@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the project's zoo models: ResNet-20 ANN / CNN, with and without AWN, one recipe for all
-# (the official AdderNet recipe, DESIGN §3, with the epoch count this project's CPU budget allows), and
+# (the official AdderNet recipe, docs/design.md §3, with the epoch count this project's CPU budget allows), and
 # the training seeds 1 and 2 of ann20 and cnn20 (the same recipe and flags, another --seed: issue 36's
 # class-level comparison needs several training runs per architecture).
 # Resumable: rerunning continues every unfinished model from its models/NAME.pt.state, one after another.

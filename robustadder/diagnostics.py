@@ -1,7 +1,7 @@
 """Gradient-masking diagnostics, run automatically for any model robustadder can load.
 
 These are the checks Carlini et al. (2019) and Athalye et al. (2018) ask of every robustness claim
-(DESIGN §6).
+(docs/design.md §6).
 
 Each check runs its attacks as cells through the engine and store (cells already computed are reused)
 and returns pass / warn / fail with the evidence numbers behind the verdict. The thresholds are stated

@@ -1,4 +1,4 @@
-"""Training of the zoo models with the official AdderNet recipe (DESIGN §3), resumable and deterministic.
+"""Training of the zoo models with the official AdderNet recipe (docs/design.md §3), resumable and deterministic.
 
 Recipe (defaults): SGD with momentum 0.9, weight decay 5e-4 on all parameters, learning rate 0.1 with a
 cosine schedule (per iteration) over the run, batch 256, random crop 32 with 4-pixel zero padding and
@@ -61,7 +61,7 @@ class TrainConfig:
     test_subset: int | None = None
     dataset: str = DEFAULT_DATASET
     # AWN variants (issue 16's ablation, reports/awn-ablation): weight normalization trains better than the
-    # standardization of DESIGN §4 and keeps BN as tame (README, AWN); the other three keep the original reading
+    # standardization of docs/design.md §4 and keeps BN as tame (README, AWN); the other three keep the original reading
     awn_form: str = "norm"  # what the layers compute: norm γW/rms(W), or standardize γ(W−μ)/σ
     awn_eta: str = "raw"  # the adaptive learning rate acts on the raw weight's gradient, or on the normalized one's
     awn_gain_decay: bool = True  # weight decay on the per-filter gain γ
@@ -116,7 +116,7 @@ def gain_init_value(text: str) -> float | None:
     return value if math.isfinite(value) and value > 0 else None
 
 
-#: What a training state written before a setting existed was trained with: CIFAR-10 and AWN as DESIGN §4
+#: What a training state written before a setting existed was trained with: CIFAR-10 and AWN as docs/design.md §4
 #: reads it (the default form has changed since; an old state must resume as what it was).
 PREDATING: dict[str, Any] = {"dataset": "cifar10", "awn_form": "standardize", "awn_eta": "raw", "awn_gain_decay": True,
                              "awn_gain_init": "one"}  # fmt: skip
@@ -143,7 +143,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -
 def bn_statistics(model: torch.nn.Module) -> dict[str, float]:
     """Magnitudes of the BN running statistics inside the residual blocks (after the adder / conv layers).
 
-    The quantity the AWN paper says adder layers inflate (DESIGN §4: running means of hundreds to
+    The quantity the AWN paper says adder layers inflate (docs/design.md §4: running means of hundreds to
     thousands without AWN): the mean and the largest |running mean| over all channels of the blocks' BN
     layers, and their mean running variance. The stem's and the logits' BN are left out.
     """

@@ -22,7 +22,7 @@ run() {  # name, flags...
         ${SUBSET:+--train-subset "$SUBSET"} ${TEST_SUBSET:+--test-subset "$TEST_SUBSET"} --out "$OUT/$name.pt" $resume
 }
 run ann20                                                   # no AWN: the reference
-run awn --awn --awn-form standardize --awn-gain-init one    # the original reading (DESIGN §4)
+run awn --awn --awn-form standardize --awn-gain-init one    # the original reading (docs/design.md §4)
 run awn-norm --awn --awn-form norm --awn-gain-init one      # weight normalization (Salimans & Kingma; the default form since)
 run awn-no-gain-decay --awn --awn-form standardize --no-awn-gain-decay --awn-gain-init one  # weight decay off the gains γ
 run awn-eta-normalized --awn --awn-form standardize --awn-eta normalized --awn-gain-init one  # η on the normalized weight's gradient

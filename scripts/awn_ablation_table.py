@@ -17,7 +17,7 @@ import torch
 
 WHAT = {
     "ann20": "no AWN (reference)",
-    "awn": "original reading (DESIGN §4): γ(W−μ)/σ, η on the raw weight, decay on γ, γ₀ = 1",
+    "awn": "original reading (docs/design.md §4): γ(W−μ)/σ, η on the raw weight, decay on γ, γ₀ = 1",
     "awn-no-gain-decay": "original, no weight decay on γ",
     "awn-eta-normalized": "original, η on the normalized weight's gradient",
     "awn-norm": "weight normalization γW/rms(W) instead of standardization (the default since)",

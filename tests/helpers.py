@@ -1,4 +1,4 @@
-"""Direct loop implementations of the adder formulas (DESIGN §2), written for clarity, not speed."""
+"""Direct loop implementations of the adder formulas (docs/design.md §2), written for clarity, not speed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The adder layer against the formulas of DESIGN §2 (reference backend)."""
+"""The adder layer against the formulas of docs/design.md §2 (reference backend)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpoint formats of DESIGN §3 and every bad input a user can hand us."""
+"""Checkpoint formats of docs/design.md §3 and every bad input a user can hand us."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def write_python_batches(root, x, y, train_per_batch: int = 4):
 def test_shared_npz_is_cifar10(shared_data):
     test = load_cifar10("test", shared_data)
     assert len(test) == 10_000 and test.x.shape == (10_000, 32, 32, 3)
-    assert test.y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # DESIGN §7 / data README
+    assert test.y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # docs/design.md §7 / data README
     assert test.ids.tolist() == list(range(10_000))
     assert np.bincount(test.y).tolist() == [1000] * 10
 

@@ -15,7 +15,7 @@ def test_registry_has_twelve_variants():
 
 
 def test_resnet20_adder_matches_official_parameter_count_and_keys():
-    assert count_parameters("resnet20_adder") == 272_484  # DESIGN §3
+    assert count_parameters("resnet20_adder") == 272_484  # docs/design.md §3
     keys = set(create_model("resnet20_adder").state_dict())
     for key in (
         "conv1.weight",

@@ -22,7 +22,7 @@ from robustadder.models.spec import model_kind
 from robustadder.nn import Adder2d, adder_settings, convert
 from robustadder.sweep import load_sweep, plan_sweep
 
-# A user's own AdderNet, written as the official release writes its layer (DESIGN §2): parameter `adder`,
+# A user's own AdderNet, written as the official release writes its layer (docs/design.md §2): parameter `adder`,
 # optional bias `b` behind a boolean `bias`, int stride / padding, forward through unfold.
 OFFICIAL_STYLE = textwrap.dedent(
     """

@@ -3,7 +3,7 @@
 Two packages carry it: ``pyautoattack`` on PyPI (keyword-only API, ``attacks=``, ``batch_size=``,
 logging) and the upstream git package ``autoattack`` (``attacks_to_run=``, ``bs=``, prints when
 verbose, ``device='cuda'`` by default). :func:`reference_module` finds whichever is installed and the
-adapters below speak both. The traps of DESIGN §5 are handled here:
+adapters below speak both. The traps of docs/design.md §5 are handled here:
 
 * it never calls ``model.eval()`` — the engine sets the model's mode (BN eval/train) around every call;
 * it defaults to ``device='cuda'`` (upstream) — the device is always passed explicitly;

@@ -1,4 +1,4 @@
-"""Images with stable sample ids, and the safe readers every dataset format shares (DESIGN §7).
+"""Images with stable sample ids, and the safe readers every dataset format shares (docs/design.md §7).
 
 An :class:`ImageSet` holds images as stored (uint8 HWC), labels, and each sample's id in its release:
 results are stored per id, so any subset, order or shard of a test set refers to the same images. The

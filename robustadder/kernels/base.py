@@ -4,7 +4,7 @@ The adder layer (``robustadder.nn.Adder2d``) owns the semantics — which gradie
 weight-gradient scaling, the bias; a backend only computes three tensors. Keeping the contract this
 small is what lets a fast kernel be swapped in and checked against the reference on equal terms.
 
-Notation (DESIGN §2), for input X (N, C, H, W) and weight W (O, C, kh, kw), zero padding p, stride s,
+Notation (docs/design.md §2), for input X (N, C, H, W) and weight W (O, C, kh, kw), zero padding p, stride s,
 and Xpad the zero-padded input unfolded at every output position:
 
 * forward:       Y[n, o, y, x]   = − Σ_K | Xpad[n, K, y, x] − W[o, K] |

@@ -1,4 +1,4 @@
-"""Reference adder backend: the formulas of DESIGN §2, literally, in bounded memory.
+"""Reference adder backend: the formulas of docs/design.md §2, literally, in bounded memory.
 
 This backend exists to be *obviously correct*: each quantity is computed as a broadcast difference of
 the unfolded input against the filters, exactly as written in the formulas, so that every faster backend

@@ -1,7 +1,7 @@
 """CIFAR ResNet-20/32/56 in four variants: adder or conv, with or without AWN.
 
 The module tree and state-dict keys are exactly those of the official AdderNet ``resnet20.py``
-(DESIGN §3), so official and third-party checkpoints load with ``strict=True``:
+(docs/design.md §3), so official and third-party checkpoints load with ``strict=True``:
 
 * stem ``conv1`` (3×3 conv, multiplicative), ``bn1``, ReLU;
 * ``layer1..3`` of BasicBlocks (widths 16/32/64, stride 2 at the first block of layers 2 and 3), each

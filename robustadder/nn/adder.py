@@ -1,4 +1,4 @@
-"""The adder layer: Y = −Σ|X − W| with the official AdderNet semantics (huawei-noah/AdderNet, DESIGN §2).
+"""The adder layer: Y = −Σ|X − W| with the official AdderNet semantics (huawei-noah/AdderNet, docs/design.md §2).
 
 Two things make an adder layer differ from "a conv with a different inner product":
 
@@ -88,7 +88,7 @@ class Adder2d(nn.Module):
         in_channels, out_channels, kernel_size, stride, padding: as ``nn.Conv2d`` (square kernels,
             zero padding, no dilation or groups — what the official layer supports).
         bias: add a learnable per-channel bias ``b`` (official default: no bias).
-        awn: use the AWN-reparametrized weight (DESIGN §4); adds the per-filter gain ``awn_gain``.
+        awn: use the AWN-reparametrized weight (docs/design.md §4); adds the per-filter gain ``awn_gain``.
         grad_mode: input gradient, ``"surrogate"`` (HardTanh, official) or ``"exact"`` (sign).
         eta: adaptive weight-gradient scale η (official 0.2); ``None`` leaves the gradient unscaled.
         backend: compute backend name or instance (``"auto"`` picks the fastest for the device).

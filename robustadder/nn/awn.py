@@ -1,6 +1,6 @@
 """Adaptive Weight Normalization (AWN), as this project reads "Towards Stable and Robust AdderNets".
 
-No official code is public. DESIGN §4 reads it as per-filter standardization,
+No official code is public. docs/design.md §4 reads it as per-filter standardization,
 
     Ŵ_o = γ_o · (W_o − mean(W_o)) / sqrt(var(W_o) + ε)        for each output filter o   ("standardize")
 
@@ -30,7 +30,7 @@ import torch.nn as nn
 AWN_EPS = 1e-5
 
 
-#: "standardize": γ (W − mean) / std, the reading of DESIGN §4 (what a layer computes unless told otherwise:
+#: "standardize": γ (W − mean) / std, the reading of docs/design.md §4 (what a layer computes unless told otherwise:
 #: every checkpoint without a recorded form); "norm": γ W / rms(W), weight normalization (Salimans & Kingma
 #: 2016) at the same scale, mean kept — what `train --awn` uses since the ablation.
 AWN_FORMS = ("standardize", "norm")

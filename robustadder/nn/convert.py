@@ -1,6 +1,6 @@
 """Find adder layers written by others and replace them with :class:`Adder2d`.
 
-A model built from the official AdderNet layer (``adder.adder2d``, DESIGN §2) or one of its public
+A model built from the official AdderNet layer (``adder.adder2d``, docs/design.md §2) or one of its public
 descendants is, to PyTorch, a network of unknown modules. Evaluated as it is, it would look like a CNN:
 no fast kernel, no gradient modes (``--grad exact`` would silently do nothing), operation counts wrong.
 :func:`convert` swaps every such module for an :class:`Adder2d` that holds the *same* parameter objects
