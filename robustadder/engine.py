@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS, BOUND_TOLERANCE, AttackConfig, Runner
+from .attacks.gradient import input_gradient
 from .data import ImageSet
 from .distributed import DistContext, context
 from .errors import UserError, interruption
@@ -401,6 +402,8 @@ def _compute_cell(store, loaded, model, attack, runner, settings, data, force, p
                     logits = model(x)
                     clean_pred = predictions(logits, ids, "the clean images")
                 warn_if_probabilities(loaded, logits)
+                if attack.definition.kind == "white-box":
+                    warn_if_gradients_vanish(loaded, model, x, y, attack)
                 try:
                     x_adv = runner(model, x, y, ids, settings.seed).detach()
                 except ValueError as exc:
@@ -488,6 +491,36 @@ def warn_if_probabilities(loaded: LoadedModel, logits: torch.Tensor) -> None:
             f"warning: model {loaded.name} outputs probabilities (every row >= 0 and summing to 1), not logits; "
             "attacks whose losses assume logits (cross-entropy, AutoAttack's margins) are weakened and robust accuracy "
             "can be overstated: return the scores before the softmax",
+            file=sys.stderr,
+        )
+
+
+#: a white-box attack that sees a zero input gradient on more than this share of a batch is said to be blind
+ZERO_GRADIENT_WARN_SHARE = 0.5
+
+
+def warn_if_gradients_vanish(loaded: LoadedModel, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                             attack: AttackConfig) -> None:  # fmt: skip
+    """Say once per model, on stderr, when the input gradient is zero on most samples of a batch.
+
+    Sign- and step-activated networks (binary networks, and models that mask their gradients) give a zero
+    input gradient almost everywhere: every white-box gradient attack then leaves the samples where they are,
+    and robust accuracy looks high without being evidence of anything. One extra forward and backward pass
+    on the first batch a white-box attack computes for the model (no randomness, results unchanged); ``robustadder check`` fails
+    its gradient-health check on such a model and runs Square and transfer attacks, which need no gradient.
+    """
+    if loaded.meta.get("gradients_checked"):  # once per model and process: the first batch says it
+        return
+    loaded.meta["gradients_checked"] = True
+    with torch.enable_grad():
+        grad = input_gradient(model, x, y)
+    share = float((grad.flatten(1).abs().amax(1) == 0).float().mean())
+    if share > ZERO_GRADIENT_WARN_SHARE:
+        print(
+            f"warning: the input gradient of model {loaded.name} is zero on {100 * share:.0f} % of a batch's samples: "
+            f"{attack.label} and every other gradient attack cannot move them, so its robust accuracy is no evidence of "
+            "robustness (a sign-activated or gradient-masking model); run 'robustadder check' (Square and transfer "
+            "attacks need no gradient)",
             file=sys.stderr,
         )
 

@@ -235,3 +235,58 @@ def test_a_model_that_outputs_probabilities_is_evaluated_with_a_warning(tmp_path
     assert result.output.count("outputs probabilities") == 1  # once per model, not per cell or batch
     plain = run("logits")
     assert plain.exit_code == 0 and "outputs probabilities" not in plain.output
+
+
+# -- sign-activated networks: zero gradients ---------------------------------------------------------------------------
+class _SignNet(torch.nn.Module):
+    """A binarized network: sign activations, so the input gradient is zero almost everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 32 * 32, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+    def forward(self, x):
+        return self.fc(torch.sign(self.conv(x - 0.5)).flatten(1))
+
+
+def _sign_world():
+    from robustadder.data import ImageSet
+    from robustadder.models import from_module
+
+    _, data = make_tiny("conv", n=16)
+    model = _SignNet().eval()
+    with torch.no_grad():
+        labels = model(data.tensors()[0]).argmax(1).numpy()
+    return from_module(model), ImageSet(data.x, labels.astype(np.int64), data.ids, "tiny")
+
+
+def test_eval_says_when_a_white_box_attack_sees_zero_gradients(tmp_path, capsys):
+    from robustadder import evaluate
+
+    loaded, data = _sign_world()
+    frame = evaluate(loaded, ["fgsm", "pgd:steps=3"], data=data, store=tmp_path / "s.sqlite", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("input gradient of model") == 1 and "zero on 100 %" in err and "robustadder check" in err
+    assert frame.attrs["summary"][0]["robust_accuracy"] == 100.0  # what the warning is about: the white box is blind
+    loaded_cnn, cnn_data = make_tiny("conv", n=8)
+    evaluate(loaded_cnn, ["fgsm"], data=cnn_data, store=tmp_path / "t.sqlite", progress=False)
+    assert "input gradient" not in capsys.readouterr().err  # a normal network: no warning
+
+
+@pytest.mark.slow
+def test_check_fails_a_sign_network_and_shows_the_black_box_breaking_it(tmp_path):
+    from robustadder.diagnostics import run_checks
+
+    loaded, data = _sign_world()
+    report = run_checks(loaded, n=16, data=data, store=tmp_path / "s.sqlite", eps="8/255", square_queries=300, steps=5,
+                        progress=False)  # fmt: skip
+    verdicts = {r.name: r for r in report.results}
+    assert verdicts["gradient-health"].verdict == "fail" and "zero 100.0 %" in verdicts["gradient-health"].summary
+    black = verdicts["black-box"]
+    assert black.verdict == "fail" and "Square" in black.summary
+    assert "masking suspected" in report.verdict
