@@ -10,9 +10,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option
+from .attacks import ATTACKS, DEFAULT_EPS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option, parse_eps
 from .cost import format_cost, format_duration, pending_cost  # noqa: F401 - also importable from here, as before
 from .data import Dataset, ImageSet
+from .distances import at_eps, median_distance, minimal_distances
 from .distributed import context
 from .engine import Settings, check_bn_batches, pin_transfer_source, prepare, run_cell, transfer_source_loader
 from .errors import UserError
@@ -156,14 +157,20 @@ def evaluate(
     finally:
         if own_store:
             db.close()
-    frames, summary = [], []
+    frames, summary, bounded = [], [], []
     for cfg, res in zip(configs, results, strict=True):
         frame = res.frame.assign(attack=cfg.label, attack_name=cfg.name, eps=cfg.eps, norm=cfg.norm)
         frames.append(frame)
-        summary.append({"attack": cfg.label, "name": cfg.name, "eps": cfg.eps, "norm": cfg.norm, "cell_id": res.cell_id,
+        rows, budget, extra = res.frame, cfg.eps, {}
+        if cfg.definition.minimal:  # read at the requested budget; the distances themselves are summarized beside
+            budget = parse_eps(DEFAULT_EPS[cfg.norm] if eps is None else eps, cfg.norm)
+            rows = at_eps(res.frame, cfg.norm, budget)
+            extra = {"minimal_distance": {**median_distance(minimal_distances(res.frame, cfg.norm)), "norm": cfg.norm}}
+        bounded.append(rows)
+        summary.append({"attack": cfg.label, "name": cfg.name, "eps": budget, "norm": cfg.norm, "cell_id": res.cell_id,
                         "reused": res.reused, "params": dict(cfg.params), "grad": res.config["settings"]["grad"],
                         "components": res.config.get("components", {}),
-                        **attack_summary(res.frame, res.seconds, (cfg.norm, cfg.eps))})  # fmt: skip
+                        **attack_summary(rows, res.seconds, (cfg.norm, budget)), **extra})  # fmt: skip
     out = pd.concat(frames, ignore_index=True)
     out.attrs.update(
         model=loaded.name,
@@ -180,7 +187,7 @@ def evaluate(
         seconds=sum(s["seconds"] for s in summary),
         wall_seconds=time.perf_counter() - started,
     )
-    attacked = [res.frame for cfg, res in zip(configs, results, strict=True) if cfg.name != "none"]
+    attacked = [rows for cfg, rows in zip(configs, bounded, strict=True) if cfg.name != "none"]
     if len(attacked) > 1:
         accuracy, ci = worst_case_accuracy(attacked)
         out.attrs["worst_case_robust_accuracy"] = accuracy

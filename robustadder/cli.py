@@ -263,6 +263,9 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         }  # fmt: skip
         if worst is not None:
             entry["worst_case_robust_accuracy"] = round(worst, 4)
+        if "minimal_distance" in s:  # a minimal attack: its distances, beside its robust accuracy at eps
+            entry["minimal_distance"] = {k: (v if isinstance(v, str) else _round_or_none(float(v), 8))
+                                         for k, v in s["minimal_distance"].items()}  # fmt: skip
         result["attacks"].append(entry)
     if worst is not None:
         result["worst_case_robust_accuracy"] = round(worst, 4)
@@ -302,6 +305,15 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
                 f"\nworst case over the attacks (per sample): {_fmt_pct(worst)} robust accuracy "
                 f"{_fmt_ci(meta['worst_case_robust_accuracy_ci'])}"
             )
+        for s in summary:
+            if "minimal_distance" in s:
+                d = s["minimal_distance"]
+                unit, scale = ("/255", 255) if d["norm"] == "Linf" else ("", 1)
+                click.echo(
+                    f"\n{s['attack']}: median minimal {d['norm']} distance {d['median'] * scale:.3g}{unit} "
+                    f"[{d['ci_low'] * scale:.3g}, {d['ci_high'] * scale:.3g}] over {d['n']} samples (0: misclassified clean, "
+                    f"inf: never fooled); its row is read at eps {format_eps(s['eps'], s['norm'])}"
+                )
     click.echo(f"\ntime            {meta['wall_seconds']:.1f} s (adder backend: {result['backend']})")
     click.echo(f"store           {result['store']}")
 

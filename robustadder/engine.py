@@ -301,6 +301,25 @@ def verify_batch(x_adv: torch.Tensor, x: torch.Tensor, attack: AttackConfig) -> 
     return linf, l2
 
 
+def verify_minimal(x_adv: torch.Tensor, x: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor,
+                   y: torch.Tensor, ids: np.ndarray, attack: AttackConfig) -> None:  # fmt: skip
+    """A minimal attack's stored norm is a distance only if the input there really is misclassified.
+
+    The attack returns the input itself where it found nothing; a perturbed input the model still
+    classifies correctly would be a distance nobody can verify (the model is re-run on the stored point,
+    in the cell's mode, by the engine), so the cell fails with the reason rather than store it.
+    """
+    moved = (x_adv.detach() != x.detach()).flatten(1).any(1)
+    unverified = moved & (adv_pred == y) & (clean_pred == y)
+    if bool(unverified.any()):
+        bad = [int(i) for i in np.asarray(ids)[unverified.cpu().numpy()][:5]]
+        raise BoundViolation(
+            f"{attack.label} returned a perturbed input that the model still classifies correctly for sample(s) "
+            f"{', '.join(map(str, bad))}: its distance cannot be verified; the cell is failed and nothing of this batch "
+            "was stored"
+        )
+
+
 @dataclass
 class CellResult:
     """A finished cell: its id, configuration and per-sample rows."""
@@ -423,6 +442,12 @@ def _compute_cell(store, loaded, model, attack, runner, settings, data, force, p
                     raise
                 with torch.no_grad():
                     adv_pred = predictions(model(x_adv), ids, f"{attack.label}'s adversarial images")
+                if attack.definition.minimal:
+                    try:
+                        verify_minimal(x_adv, x, clean_pred, adv_pred, y, ids, attack)
+                    except BoundViolation as exc:
+                        store.finish_cell(cell_id, error=str(exc))
+                        raise
             seconds = time.perf_counter() - start
             clean_pred, adv_pred, labels = clean_pred.cpu().numpy(), adv_pred.cpu().numpy(), y.cpu().numpy()
             rows = [
@@ -570,7 +595,8 @@ def run_cell(
         stale = record is not None and (record.config or {}).get("components") != config["components"]
         if force or record is None or record.status != "done" or stale:
             store.begin_cell(cell_id, config, len(data), force=True)
-            for rows, seconds in worst_case_rows(parts["surrogate"].frame, parts["exact"].frame):
+            minimal = attack.norm if attack.definition.minimal else None
+            for rows, seconds in worst_case_rows(parts["surrogate"].frame, parts["exact"].frame, minimal=minimal):
                 store.add_batch(cell_id, rows, seconds)
             store.finish_cell(cell_id)
     dist.barrier()
@@ -578,12 +604,14 @@ def run_cell(
     return CellResult(cell_id, config, store.samples([cell_id]), record.seconds if record else 0.0, reused)
 
 
-def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame):
+def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame, *, minimal: str | None = None):
     """Per batch of ``first``: the per-sample worst case of two cells on the same samples (see above).
 
     Yields (rows, seconds) with rows in the store's column order; a batch's seconds are the sum of
-    both components' (the cost of the adaptive evaluation).
+    both components' (the cost of the adaptive evaluation). For a minimal attack (``minimal``: its norm)
+    the worst case of a sample both fooled is the closer adversarial: the smaller distance.
     """
+    column = {"Linf": "linf", "L2": "l2"}.get(minimal or "")
     b = second.set_index("sample_id")
     if set(b.index) != set(first["sample_id"]):
         raise RuntimeError("worst case of two cells over different samples")
@@ -593,6 +621,8 @@ def worst_case_rows(first: pd.DataFrame, second: pd.DataFrame):
         out = []
         for ra, (sid, rb) in zip(rows_a.itertuples(index=False), rows_b.iterrows(), strict=True):
             pick_b = bool(ra.adv_correct) and not bool(rb["adv_correct"])
+            if column and not ra.adv_correct and not rb["adv_correct"] and ra.clean_correct:
+                pick_b = float(rb[column]) < float(getattr(ra, column))
             src = rb if pick_b else ra._asdict()
             out.append((int(sid), int(ra.label), int(ra.clean_pred), int(src["adv_pred"]), int(ra.clean_correct),
                         int(src["adv_correct"]), float(src["linf"]), float(src["l2"]), int(batch), seconds))  # fmt: skip

@@ -142,3 +142,29 @@ def torchattacks_run(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Run a torchattacks attack without its model-mode side effects (``forward``, not ``__call__``)."""
     attack.set_device(x.device)
     return attack.forward(x, y)
+
+
+def fmn(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, steps: int, max_stepsize: float, gamma: float
+) -> torch.Tensor:
+    """Fast Minimum-Norm (Pintor et al., NeurIPS 2021), foolbox 3.3.4's ``LInfFMNAttack`` / ``L2FMNAttack``.
+
+    Per sample the closest adversarial the attack found within the image box (the input itself where it
+    found none; clean-misclassified samples return at distance 0). Deterministic: no random start, and each
+    sample's iterates depend only on its own gradients (BN in eval mode). Run through foolbox's ``run``,
+    which has no budget; the model keeps the mode the engine set (foolbox only warns about train mode,
+    when it wraps the model, so it is wrapped in eval mode and the engine's mode restored).
+    """
+    import foolbox as fb
+
+    attack_cls = fb.attacks.LInfFMNAttack if norm == "Linf" else fb.attacks.L2FMNAttack
+    attack = attack_cls(steps=steps, max_stepsize=max_stepsize, gamma=gamma)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        wrapped = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+    finally:
+        for module, training in modes:
+            module.training = training
+    x_adv = attack.run(wrapped, x.detach(), fb.criteria.Misclassification(y))
+    return x_adv.detach().clamp(0.0, 1.0)
