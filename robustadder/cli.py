@@ -806,6 +806,10 @@ def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, sto
 
 @main.command("compare")
 @click.argument("models", nargs=-1)
+@click.option("--group", "groups", multiple=True, metavar="LABEL=M1,M2,...",
+              help="A class of models (e.g. training seeds of one recipe); two or more groups instead of MODELS.")
+@click.option("--minimal", default="fmn", show_default=True,
+              help="With --group: the minimal-perturbation attack and its options, e.g. fmn:steps=1000.")  # fmt: skip
 @click.option(
     "--eps",
     "eps_list",
@@ -817,7 +821,8 @@ def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, sto
     "--attack",
     "attacks",
     multiple=True,
-    help="Attacks whose per-sample worst case is taken [default: pgd:steps=20,restarts=2 and autoattack].",
+    help="Attacks whose per-sample worst case is taken [default: pgd:steps=20,restarts=2 and autoattack; with --group "
+    "pgd:steps=20,restarts=2, enveloping the minimal attack].",
 )
 @click.option("--label", "labels", multiple=True, help="A display name per model, in order.")
 @click.option("--normalization", default=None, help="Input normalization of factory models (FILE.py:fn): cifar10, "
@@ -845,13 +850,15 @@ def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, sto
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Robust accuracy vs eps with intervals (PNG/PDF)."
 )
-def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, data, store, batch_size, grad, dtype, backend,
-                device, seed, fmt, as_json, output, plot_path) -> None:  # fmt: skip
+def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalization, n, dataset, data, store, batch_size, grad,
+                dtype, backend, device, seed, fmt, as_json, output, plot_path) -> None:  # fmt: skip
     """Is model A more robust than model B? Robust accuracy with intervals, paired tests, a verdict per pair.
 
     MODELS are zoo names, checkpoint files or factories FILE.py:fn (two or more; a factory file is your own
     code and runs when imported), evaluated on the same samples; cells are reused from the store, so a rerun
-    is free and an interrupted run resumes.
+    is free and an interrupted run resumes. With --group LABEL=M1,M2,... (two or more groups, several training
+    runs each) the answer is about the classes: minimal perturbations (FMN) enveloped with the fixed-eps
+    attacks, robustness curves, and the class difference with an interval over training runs and samples.
     """
     # robustadder.compare is the function (the API); the module's names are imported from the module itself
     from .comparison import DEFAULT_ATTACKS, compare, plot, render
@@ -862,6 +869,11 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, da
         raise UserError(f"--n must be at least 1, not {n}")
     eps_values = [e.strip() for e in eps_list.split(",") if e.strip()]
     store_path = store or default_store_path()
+    if groups:
+        _compare_groups(models, groups, eps_values, attacks, labels, normalization, n, dataset, data, store_path,
+                        dict(batch_size=batch_size, grad=grad, dtype=dtype, backend=backend, device=device, seed=seed,
+                             minimal=minimal), fmt, output, plot_path)  # fmt: skip
+        return
     reads = _read_by(models, dataset, data, store_path)
     guard_output(output, reads)
     guard_output(plot_path, reads, "--plot")
@@ -876,6 +888,39 @@ def compare_cmd(models, eps_list, attacks, labels, normalization, n, dataset, da
     text = render(table, fmt)
     if plot_path:
         write_output(plot_path, plot(table, format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads, "--plot")
+    if output:
+        write_output(output, text, reads)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+def _compare_groups(models, groups, eps_values, attacks, labels, normalization, n, dataset, data, store_path, common, fmt,
+                    output, plot_path) -> None:  # fmt: skip
+    """Run `compare --group`: parse the groups, guard the outputs, run, render (robustadder.groups)."""
+    from .groups import DEFAULT_GROUP_ATTACKS, compare_groups, parse_group, plot_curves
+
+    if models:
+        raise UserError("give either MODELS or --group, not both (every model of a class comparison is in a group)")
+    if labels or normalization:
+        raise UserError("--label and --normalization apply to MODELS; a group names its models itself")
+    parsed = [parse_group(g) for g in groups]
+    names = [label for label, _ in parsed]
+    if len(set(names)) != len(names):
+        raise UserError(f"group {next(x for x in names if names.count(x) > 1)} is given twice")
+    reads = _read_by(tuple(m for _, members in parsed for m in members), dataset, data, store_path)
+    guard_output(output, reads)
+    guard_output(plot_path, reads, "--plot")
+    if output and plot_path and Path(output).resolve() == Path(plot_path).resolve():
+        raise UserError("-o and --plot name the same file; choose two")
+    if fmt not in ("text", "md", "json"):
+        raise UserError(f"--format {fmt} is not available with --group (text, md, json)")
+    result = compare_groups(dict(parsed), eps=eps_values, attacks=list(attacks) or list(DEFAULT_GROUP_ATTACKS), n=n,
+                            dataset=dataset, data=data, store=store_path, progress=True, **common)  # fmt: skip
+    text = result.render(fmt)
+    if plot_path:
+        write_output(plot_path, plot_curves(result, format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads,
+                     "--plot")  # fmt: skip
     if output:
         write_output(output, text, reads)
         click.echo(f"wrote {output}", err=True)

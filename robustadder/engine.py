@@ -301,6 +301,29 @@ def verify_batch(x_adv: torch.Tensor, x: torch.Tensor, attack: AttackConfig) -> 
     return linf, l2
 
 
+def check_differentiable(loaded: LoadedModel) -> None:
+    """A one-line UserError unless the model's output has a gradient with respect to its input.
+
+    A minimal attack follows that gradient; a model that computes its output without one (under no_grad, through
+    argmax or integer arithmetic) would leave every sample "never fooled", an infinite distance that is not
+    robustness. Checked on one blank image before any cell runs.
+    """
+    model = loaded.model
+    param = next(iter(model.parameters()), None)
+    x = torch.zeros(1, *model.input_shape, dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu", requires_grad=True)  # fmt: skip
+    with torch.enable_grad():
+        try:
+            out = model(x)
+        except Exception as exc:  # a forward that fails here fails every cell: say it now
+            raise UserError(f"model {loaded.name} fails on a blank image: {type(exc).__name__}: {str(exc)[:160]}") from None
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        raise UserError(
+            f"model {loaded.name} has no gradient with respect to its input; a minimal-perturbation attack (FMN) "
+            "follows that gradient, so its distances would mean nothing"
+        )
+
+
 def verify_minimal(x_adv: torch.Tensor, x: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor,
                    y: torch.Tensor, ids: np.ndarray, attack: AttackConfig) -> None:  # fmt: skip
     """A minimal attack's stored norm is a distance only if the input there really is misclassified.

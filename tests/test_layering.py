@@ -15,7 +15,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["nn", "kernels"], 1),
     **dict.fromkeys(["data", "models", "attacks", "distributed", "ops"], 2),
     **dict.fromkeys(["store", "engine", "summary", "distances", "cost"], 3),
-    **dict.fromkeys(["api", "sweep", "comparison", "diagnostics", "report", "train", "bench"], 4),
+    **dict.fromkeys(["api", "sweep", "comparison", "groups", "diagnostics", "report", "train", "bench"], 4),
     **dict.fromkeys(["cli", "__main__", ""], 5),  # "": the package's own __init__ (lazy public names)
 }
 

@@ -1,0 +1,325 @@
+"""``robustadder compare --group ANN=... --group CNN=...``: whether one *class* of models is more robust than another.
+
+A single trained network per side compares training runs, not architectures: two runs of one recipe can
+differ more than an AdderNet and a CNN do. This protocol takes several networks per class (training seeds)
+and answers for the classes:
+
+* per model, the minimal L∞ perturbation of every sample (FMN, through both adder gradients for adder models)
+  and fixed-eps attacks (PGD-20 with 2 restarts by default) at the budgets of ``eps``; per sample the
+  **envelope**: the smaller of FMN's distance and the smallest eps at which a fixed-eps attack fooled it
+  (:func:`robustadder.distances.envelope`);
+* per model, the robustness curve from the envelope (Wilson bands), its median distance with a bootstrap
+  interval, its area under the curve to 16/255, and how many samples a fixed-eps attack broke below FMN's
+  distance;
+* per pair of classes, the difference of the classes' mean areas with a two-level bootstrap interval
+  (training runs, then samples) beside the spread between runs inside each class, in one sentence
+  (:class:`robustadder.distances.ClassComparison`).
+
+Every cell goes through the store: a rerun is free and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import escape
+from .api import evaluate, resolve_attacks
+from .attacks import format_eps, parse_eps
+from .cost import format_duration
+from .data import Dataset, ImageSet, dataset_title
+from .distances import (
+    DEFAULT_LIMIT,
+    ClassComparison,
+    area,
+    compare_classes,
+    envelope,
+    eps_grid,
+    median_distance,
+    minimal_distances,
+    robustness_curve,
+)
+from .engine import GRAD_SETTINGS, Settings, check_differentiable, data_fingerprint
+from .errors import UserError
+from .models import LoadedModel, announce, as_loaded, evaluation_images, module_input_shape, opened_dataset
+from .models.module import default_dataset
+from .store import Store
+from .summary import CONFIDENCE, proportion_interval
+
+DEFAULT_GROUP_ATTACKS = ("pgd:steps=20,restarts=2",)
+DEFAULT_GROUP_EPS = ("1/255", "2/255", "4/255", "8/255")
+MINIMAL_ATTACK = "fmn"
+
+
+def parse_group(text: str) -> tuple[str, list[str]]:
+    """``LABEL=model1,model2,...`` → (label, models); one line for anything else."""
+    label, sep, rest = text.partition("=")
+    models = [m.strip() for m in rest.split(",") if m.strip()]
+    if not sep or not label.strip() or not models:
+        raise UserError(f"--group '{text}' must look like LABEL=MODEL1,MODEL2,... (e.g. ANN-20=ann20,ann20-seed1)")
+    return label.strip(), models
+
+
+@dataclass
+class GroupComparison:
+    """The class-level answer: per model its distances' summary, per pair of classes the verdict."""
+
+    groups: dict[str, list[str]]
+    models: pd.DataFrame  # one row per model
+    curves: pd.DataFrame  # per model and curve eps: robust accuracy (envelope) with its interval
+    classes: list[ClassComparison]
+    settings: dict[str, Any]
+    protocol: str
+    notes: list[str] = field(default_factory=list)
+
+    def sentences(self) -> list[str]:
+        """One sentence per pair of classes."""
+        return [c.sentence() for c in self.classes]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON: per-model rows, curves, per-pair class comparisons, settings and protocol."""
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, float):
+                return value if np.isfinite(value) else None
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [clean(v) for v in value]
+            return value
+
+        classes = [
+            {"a": c.names[0], "b": c.names[1], "members": [list(m) for m in c.members], "n": c.n, "limit": c.limit,
+             "area": dict(c.areas), "class_area": list(c.class_area), "difference": c.difference, "ci": list(c.ci),
+             "spread": list(c.spread), "separates_runs": c.separates_runs,
+             "spread_rivals_difference": c.spread_rivals_difference, "sentence": c.sentence()}
+            for c in self.classes
+        ]  # fmt: skip
+        return clean({
+            "groups": self.groups, "models": json.loads(self.models.to_json(orient="records")),
+            "curves": json.loads(self.curves.to_json(orient="records")), "classes": classes,
+            "verdicts": self.sentences(), "settings": self.settings, "protocol": self.protocol, "notes": self.notes,
+        })  # fmt: skip
+
+    def _display(self, esc) -> pd.DataFrame:
+        rows = []
+        for r in self.models.itertuples():
+            row = {
+                "class": esc(r.group), "model": esc(r.model),
+                "clean": f"{r.clean_accuracy:.1f} [{r.clean_ci_low:.1f}, {r.clean_ci_high:.1f}]",
+                "median eps (/255)": f"{r.median * 255:.3g} [{r.median_ci_low * 255:.3g}, {r.median_ci_high * 255:.3g}]",
+                f"area to {self.settings['limit'] * 255:.3g}/255": f"{r.area:.1f}",
+            }  # fmt: skip
+            for e in self.settings["eps"]:
+                key = format_eps(e)
+                row[key] = (f"{getattr(r, _eps_column(e))[0]:.1f} "
+                            f"[{getattr(r, _eps_column(e))[1]:.1f}, {getattr(r, _eps_column(e))[2]:.1f}]")  # fmt: skip
+            row["below FMN"] = str(int(r.broken_below))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def render(self, fmt: str) -> str:
+        """text, md or json (the per-model table, the class sentences, the protocol)."""
+        if fmt == "json":
+            return json.dumps(self.to_json(), indent=1)
+        if fmt == "text":
+            return "\n".join([self._display(str).to_string(index=False), "", *self.sentences(), "", self.protocol, *self.notes])
+        if fmt == "md":
+            md = escape.markdown
+            table = self._display(md).to_markdown(index=False, disable_numparse=True)
+            return "\n".join([table, "", *[f"- {md(s)}" for s in self.sentences()], "", md(self.protocol),
+                              *[md(n) for n in self.notes], ""])  # fmt: skip
+        raise UserError(f"--format {fmt} is not available with --group (text, md, json)")
+
+
+def _eps_column(eps: float) -> str:
+    return f"robust_at_{round(eps * 255 * 1000)}"
+
+
+def compare_groups(
+    groups: Mapping[str, Sequence[Any]],
+    *,
+    eps: Sequence[Any] = DEFAULT_GROUP_EPS,
+    attacks: Sequence[str] = DEFAULT_GROUP_ATTACKS,
+    n: int | None = 1000,
+    data: str | os.PathLike | ImageSet | None = None,
+    dataset: str | os.PathLike | Dataset | None = None,
+    store: str | os.PathLike | Store | None = None,
+    batch_size: int = 128,
+    backend: str = "auto",
+    device: str = "cpu",
+    dtype: str = "float32",
+    grad: str = "both",
+    seed: int = 0,
+    minimal: str = MINIMAL_ATTACK,
+    progress: bool = True,
+) -> GroupComparison:
+    """Compare classes of models (``{"ANN-20": ["ann20", "ann20-seed1", ...], "CNN-20": [...]}``) on the same samples.
+
+    Models are zoo names, checkpoint paths, factories or modules. Every check that can fail is made before any
+    cell runs (nothing is written): at least two classes; no model twice (by name or by weights); every
+    model of one dataset and class count; every model differentiable (a minimal attack follows its gradient).
+    """
+    if len(groups) < 2:
+        raise UserError("a class comparison needs at least two groups (--group A=m1,m2 --group B=m3,m4)")
+    if any(not list(members) for members in groups.values()):
+        raise UserError("every group needs at least one model")
+    refs = [m for members in groups.values() for m in members]
+    names = [m if isinstance(m, str) else getattr(m, "name", type(m).__name__) for m in refs]
+    repeated = sorted({x for x in names if names.count(x) > 1})
+    if repeated:
+        raise UserError(f"model {repeated[0]} is given twice; every model belongs to one group, once")
+    if grad not in GRAD_SETTINGS:
+        raise UserError(f"--grad must be one of {', '.join(GRAD_SETTINGS)}, not {grad}")
+    eps_values = sorted({parse_eps(e, "Linf") for e in eps})
+    if not eps_values or eps_values[0] <= 0:
+        raise UserError("the fixed-eps budgets must be positive")
+    minimal_config, *_ = resolve_attacks([minimal, *attacks], eps=eps_values[0])  # validates before any work
+    if not minimal_config.definition.minimal:
+        raise UserError(f"--minimal {minimal} is not a minimal-perturbation attack (fmn is)")
+    Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
+    dataset = opened_dataset(dataset)
+    shape = module_input_shape(dataset, data)
+    loaded: dict[str, list[LoadedModel]] = {
+        label: [as_loaded(m, input_shape=shape) for m in members] for label, members in groups.items()
+    }
+    every = [m for members in loaded.values() for m in members]
+    shas = [m.weights_sha256 for m in every]
+    if len(set(shas)) != len(shas):
+        twice = next(m.name for m in every if shas.count(m.weights_sha256) > 1)
+        raise UserError(f"model {twice} appears twice under another name (the same weights); every model once")
+    trained = {m.name: default_dataset([m]) or "cifar10" for m in every}
+    if dataset is None and len(set(trained.values())) > 1:
+        raise UserError("the models were trained on different datasets ("
+                        + ", ".join(f"{k}: {v}" for k, v in trained.items()) + "); a class comparison needs one")  # fmt: skip
+    classes_of = {m.name: m.arch.num_classes for m in every}
+    if len(set(classes_of.values())) > 1:
+        raise UserError("the models predict different numbers of classes ("
+                        + ", ".join(f"{k}: {v}" for k, v in classes_of.items()) + ")")  # fmt: skip
+    for model in every:
+        check_differentiable(model)
+    images = evaluation_images(every, dataset, data, n)
+    for model in every:
+        announce(model)
+    own_store = not isinstance(store, Store)
+    db = Store.open(store) if own_store else store
+    limit = DEFAULT_LIMIT["Linf"]
+    grid = eps_grid("Linf", limit)
+    rows, curves, dists, notes = [], [], {}, []
+    common = dict(batch_size=batch_size, backend=backend, device=device, dtype=dtype, grad=grad, seed=seed)
+    try:
+        if db.run_id is None:
+            db.start_run("compare --group", Settings(device=device).resolved()["device"])
+        total, done = len(every), 0
+        for label, members in loaded.items():
+            for model in members:
+                started = time.perf_counter()
+                frame = evaluate(model, ["none", minimal], data=images, store=db, progress=False, **common)
+                fmn = minimal_distances(frame[frame["attack_name"] == minimal_config.name], "Linf")
+                clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
+                fixed = []
+                for e in eps_values:
+                    part = evaluate(model, list(attacks), eps=e, data=images, store=db, progress=False, **common)
+                    worst = _worst_case_rows(part)
+                    fixed.append((e, worst))
+                env, below = envelope(fmn, fixed)
+                dists[(label, model.name)] = env
+                med = median_distance(env, seed=seed)
+                c, m = int(clean.sum()), len(clean)
+                clean_low, clean_high = proportion_interval(c, m)
+                row = {"group": label, "model": model.name, "weights_sha256": model.weights_sha256, "n": m,
+                       "clean_accuracy": 100.0 * c / m, "clean_ci_low": clean_low, "clean_ci_high": clean_high,
+                       "median": med["median"], "median_ci_low": med["ci_low"], "median_ci_high": med["ci_high"],
+                       "median_fmn": float(np.median(fmn)), "area": float(area(env.to_numpy(), limit)),
+                       "broken_below": int(below.notna().sum())}  # fmt: skip
+                for e, r in zip(eps_values, robustness_curve(env, eps_values).itertuples(), strict=True):
+                    row[_eps_column(e)] = (r.robust_accuracy, r.ci_low, r.ci_high)
+                rows.append(row)
+                curve = robustness_curve(env, grid).assign(group=label, model=model.name)
+                curves.append(curve)
+                done += 1
+                if progress:
+                    print(f"compare --group [{done}/{total}] {label} / {model.name}: clean {100.0 * c / m:.1f} %, median "
+                          f"minimal eps {med['median'] * 255:.3g}/255, area {row['area']:.1f} "
+                          f"({format_duration(time.perf_counter() - started)})", file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        if own_store:
+            db.close()
+    models = pd.DataFrame(rows)
+    labels = list(loaded)
+    classes = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            classes.append(compare_classes(
+                {name: d for (g, name), d in dists.items() if g == a}, {name: d for (g, name), d in dists.items() if g == b},
+                names=(a, b), limit=limit, seed=seed,
+            ))  # fmt: skip
+    below = int(models["broken_below"].sum())
+    if below:
+        notes.append(f"Fixed-eps attacks broke {below} sample(s) below FMN's distance (over all models); the envelope "
+                     "uses the smaller, so a minimal attack weaker than PGD does not overstate robustness.")  # fmt: skip
+    settings = {
+        "n": len(images), "first_id": int(images.ids.min()), "last_id": int(images.ids.max()),
+        "data": Path(images.source).name, "data_fingerprint": data_fingerprint(images), "dataset": images.dataset,
+        "minimal": minimal, "attacks": list(attacks), "eps": eps_values, "limit": limit, "grad": grad, "dtype": dtype,
+        "device": device, "batch_size": batch_size, "seed": seed, "confidence": CONFIDENCE,
+    }  # fmt: skip
+    protocol = (
+        f"On the first {len(images)} {dataset_title(images.dataset)} test images: per sample the minimal L∞ perturbation "
+        f"({minimal_config.label}"
+        + (", through both adder input gradients, the smaller kept" if grad == "both" else f", adder gradient {grad}")
+        + f") enveloped with {', '.join(attacks)} at {', '.join(format_eps(e) for e in eps_values)}; robust accuracy "
+        "at eps is the share of samples whose distance exceeds eps (95 % Wilson intervals); area under the curve "
+        f"to {limit * 255:.3g}/255 in percent of the range (the mean of the distances capped there); class difference "
+        "with a two-level bootstrap interval (training runs within each class, then samples) at 95 %."
+    )
+    return GroupComparison({k: [m.name for m in v] for k, v in loaded.items()}, models, pd.concat(curves, ignore_index=True),
+                           classes, settings, protocol, notes)  # fmt: skip
+
+
+def _worst_case_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per sample: fooled if any of the frame's attacks fooled it (the per-sample worst case)."""
+    fooled = (~frame["adv_correct"].astype(bool)).groupby(frame["sample_id"]).any()
+    clean = frame.groupby("sample_id")["clean_correct"].first().astype(bool)
+    return pd.DataFrame({"sample_id": clean.index, "clean_correct": clean.to_numpy(), "adv_correct": ~fooled.to_numpy()})
+
+
+def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
+    """Robustness curves of every model (envelope, Wilson bands), one colour per class; the figure's bytes."""
+    from .plotting import figure_bytes, plain_text_figures
+
+    fmt = (format or (Path(path).suffix.lstrip(".") if path is not None else "") or "png").lower()
+    with plain_text_figures() as plt:
+        fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=150)
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for k, (label, members) in enumerate(result.groups.items()):
+            for j, name in enumerate(members):
+                c = result.curves[(result.curves["group"] == label) & (result.curves["model"] == name)]
+                x = c["eps"].to_numpy() * 255
+                ax.plot(x, c["robust_accuracy"], color=colours[k % len(colours)], lw=1.2,
+                        label=str(label) if j == 0 else None)  # fmt: skip
+                ax.fill_between(x, c["ci_low"], c["ci_high"], color=colours[k % len(colours)], alpha=0.08, lw=0)
+        ax.set_xlabel("L∞ eps (×1/255)")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_title(f"n = {result.settings['n']}, envelope of FMN and fixed-eps attacks, 95 % Wilson bands", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        data = figure_bytes(fig, fmt)
+    if path is not None:
+        from .fileio import write_output
+
+        write_output(path, data, option="--plot")
+    return data
+
+
+__all__ = ["DEFAULT_GROUP_ATTACKS", "GroupComparison", "compare_groups", "parse_group", "plot_curves"]

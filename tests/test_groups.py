@@ -1,0 +1,116 @@
+"""compare --group: classes of models (training seeds) answered on minimal distances, in the API, the CLI and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustadder.cli import main
+from robustadder.errors import UserError
+from robustadder.groups import compare_groups, parse_group
+from robustadder.models import CifarResNet, save_checkpoint
+
+from conftest import save_tiny_world, tree
+
+FAST = {"minimal": "fmn:steps=10", "attacks": ["fgsm"], "eps": ["2/255", "8/255"], "batch_size": 8}
+
+
+def _world(tmp_path: Path):
+    loaded, data = save_tiny_world(tmp_path, n=8, a0=("adder", 0), a1=("adder", 1), c0=("conv", 0), c1=("conv", 1))
+    return loaded, data
+
+
+@pytest.mark.slow
+def test_groups_answer_for_the_classes_in_the_api(tmp_path):
+    _world(tmp_path)
+    groups = {"ANN": [str(tmp_path / f"a{k}.pt") for k in (0, 1)], "CNN": [str(tmp_path / f"c{k}.pt") for k in (0, 1)]}
+    result = compare_groups(groups, n=8, data=tmp_path, store=tmp_path / "s.sqlite", progress=False, **FAST)
+    assert list(result.models["group"]) == ["ANN", "ANN", "CNN", "CNN"] and (result.models["n"] == 8).all()
+    (cls,) = result.classes
+    assert cls.names == ("ANN", "CNN") and cls.separates_runs and len(cls.areas) == 4
+    assert cls.ci[0] <= cls.difference <= cls.ci[1]
+    assert result.sentences()[0].startswith("ANN vs CNN: ")
+    # the envelope: never above what the fixed-eps attack left robust at its eps
+    for row in result.models.itertuples():
+        assert row.median <= row.median_fmn + 1e-12
+    again = compare_groups(groups, n=8, data=tmp_path, store=tmp_path / "s.sqlite", progress=False, **FAST)
+    assert again.to_json() == result.to_json()  # every cell reused: the same answer
+
+
+@pytest.mark.slow
+def test_groups_work_in_the_cli_and_json(tmp_path):
+    _world(tmp_path)
+    args = ["compare", "--group", f"ANN={tmp_path / 'a0.pt'},{tmp_path / 'a1.pt'}", "--group",
+            f"CNN={tmp_path / 'c0.pt'},{tmp_path / 'c1.pt'}", "--minimal", "fmn:steps=10", "--attack", "fgsm", "--eps",
+            "2/255,8/255", "--n", "8", "--batch-size", "8", "--data", str(tmp_path),
+            "--store", str(tmp_path / "s.sqlite")]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--json", "--plot", str(tmp_path / "curves.png")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{") :])
+    assert payload["groups"] == {"ANN": ["a0.pt", "a1.pt"], "CNN": ["c0.pt", "c1.pt"]}
+    assert payload["classes"][0]["separates_runs"] is True and payload["verdicts"][0].startswith("ANN vs CNN")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    text = CliRunner().invoke(main, args)
+    assert text.exit_code == 0 and "ANN vs CNN" in text.output and "median eps" in text.output
+
+
+@pytest.mark.slow
+def test_a_class_of_one_model_is_allowed_and_says_what_it_cannot_separate(tmp_path):
+    _world(tmp_path)
+    result = compare_groups({"ANN": [str(tmp_path / "a0.pt")], "CNN": [str(tmp_path / "c0.pt")]}, n=8, data=tmp_path,
+                            store=tmp_path / "s.sqlite", progress=False, **FAST)  # fmt: skip
+    assert "cannot separate the architecture from the run" in result.sentences()[0]
+
+
+def _one_line(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_bad_groups_are_one_line_and_write_nothing(tmp_path):
+    _world(tmp_path)
+    other = CifarResNet(8, "conv", num_classes=5)
+    save_checkpoint(tmp_path / "five.pt", other)
+    torch.manual_seed(3)
+    save_checkpoint(tmp_path / "c100.pt", CifarResNet(8, "conv"), {"dataset": "cifar100"})
+    (tmp_path / "nograd.py").write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.lin = torch.nn.Linear(3 * 32 * 32, 10)\n"
+        "    def forward(self, x):\n"
+        "        with torch.no_grad():\n"
+        "            return self.lin(x.flatten(1))\n"
+        "def make():\n"
+        "    return M()\n"
+    )
+    before = tree(tmp_path)
+    base = ["compare", "--n", "8", "--data", str(tmp_path), "--store", str(tmp_path / "s.sqlite"), "--attack", "fgsm"]
+    a0, a1, c0 = (str(tmp_path / f) for f in ("a0.pt", "a1.pt", "c0.pt"))
+    cases = [
+        ([*base, "--group", f"ANN={a0},{a1}"], "at least two groups"),
+        ([*base, "--group", f"ANN={a0},{a1}", "--group", f"CNN={c0},{a0}"], "given twice"),
+        ([*base, "--group", f"ANN={a0}", "--group", f"CNN={c0},{tmp_path / 'five.pt'}"], "different numbers of classes"),
+        ([*base, "--group", f"ANN={a0}", "--group", f"CNN={c0},{tmp_path / 'c100.pt'}"], "different datasets"),
+        ([*base, "--group", f"ANN={a0}", "--group", f"X={tmp_path / 'nograd.py'}:make"], "no gradient"),
+        ([*base, "--group", "ANN", "--group", f"CNN={c0}"], "must look like LABEL=MODEL1"),
+        ([*base, "--group", f"ANN={a0}", "--group", f"ANN={c0}"], "given twice"),
+        ([*base, a0, "--group", f"ANN={a1}", "--group", f"CNN={c0}"], "either MODELS or --group"),
+        ([*base, "--group", f"ANN={a0}", "--group", f"CNN={c0}", "--format", "latex"], "not available with --group"),
+    ]
+    for args, message in cases:
+        assert message in _one_line(args), args
+        assert tree(tmp_path) == before  # nothing written: no store, no output
+
+
+def test_parse_group():
+    assert parse_group("ANN-20 = ann20, ann20-seed1") == ("ANN-20", ["ann20", "ann20-seed1"])
+    with pytest.raises(UserError):
+        parse_group("=ann20")
