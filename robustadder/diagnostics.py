@@ -58,7 +58,7 @@ from .models import (
 )
 from .nn import adder_layers, adder_settings
 from .store import Store
-from .summary import robust_flags
+from .summary import json_safe, robust_flags
 
 TOL_PP = 2.0  # percentage points an attack may deviate before a check warns
 HARD_PP = 5.0  # ... before it fails
@@ -129,7 +129,7 @@ class CheckReport:
         data = asdict(self)
         data["verdict"] = self.verdict
         data["failed"], data["warned"] = self.failed, self.warned
-        return _json_safe(data)
+        return json_safe(data)
 
     def to_markdown(self) -> str:
         """Markdown section: table of checks, evidence, verdict line."""
@@ -175,21 +175,6 @@ class CheckReport:
             f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
             f"<p><b>Verdict:</b> {escape.html(self.verdict)}</p></section>"
         )
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def _pct(x: float) -> str:

@@ -53,7 +53,7 @@ from .errors import UserError
 from .models import LoadedModel, announce, as_loaded, evaluation_images, module_input_shape, opened_dataset
 from .models.module import default_dataset
 from .store import Store
-from .summary import CONFIDENCE, proportion_interval
+from .summary import CONFIDENCE, json_safe, proportion_interval, worst_case_flags
 
 DEFAULT_GROUP_ATTACKS = ("pgd:steps=20,restarts=2",)
 DEFAULT_GROUP_EPS = ("1/255", "2/255", "4/255", "8/255")
@@ -86,17 +86,7 @@ class GroupComparison:
         return [c.sentence() for c in self.classes]
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON: per-model rows, curves, per-pair class comparisons, settings and protocol."""
-
-        def clean(value: Any) -> Any:
-            if isinstance(value, float):
-                return value if np.isfinite(value) else None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [clean(v) for v in value]
-            return value
-
+        """Plain JSON: per-model rows, curves, per-pair class comparisons, settings and protocol (NaN as null)."""
         classes = [
             {"a": c.names[0], "b": c.names[1], "members": [list(m) for m in c.members], "n": c.n, "limit": c.limit,
              "area": dict(c.areas), "class_area": list(c.class_area), "difference": c.difference, "ci": list(c.ci),
@@ -104,7 +94,7 @@ class GroupComparison:
              "spread_rivals_difference": c.spread_rivals_difference, "sentence": c.sentence()}
             for c in self.classes
         ]  # fmt: skip
-        return clean({
+        return json_safe({
             "groups": self.groups, "models": json.loads(self.models.to_json(orient="records")),
             "curves": json.loads(self.curves.to_json(orient="records")), "classes": classes,
             "verdicts": self.sentences(), "settings": self.settings, "protocol": self.protocol, "notes": self.notes,
@@ -287,10 +277,11 @@ def compare_groups(
 
 
 def _worst_case_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample: fooled if any of the frame's attacks fooled it (the per-sample worst case)."""
-    fooled = (~frame["adv_correct"].astype(bool)).groupby(frame["sample_id"]).any()
-    clean = frame.groupby("sample_id")["clean_correct"].first().astype(bool)
-    return pd.DataFrame({"sample_id": clean.index, "clean_correct": clean.to_numpy(), "adv_correct": ~fooled.to_numpy()})
+    """One row per sample of the per-sample worst case over the frame's attacks (robust: no attack fooled it)."""
+    robust = worst_case_flags([part for _, part in frame.groupby("attack", sort=False)])
+    clean = frame.groupby("sample_id")["clean_correct"].first().astype(bool).reindex(robust.index)
+    return pd.DataFrame({"sample_id": robust.index, "clean_correct": clean.to_numpy(),
+                         "adv_correct": (robust | ~clean).to_numpy()})  # fmt: skip
 
 
 def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:

@@ -17,6 +17,9 @@ two-sided binomial test of the discordant counts against 1/2.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -107,3 +110,18 @@ def worst_case_accuracy(frames: list[pd.DataFrame]) -> tuple[float, tuple[float,
     if len(flags) == 0:
         return float("nan"), (float("nan"), float("nan"))
     return 100.0 * float(flags.mean()), proportion_interval(int(flags.sum()), len(flags))
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
