@@ -312,10 +312,14 @@ def test_a_signal_marks_the_cell_and_run_interrupted_and_the_rerun_resumes(tmp_p
     cmd = [sys.executable, "-m", "robustadder", "eval", "--model", str(world / "ann.pt"), "--attack", "pgd:steps=300",
            "--eps", "8/255", "--n", "8", "--batch-size", "1", "--grad", "surrogate", "--data", str(world),
            "--store", str(store)]  # fmt: skip
-    # a job started in the background of a non-interactive shell inherits SIGINT ignored (as CI may run this);
-    # the test is about what a command does when the signal reaches it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    # a job started in the background of a non-interactive shell inherits SIGINT ignored, one under nohup SIGHUP
+    # (as CI may run this; a command rightly keeps ignoring what its parent ignores): the test is about what a
+    # command does when the signal reaches it
+    def default_signals() -> None:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     assert wait_for_rows(store, 2, proc=proc) >= 2
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
