@@ -43,7 +43,7 @@ def latex(text: Any) -> str:
             out.append(_LATEX_SPECIAL[ch])
         elif ch in LATEX_SYMBOLS:
             out.append(LATEX_SYMBOLS[ch])
-        elif ord(ch) > 0xFF:
+        elif ord(ch) > 0xFF or 0x7F <= ord(ch) <= 0x9F:  # beyond Latin-1, or C1 controls: no glyph in pdflatex
             out.append("?")
         else:
             out.append(ch)

@@ -4,6 +4,7 @@ text is inert in every output format (issue 37, classes 1-3)."""
 from __future__ import annotations
 
 import csv
+import html as html_module
 import io
 import json
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from robustadder import escape, fileio
 from robustadder import report as rep
@@ -139,6 +142,39 @@ def test_hostile_labels_plot_as_typed(hostile_outputs, tmp_path):
     png = plot(hostile_outputs["table"], tmp_path / "p.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "p.png").read_bytes() == png
     assert rep.plots(hostile_outputs["report"]) is not None
+
+
+def _unescaped(text: str, char: str) -> int:
+    """How many times ``char`` occurs in ``text`` not escaped by a backslash (Markdown's rule)."""
+    count, i = 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        count += text[i] == char
+        i += 1
+    return count
+
+
+_OURS = re.compile(r"\\(textbackslash|textasciitilde|textasciicircum|textless|textgreater|textbar)\{\}|\\[&%$#_{}]"
+                   r"|\$\\(Delta|infty|times|pm|mu|le|ge|cdot)\$|\$-\$|---|--")  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_any_text_is_inert_in_every_format(text):
+    """A property over arbitrary user text: what each escaper returns is shown as typed and can do nothing."""
+    tex = escape.latex(text)
+    assert not set(_OURS.sub("", tex)) & set("\\{}$&#^_%~<>|") and "\n" not in tex and "\r" not in tex
+    assert all(ord(c) < 0x7F or 0xA0 <= ord(c) <= 0xFF for c in tex)  # what pdflatex can set
+    assert "\n" not in escape.latex_comment(text) and "\r" not in escape.latex_comment(text)
+    md = escape.markdown(text)
+    assert "<" not in md and ">" not in md and "](" not in md and _unescaped(md, "|") == 0 and "\n" not in md
+    page = escape.html(text)
+    assert "<" not in page and ">" not in page and '"' not in page and html_module.unescape(page) == text
+    cell = escape.csv_cell(text)
+    assert escape.csv_uncell(cell) == text
+    assert not (cell[:1] in ("=", "+", "@", "\t", "\r") or (cell[:1] == "-" and cell != "-" and not re.match(r"^-[\d.]", cell)))
 
 
 def test_escapers_leave_plain_text_alone_and_neutralize_specials():
