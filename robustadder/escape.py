@@ -82,7 +82,7 @@ def markdown(text: Any) -> str:
 
 # -- CSV --------------------------------------------------------------------------------------------------------
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def csv_cell(value: Any) -> Any:
@@ -90,7 +90,7 @@ def csv_cell(value: Any) -> Any:
 
     Numbers (``-1.5``) and a lone ``-`` are left as they are; non-text values pass through.
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and value != "-" and not _NUMBER.match(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and value != "-" and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
 

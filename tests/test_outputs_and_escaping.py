@@ -174,7 +174,8 @@ def test_any_text_is_inert_in_every_format(text):
     assert "<" not in page and ">" not in page and '"' not in page and html_module.unescape(page) == text
     cell = escape.csv_cell(text)
     assert escape.csv_uncell(cell) == text
-    assert not (cell[:1] in ("=", "+", "@", "\t", "\r") or (cell[:1] == "-" and cell != "-" and not re.match(r"^-[\d.]", cell)))
+    number = re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", cell)  # a number is data, not a formula
+    assert not (cell[:1] in ("=", "+", "-", "@", "\t", "\r") and cell != "-" and not number), cell
 
 
 def test_escapers_leave_plain_text_alone_and_neutralize_specials():
