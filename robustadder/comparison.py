@@ -400,9 +400,8 @@ def plot(table: pd.DataFrame, path: str | os.PathLike | None = None, *, format: 
     ``format`` defaults to ``path``'s extension, else PNG. With ``path`` the figure is also written there,
     atomically and never over a file this process read. Labels are shown as typed (``$`` is no mathtext).
     """
-    from .plotting import figure_bytes, plain_text_figures
+    from .plotting import finish, plain_text_figures
 
-    fmt = (format or (Path(path).suffix.lstrip(".") if path is not None else "") or "png").lower()
     with plain_text_figures() as plt:
         fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=150)
         for name, rows in table.groupby("model", sort=False):
@@ -417,10 +416,4 @@ def plot(table: pd.DataFrame, path: str | os.PathLike | None = None, *, format: 
         ax.set_title(f"n = {table.attrs['settings']['n']}, 95 % Wilson intervals", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        data = figure_bytes(fig, fmt)
-    if path is not None:
-        from .fileio import write_output
-
-        write_output(path, data, option="--plot")
-    return data
+        return finish(fig, path, format)

@@ -286,9 +286,8 @@ def _worst_case_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
     """Robustness curves of every model (envelope, Wilson bands), one colour per class; the figure's bytes."""
-    from .plotting import figure_bytes, plain_text_figures
+    from .plotting import finish, plain_text_figures
 
-    fmt = (format or (Path(path).suffix.lstrip(".") if path is not None else "") or "png").lower()
     with plain_text_figures() as plt:
         fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=150)
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -304,13 +303,7 @@ def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, 
         ax.set_title(f"n = {result.settings['n']}, envelope of FMN and fixed-eps attacks, 95 % Wilson bands", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        data = figure_bytes(fig, fmt)
-    if path is not None:
-        from .fileio import write_output
-
-        write_output(path, data, option="--plot")
-    return data
+        return finish(fig, path, format)
 
 
 __all__ = ["DEFAULT_GROUP_ATTACKS", "GroupComparison", "compare_groups", "parse_group", "plot_curves"]

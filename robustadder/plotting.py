@@ -45,4 +45,22 @@ def figure_bytes(fig: Any, fmt: str = "png", dpi: float | None = None) -> bytes:
         plt.close(fig)
 
 
-__all__ = ["figure_bytes", "plain_text_figures"]
+def finish(fig: Any, path: Any = None, format: str | None = None) -> bytes:
+    """Lay out and render a figure in ``format`` (default: ``path``'s extension, else PNG).
+
+    With ``path`` it is also written there, atomically and never over a file this process read: the one
+    ending of every plotting function that writes.
+    """
+    from pathlib import Path
+
+    from .fileio import write_output
+
+    fmt = (format or (Path(path).suffix.lstrip(".") if path is not None else "") or "png").lower()
+    fig.tight_layout()
+    data = figure_bytes(fig, fmt)
+    if path is not None:
+        write_output(path, data, option="--plot")
+    return data
+
+
+__all__ = ["figure_bytes", "finish", "plain_text_figures"]
