@@ -457,13 +457,11 @@ def imagenet_rows(batch_size: int = 8, backend: str = "auto", device: str = "cpu
     The architecture a researcher brings from the AdderNet paper's ImageNet table: 25.6 M parameters, every
     block and shortcut layer an adder. Untrained weights (speed does not depend on them).
     """
-    from .models.registry import REGISTRY
-
     dev = torch.device(device)
     x = torch.rand(batch_size, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
     models = {}
     for kind in ("adder", "conv"):
-        m = REGISTRY[f"resnet50_{kind}_imagenet"].factory().to(dev).eval()
+        m = create_model(f"resnet50_{kind}_imagenet").to(dev).eval()
         set_backend(m, backend)
         models[kind] = m
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .data import DEFAULT_DATASET, ImageSet, open_dataset, to_tensor
 from .errors import UserError
 from .fileio import atomic_write
-from .models import ARCHITECTURES, CifarResNet, save_checkpoint
+from .models import REGISTRY, CifarResNet, save_checkpoint
 from .nn import AWN_FORMS, adder_layers, awn_layers, awn_raw_weight, set_awn_form, set_backend, set_grad_mode
 
 STATE_FORMAT = "robustadder-train-state"
@@ -78,7 +78,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject impossible configurations before any work starts."""
-        if self.arch_name not in ARCHITECTURES:
+        if self.arch_name not in REGISTRY or not REGISTRY[self.arch_name].cifar_resnet:
             raise UserError(f"unknown architecture {self.arch} / {self.kind}: choose resnet20/32/56 and adder/conv")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -222,7 +222,7 @@ class Trainer:
         classes = self.dataset.num_classes or int(max(self.train.y.max(), self.test.y.max())) + 1
         mean, std = self.dataset.normalization or _channel_stats(self.train.x)
         torch.manual_seed(config.seed)
-        spec = ARCHITECTURES[config.arch_name]
+        spec = REGISTRY[config.arch_name].spec
         self.model = CifarResNet(spec.depth, spec.kind, spec.awn, num_classes=classes, mean=mean, std=std, in_channels=channels)
         for layer in adder_layers(self.model):
             layer.eta = config.eta

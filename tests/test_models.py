@@ -14,6 +14,24 @@ def test_registry_has_twelve_variants():
     assert {s.depth for s in ARCHITECTURES.values()} == {20, 32, 56}
 
 
+def test_one_registry_builds_every_architecture_by_name_and_describes_it_with_one_spec():
+    """Issue 38 step 2: every name is created by one function; the description of a model is one type."""
+    import robustadder.models as models
+    from robustadder.errors import UserError
+    from robustadder.models.spec import model_kind
+
+    assert set(ARCHITECTURES) == {n for n, a in models.REGISTRY.items() if a.cifar_resnet}  # a view, not a mirror
+    for name in ("vgg_small_adder", "vgg_small_conv", "resnet20_conv_awn", "resnet18_adder_imagenet"):
+        model, spec = create_model(name), models.architecture(name).spec
+        assert isinstance(spec, models.ModelSpec) and spec.name == name and model_kind(model) == spec.kind
+    assert isinstance(create_model("resnet20_adder").spec, models.ModelSpec)
+    assert models.ArchSpec(32, "conv", True) == ARCHITECTURES["resnet32_conv_awn"]  # the deprecated name still works
+    with pytest.raises(UserError, match=r"^unknown architecture .vgg_big.: choose one of resnet20_adder, .*vgg_small") as exc:
+        create_model("vgg_big")
+    assert "\n" not in str(exc.value)
+    assert models.LAYER_KINDS == ("adder", "conv") and models.MODEL_KINDS == ("adder", "conv", "mixed")
+
+
 def test_resnet20_adder_matches_official_parameter_count_and_keys():
     assert count_parameters("resnet20_adder") == 272_484  # docs/design.md §3
     keys = set(create_model("resnet20_adder").state_dict())

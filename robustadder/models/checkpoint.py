@@ -34,8 +34,8 @@ from .._version import __version__
 from ..errors import UserError
 from ..fileio import atomic_write, note_input
 from ..nn import AWN_FORMS, awn_layers, set_awn_form
-from .registry import REGISTRY
-from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, ArchSpec, CifarResNet, create_model
+from .registry import architecture, create_model
+from .resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet
 from .spec import ModelSpec
 
 FORMAT_TAG = "robustadder-checkpoint"
@@ -49,7 +49,7 @@ class LoadedModel:
 
     model: nn.Module
     name: str
-    arch: ArchSpec | ModelSpec
+    arch: ModelSpec
     weights_sha256: str
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
@@ -131,17 +131,20 @@ def check_meta(meta: Mapping[str, Any], source: str) -> None:
         values = norm.get(key)
         if values is None:
             continue
-        ok = isinstance(values, (list, tuple)) and values and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ok = (
+            isinstance(values, (list, tuple))
+            and values
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
         )
         if not ok or (key == "std" and min(values) <= 0):
             raise UserError(
                 f"{source}: its normalization {key} {values!r} is not a list of finite numbers"
-                + (" > 0" if key == "std" else "") + "; the checkpoint is damaged"
+                + (" > 0" if key == "std" else "")
+                + "; the checkpoint is damaged"
             )
 
 
-def infer_arch(state: Mapping[str, torch.Tensor], source: str) -> ArchSpec:
+def infer_arch(state: Mapping[str, torch.Tensor], source: str) -> ModelSpec:
     """Architecture from the keys and shapes alone (no metadata needed)."""
     if "conv1.weight" not in state or "fc.weight" not in state:
         raise UserError(
@@ -158,14 +161,12 @@ def infer_arch(state: Mapping[str, torch.Tensor], source: str) -> ArchSpec:
         raise UserError(f"{source}: blocks per stage {counts} do not match a CIFAR ResNet; pass --arch if it is one")
     depth = 6 * counts[0] + 2
     num_classes = int(state["fc.weight"].shape[0])
-    return ArchSpec(depth, kind, awn, num_classes)
+    return ModelSpec.cifar_resnet(depth, kind, awn, num_classes)
 
 
-def parse_arch(name: str) -> ArchSpec:
-    """ArchSpec from a registry name given by a user (``--arch``)."""
-    if name not in ARCHITECTURES:
-        raise UserError(f"unknown architecture '{name}': choose one of {', '.join(REGISTRY)}")
-    return ARCHITECTURES[name]
+def parse_arch(name: str) -> ModelSpec:
+    """The description of a registered architecture named by a user (``--arch``, a zoo manifest)."""
+    return architecture(name).spec
 
 
 def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -190,7 +191,7 @@ def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
 
 
 def build_model(
-    state: dict[str, torch.Tensor], spec: ArchSpec, source: str, meta: Mapping[str, Any] | None = None
+    state: dict[str, torch.Tensor], spec: ModelSpec, source: str, meta: Mapping[str, Any] | None = None
 ) -> CifarResNet:
     """Instantiate ``spec`` with the normalization from ``meta`` and load ``state`` strictly."""
     meta = meta or {}

@@ -38,14 +38,13 @@ from .checkpoint import (
     check_finite,
     infer_arch,
     load_strictly,
-    parse_arch,
     read_checkpoint_file,
     unwrap,
     weights_sha256,
 )
-from .registry import REGISTRY, infer_registered
-from .resnet import ARCHITECTURES, IMAGENET_MEAN, IMAGENET_STD, ArchSpec
-from .spec import describe
+from .registry import REGISTRY, architecture, infer_registered
+from .resnet import IMAGENET_MEAN, IMAGENET_STD
+from .spec import ModelSpec, describe
 
 MODULE_INPUT_SHAPE = (3, 32, 32)  # what a module takes when neither the caller nor a dataset says
 
@@ -388,7 +387,7 @@ def load_registered(state: dict[str, torch.Tensor], arch: str, source: str, name
     Built from the registry with the classes of the weights' classifier, loaded strictly, wrapped with the
     architecture's input shape and training normalization.
     """
-    entry = REGISTRY[arch]
+    entry = architecture(arch)
     classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else entry.num_classes
     model = entry.factory(num_classes=classes)
     load_strictly(model, state, f"{source} does not fit architecture {arch}")
@@ -406,23 +405,24 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str 
     recorded = meta.get("weights_sha256")
     if recorded and recorded != digest:
         raise UserError(f"{source}: weights do not match the sha256 recorded in its metadata; the file is corrupt")
-    registered = arch if arch in REGISTRY and arch not in ARCHITECTURES else None
-    if not arch and meta.get("arch") not in ARCHITECTURES:
-        registered = meta.get("arch") if meta.get("arch") in REGISTRY else infer_registered(state)
+    named = arch or meta.get("arch")  # --arch wins over the metadata; neither: recognized by the keys
+    if named is not None and arch is None and named not in REGISTRY:
+        named = None  # metadata of another tool names its own architectures: the keys decide
+    entry = architecture(named) if named else None
+    if entry is None:
+        registered = infer_registered(state)
+    else:
+        registered = None if entry.cifar_resnet else entry.name
     if registered:
         loaded = load_registered(state, registered, source, name or Path(path).name)
         loaded.meta.update(meta)
         loaded.weights_sha256 = digest  # of the file's tensors, as for every checkpoint
         return loaded
-    if arch:
-        spec = parse_arch(arch)
-        if "fc.weight" in state:  # --arch names the structure; the classifier says how many classes
-            spec = ArchSpec(spec.depth, spec.kind, spec.awn, int(state["fc.weight"].shape[0]))
-    elif meta.get("arch") in ARCHITECTURES:
-        spec = ARCHITECTURES[meta["arch"]]
-        spec = ArchSpec(spec.depth, spec.kind, spec.awn, int(meta.get("num_classes", spec.num_classes)))
-    else:
+    if entry is None:
         spec = infer_arch(state, source)
+    else:  # the name gives the structure; the classifier (or the metadata) how many classes
+        classes = int(state["fc.weight"].shape[0]) if arch and "fc.weight" in state else meta.get("num_classes")
+        spec = ModelSpec.cifar_resnet(entry.spec.depth, entry.kind, entry.awn, int(classes or entry.num_classes))
     model = build_model(state, spec, source, meta)
     model.eval()
     return LoadedModel(model, name or Path(path).name, spec, digest, source, meta)

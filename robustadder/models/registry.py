@@ -1,45 +1,50 @@
-"""The architecture registry: a decorator beside each architecture, as timm's ``@register_model``.
+"""The architecture registry: every architecture name the product knows, each with its description.
 
-A registered architecture is a factory (no arguments needed) plus what evaluating it requires: the input
-shape, the classes and the input normalization its training used. Registry names are accepted wherever a
-model is (``--model resnet50_adder_imagenet --weights FILE``, ``--arch`` of a checkpoint without metadata).
-
-Registered here besides the CIFAR ResNet-20/32/56 (adder / conv, ±AWN, in :mod:`.resnet`):
-
-* ``vgg_small_{adder,conv}`` — the AdderNet paper's CIFAR VGG-small (LQ-Nets' layout: 128-128-M-256-256-M-
-  512-512-M, a BN + ReLU after every layer, linear classifier); the first layer and the classifier stay
-  multiplicative in the adder variant, as in the paper;
-* ``resnet18_{adder,conv}_imagenet`` and ``resnet50_{adder,conv}_imagenet`` — ImageNet ResNets with the
-  module tree and state-dict keys of the official AdderNet ``resnet50.py`` (7×7 conv stem, max pool, stages
-  ``layer1..4``, shortcut ``downsample = Sequential(1×1 layer, BN)``, classifier ``fc`` a 1×1 conv with bias
-  followed by ``bn2`` on the logits), so the official ImageNet ResNet-50 AdderNet checkpoint loads by path.
+As timm's ``register_model`` / ``create_model``: a decorator beside each architecture's definition registers
+a factory (no arguments needed) with what evaluating it requires (a :class:`~.spec.ModelSpec`, the input
+normalization its training used) and, optionally, how to recognize its weights by their keys. Registry names
+are accepted wherever a model is (``--model resnet50_adder_imagenet --weights FILE``, ``--arch`` of a
+checkpoint without metadata). The CIFAR ResNets register in :mod:`.resnet`, the other papers' architectures
+in :mod:`.architectures`; importing :mod:`robustadder.models` registers both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn as nn
 
-from .resnet import ARCHITECTURES, CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, KINDS, create_model, make_layer
+from ..data import CIFAR10_MEAN, CIFAR10_STD
+from ..errors import UserError
+from .spec import ModelSpec
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered architecture: how to build it and what it takes."""
+    """A registered architecture: its description, the normalization it was trained with, how to build it."""
 
-    name: str
-    family: str
-    kind: str
-    awn: bool
-    num_classes: int
-    input_shape: tuple[int, int, int]
+    spec: ModelSpec
     mean: tuple[float, ...]
     std: tuple[float, ...]
     factory: Callable[..., nn.Module]
+    recognizes: Callable[[Mapping[str, torch.Tensor]], bool] | None = None
+
+    name = property(lambda self: self.spec.name)
+    family = property(lambda self: self.spec.family)
+    kind = property(lambda self: self.spec.kind)
+    awn = property(lambda self: self.spec.awn)
+    num_classes = property(lambda self: self.spec.num_classes)
+    input_shape = property(lambda self: self.spec.input_shape)
+
+    @property
+    def cifar_resnet(self) -> bool:
+        """Whether it is one of the project's CIFAR ResNets, the only architectures registered with a depth.
+
+        Their checkpoints carry metadata and AWN variants that :func:`.checkpoint.build_model` reads.
+        """
+        return self.spec.depth is not None
 
 
 REGISTRY: dict[str, Architecture] = {}
@@ -55,153 +60,37 @@ def register_model(
     input_shape: tuple[int, int, int] = (3, 32, 32),
     mean: tuple[float, ...] = CIFAR10_MEAN,
     std: tuple[float, ...] = CIFAR10_STD,
+    depth: int | None = None,
+    recognizes: Callable[[Mapping[str, torch.Tensor]], bool] | None = None,
 ):
     """Register the decorated factory under ``name`` (a name registered twice is a programming error)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
-        REGISTRY[name] = Architecture(name, family, kind, awn, num_classes, tuple(input_shape), tuple(mean), tuple(std), factory)
+        spec = ModelSpec(name, family, kind, awn, int(num_classes), tuple(input_shape), depth)
+        REGISTRY[name] = Architecture(spec, tuple(mean), tuple(std), factory, recognizes)
         return factory
 
     return decorate
 
 
-def layer(kind: str, in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Module:
-    """The layer an adder network computes with adders: adder or conv, no bias, no AWN."""
-    return make_layer(kind, False, in_ch, out_ch, kernel, stride, padding)
+def architecture(name: str) -> Architecture:
+    """The registered architecture ``name``; an unknown name is one line listing the known ones."""
+    if name not in REGISTRY:
+        raise UserError(f"unknown architecture '{name}': choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
-# -- CIFAR ResNets (the project's own family: .resnet's ARCHITECTURES, one entry each) ------------------------
-for _spec in ARCHITECTURES.values():
-    register_model(_spec.name, family=_spec.family, kind=_spec.kind, awn=_spec.awn)(partial(create_model, _spec.name))
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build any registered architecture by name (``resnet20_adder``, ``vgg_small_conv``, ...), untrained.
+
+    ``kwargs`` go to its factory (e.g. ``num_classes``); an unknown name is a :class:`UserError`.
+    """
+    return architecture(name).factory(**kwargs)
 
 
-# -- VGG-small (CIFAR) -------------------------------------------------------------------------------------
-class VGGSmall(nn.Module):
-    """The AdderNet paper's CIFAR VGG-small; ``features`` holds layers, BNs, ReLUs and pools in order."""
-
-    CONFIG = (128, 128, "M", 256, 256, "M", 512, 512, "M")
-
-    def __init__(self, kind: str = "adder", num_classes: int = 10) -> None:
-        super().__init__()
-        items: list[nn.Module] = []
-        channels, first = 3, True
-        for value in self.CONFIG:
-            if value == "M":
-                items.append(nn.MaxPool2d(2))
-                continue
-            conv = nn.Conv2d(channels, value, 3, padding=1, bias=False) if first else layer(kind, channels, value, 3, 1, 1)
-            items += [conv, nn.BatchNorm2d(value), nn.ReLU(inplace=True)]
-            channels, first = value, False
-        self.features = nn.Sequential(*items)
-        self.fc = nn.Linear(512 * 4 * 4, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).flatten(1))
-
-
-for _kind in KINDS:
-
-    @register_model(f"vgg_small_{_kind}", family="vgg_small", kind=_kind)
-    def _vgg(kind: str = _kind, **kwargs) -> nn.Module:
-        return VGGSmall(kind, **kwargs)
-
-
-# -- ImageNet ResNets with the official AdderNet module tree ------------------------------------------------
-class BasicBlockIN(nn.Module):
-    """ResNet-18/34 block: 3×3 → BN → ReLU → 3×3 → BN, + shortcut, ReLU."""
-
-    expansion = 1
-
-    def __init__(self, kind: str, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = layer(kind, inplanes, planes, 3, stride, 1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = layer(kind, planes, planes, 3, 1, 1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class Bottleneck(nn.Module):
-    """ResNet-50 block: 1×1 → 3×3 (stride) → 1×1 (×4), BN after each, + shortcut, ReLU."""
-
-    expansion = 4
-
-    def __init__(self, kind: str, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = layer(kind, inplanes, planes, 1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = layer(kind, planes, planes, 3, stride, 1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = layer(kind, planes, planes * 4, 1)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-class ImageNetResNet(nn.Module):
-    """ImageNet ResNet; adder variant = every block and shortcut layer an adder, stem and classifier not."""
-
-    def __init__(self, block: type[nn.Module], blocks: tuple[int, ...], kind: str = "adder", num_classes: int = 1000):
-        super().__init__()
-        self.kind, self.inplanes = kind, 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._stage(block, 64, blocks[0])
-        self.layer2 = self._stage(block, 128, blocks[1], 2)
-        self.layer3 = self._stage(block, 256, blocks[2], 2)
-        self.layer4 = self._stage(block, 512, blocks[3], 2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Conv2d(512 * block.expansion, num_classes, 1)  # with bias, as the official file
-        self.bn2 = nn.BatchNorm2d(num_classes)
-
-    def _stage(self, block, planes: int, count: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(layer(self.kind, self.inplanes, planes * block.expansion, 1, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))  # fmt: skip
-        items = [block(self.kind, self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * block.expansion
-        items += [block(self.kind, self.inplanes, planes) for _ in range(1, count)]
-        return nn.Sequential(*items)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.bn2(self.fc(self.avgpool(x))).flatten(1)
-
-
-IMAGENET = {"resnet18": (BasicBlockIN, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
-for _family, (_block, _blocks) in IMAGENET.items():
-    for _kind in KINDS:
-
-        @register_model(f"{_family}_{_kind}_imagenet", family=f"{_family}_imagenet", kind=_kind, num_classes=1000,
-                        input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)  # fmt: skip
-        def _imagenet(block=_block, blocks=_blocks, kind: str = _kind, **kwargs) -> nn.Module:
-            return ImageNetResNet(block, blocks, kind, **kwargs)
-
-
-def infer_registered(state: dict[str, torch.Tensor]) -> str | None:
-    """The registry name of a non-CIFAR-ResNet state dict from its keys alone (None when unknown)."""
-    kind = "adder" if any(k.endswith(".adder") for k in state) else "conv"
-    if any(k.startswith("layer4.") for k in state):
-        family = "resnet50" if any(".conv3." in k for k in state) else "resnet18"
-        return f"{family}_{kind}_imagenet"
-    if any(k.startswith("features.") for k in state) and "fc.weight" in state:
-        return f"vgg_small_{kind}"
-    return None
+def infer_registered(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the one architecture that recognizes a state dict by its keys (None: none or several do)."""
+    found = [name for name, a in REGISTRY.items() if a.recognizes is not None and a.recognizes(state)]
+    return found[0] if len(found) == 1 else None

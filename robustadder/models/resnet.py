@@ -20,16 +20,17 @@ non-persistent buffers so that it never shows up in (or breaks) official state d
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 
 from ..data import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
 from ..nn import Adder2d, AWNConv2d
+from .registry import REGISTRY, register_model
+from .spec import LAYER_KINDS, ModelSpec
 
 DEPTHS = (20, 32, 56)
-KINDS = ("adder", "conv")
 
 
 def make_layer(kind: str, awn: bool, in_ch: int, out_ch: int, kernel: int, stride: int, padding: int) -> nn.Module:
@@ -39,7 +40,7 @@ def make_layer(kind: str, awn: bool, in_ch: int, out_ch: int, kernel: int, strid
     if kind == "conv":
         cls = AWNConv2d if awn else nn.Conv2d
         return cls(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=False)
-    raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    raise ValueError(f"kind must be one of {LAYER_KINDS}, not {kind!r}")
 
 
 class BasicBlock(nn.Module):
@@ -71,34 +72,9 @@ class BasicBlock(nn.Module):
         return self.relu(out + residual)
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """What identifies an architecture: depth, layer kind, AWN, classes."""
-
-    depth: int
-    kind: str
-    awn: bool
-    num_classes: int = 10
-
-    @property
-    def name(self) -> str:
-        """Registry name, e.g. ``resnet20_adder_awn``."""
-        return f"resnet{self.depth}_{self.kind}" + ("_awn" if self.awn else "")
-
-    @property
-    def variant(self) -> str:
-        """Human label of the variant, e.g. ``ANN+AWN``."""
-        return ("ANN" if self.kind == "adder" else "CNN") + ("+AWN" if self.awn else "")
-
-    @property
-    def family(self) -> str:
-        """Architecture family without the layer kind, e.g. ``resnet20`` (what counterparts share)."""
-        return f"resnet{self.depth}"
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the images the registry's models take."""
-        return (3, 32, 32)
+def ArchSpec(depth: int, kind: str, awn: bool, num_classes: int = 10) -> ModelSpec:  # noqa: N802 - the old class name
+    """Deprecated: the CIFAR ResNet's description is a :class:`ModelSpec` (``ModelSpec.cifar_resnet``)."""
+    return ModelSpec.cifar_resnet(depth, kind, awn, num_classes)
 
 
 class CifarResNet(nn.Module):
@@ -119,9 +95,9 @@ class CifarResNet(nn.Module):
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, not {depth}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-        self.spec = ArchSpec(depth, kind, awn, num_classes)
+        if kind not in LAYER_KINDS:
+            raise ValueError(f"kind must be one of {LAYER_KINDS}, not {kind!r}")
+        self.spec = ModelSpec.cifar_resnet(depth, kind, awn, num_classes)
         self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         blocks = (depth - 2) // 6
@@ -174,16 +150,14 @@ class CifarResNet(nn.Module):
         return x.flatten(1)
 
 
-# -- registry (timm style: a name per variant, created by name) -----------------------------------
-ARCHITECTURES: dict[str, ArchSpec] = {
-    spec.name: spec for spec in (ArchSpec(d, k, a) for d in DEPTHS for k in KINDS for a in (False, True))
-}
+# -- registered by name (timm style: a name per variant) ---------------------------------------------------
+for _depth in DEPTHS:
+    for _kind in LAYER_KINDS:
+        for _awn in (False, True):
+            _spec = ModelSpec.cifar_resnet(_depth, _kind, _awn)
+            register_model(_spec.name, family=_spec.family, kind=_kind, awn=_awn, depth=_depth)(
+                partial(CifarResNet, _depth, _kind, _awn)
+            )
 
-
-def create_model(name: str, **kwargs) -> CifarResNet:
-    """Build an architecture by registry name (``resnet20_adder``, ``resnet56_conv_awn``, ...)."""
-    if name not in ARCHITECTURES:
-        raise KeyError(name)
-    spec = ARCHITECTURES[name]
-    kwargs.setdefault("num_classes", spec.num_classes)
-    return CifarResNet(spec.depth, spec.kind, spec.awn, **kwargs)
+#: Deprecated: the CIFAR ResNets' descriptions by name, a view of :data:`.registry.REGISTRY`
+ARCHITECTURES: dict[str, ModelSpec] = {name: a.spec for name, a in REGISTRY.items() if a.cifar_resnet}

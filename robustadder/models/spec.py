@@ -17,12 +17,19 @@ import torch.nn as nn
 
 from ..nn import Adder2d, AWNConv2d
 
-KINDS = ("adder", "conv", "mixed")
+#: what a layer of a registered architecture computes with: additions (adder) or multiplications (conv)
+LAYER_KINDS = ("adder", "conv")
+#: what a model is: every inner layer an adder (ANN), none (CNN), or some (mixed)
+MODEL_KINDS = (*LAYER_KINDS, "mixed")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model's identity for results: architecture name, family, kind, AWN, classes, input shape."""
+    """A model's identity for results: architecture name, family, kind, AWN, classes, input shape.
+
+    The one description of a model in the package: the registry's architectures, checkpoints, zoo entries and
+    wrapped user modules all describe themselves with it (``depth`` only for the CIFAR ResNets).
+    """
 
     name: str
     family: str
@@ -31,6 +38,12 @@ class ModelSpec:
     num_classes: int
     input_shape: tuple[int, int, int] = (3, 32, 32)
     depth: int | None = None
+
+    @classmethod
+    def cifar_resnet(cls, depth: int, kind: str, awn: bool = False, num_classes: int = 10) -> ModelSpec:
+        """The CIFAR ResNet of ``depth`` with ``kind`` layers (± AWN), named as registered: ``resnet20_adder_awn``."""
+        name = f"resnet{depth}_{kind}" + ("_awn" if awn else "")
+        return cls(name, f"resnet{depth}", kind, awn, int(num_classes), (3, 32, 32), depth)
 
     @property
     def variant(self) -> str:

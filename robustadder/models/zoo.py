@@ -22,8 +22,8 @@ from ..fileio import note_input
 from ..resources import zoo_dir
 from .checkpoint import LoadedModel, parse_arch
 from .module import MODULE_INPUT_SHAPE, Normalization, from_module, is_factory_ref, load_checkpoint, load_factory, split_factory
-from .registry import REGISTRY
-from .resnet import ArchSpec, create_model
+from .registry import REGISTRY, create_model
+from .spec import ModelSpec
 
 DEFAULT_MANIFEST = zoo_dir() / "zoo.toml"
 
@@ -50,7 +50,7 @@ class ZooEntry:
     manifest_dir: Path = Path(".")
 
     @property
-    def spec(self) -> ArchSpec:
+    def spec(self) -> ModelSpec:
         """Architecture of the entry."""
         return parse_arch(self.arch)
 
