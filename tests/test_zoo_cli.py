@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from robustadder.cli import main
 from robustadder.models import create_model, load_zoo, save_checkpoint
+from robustadder.models.checkpoint import infer_arch
 from robustadder.models.zoo import DEFAULT_MANIFEST
 
 from conftest import tree
@@ -190,6 +192,26 @@ def test_shipped_model_matches_its_manifest_entry(name):
     assert meta["accuracy"] == entry.accuracy and meta["accuracy_n"] == 10000, (meta, entry)
     assert meta["recipe"]["epochs"] > 0 and meta["dataset"] == entry.dataset
     assert path.stat().st_size < 5 * 2**20  # fp32 ResNet-20, no optimizer state in a shipped file
+    # the keys alone say the architecture: the file loads by path without its metadata too
+    state = {k: v for k, v in loaded.model.state_dict().items() if "input_" not in k}
+    assert infer_arch(state, name).name == entry.arch
+
+
+SEEDS = [name for name in SHIPPED if re.fullmatch(r".+-seed\d+", name)]
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_a_training_seed_is_its_models_recipe_with_another_seed(name):
+    """`NAME-seedK` is trained exactly as `NAME` but for the seed: what a class-level comparison assumes."""
+    base, seed = re.fullmatch(r"(.+)-seed(\d+)", name).groups()
+    zoo = load_zoo(DEFAULT_MANIFEST)
+    own, other = ({**RECIPE_KEYS_ADDED_LATER, **zoo[m].load().meta["recipe"]} for m in (name, base))
+    assert zoo[name].arch == zoo[base].arch and own["seed"] == int(seed) != other["seed"]
+    assert {k: v for k, v in own.items() if k != "seed"} == {k: v for k, v in other.items() if k != "seed"}
+
+
+#: recipe keys that the training code records since after the seed-0 models were trained, with the value those had
+RECIPE_KEYS_ADDED_LATER = {"dataset": "cifar10"}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
