@@ -1,8 +1,9 @@
 """robustadder: adversarial-robustness evaluation of Adder Neural Networks.
 
-The Python API mirrors the CLI: ``robustadder.evaluate(model, ...)`` returns a pandas DataFrame of
-per-sample results; ``robustadder.models`` loads checkpoints and zoo models; ``robustadder.nn`` holds
-the adder layer.
+The Python API mirrors the CLI: ``robustadder.evaluate(model, ...)`` returns an ``Evaluation`` (per-attack
+summaries, rendering, and the per-sample rows as a pandas DataFrame in ``.frame``), ``robustadder.compare`` a
+``Comparison``; both take one ``Settings``. ``robustadder.models`` loads checkpoints and zoo models;
+``robustadder.nn`` holds the adder layer.
 """
 
 from __future__ import annotations

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from .attacks import ATTACKS, DEFAULT_EPS, AttackConfig, BuildContext, build_runner, make_config, parse_attack_option, parse_eps
+from . import escape
+from .attacks import (
+    ATTACKS,
+    DEFAULT_EPS,
+    AttackConfig,
+    BuildContext,
+    build_runner,
+    format_eps,
+    make_config,
+    parse_attack_option,
+    parse_eps,
+)
 from .cost import format_cost, format_duration, pending_cost  # noqa: F401 - also importable from here, as before
-from .data import Dataset, ImageSet
+from .data import Dataset, ImageSet, dataset_title
 from .distances import at_eps, median_distance, minimal_distances
 from .distributed import context
 from .engine import Settings, check_bn_batches, pin_transfer_source, prepare, run_cell, transfer_source_loader
@@ -27,7 +40,7 @@ from .models import (
     opened_dataset,
 )
 from .store import Store
-from .summary import attack_summary, worst_case_accuracy
+from .summary import CONFIDENCE, attack_summary, worst_case_accuracy
 
 
 def resolve_attacks(
@@ -82,6 +95,182 @@ def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Sett
           f"this machine{why})", file=sys.stderr)  # fmt: skip
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured: per-sample rows, per-attack summaries, the model, data and settings.
+
+    Renders itself (:meth:`to_json`, :meth:`to_text`, :meth:`to_markdown`, :meth:`to_latex`, :meth:`render`);
+    :attr:`frame` is the pandas view, one row per (attack, sample) with ``attrs`` as before. For code written when
+    ``evaluate`` returned that DataFrame, reading goes through to it (``result["adv_correct"]``,
+    ``result.attrs``, ``len(result)``): deprecated, use ``result.frame``.
+    """
+
+    frame: pd.DataFrame
+    model: str
+    arch: str
+    variant: str
+    converted_layers: list[str]
+    weights_sha256: str
+    data: str
+    dataset: str
+    settings: dict[str, Any]
+    store: str
+    #: per attack: label, name, eps, norm, cell id, reuse, params, grad, robust accuracy with interval, ...
+    summary: list[dict[str, Any]]
+    wall_seconds: float
+    worst_case: float | None = None
+    worst_case_ci: tuple[float, float] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # deprecated DataFrame reading
+        if name.startswith("__") or name == "frame":
+            raise AttributeError(name)
+        return getattr(self.frame, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.frame[key]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def backend(self) -> str:
+        """The adder backend that computed (``auto`` resolved)."""
+        return self.settings["backend"]
+
+    @property
+    def clean(self) -> pd.DataFrame:
+        """The rows of the first cell (every cell has each sample's clean prediction)."""
+        return self.frame[self.frame["cell_id"] == self.summary[0]["cell_id"]]
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as ``eval --json`` prints it: rounded, NaN as null, no per-sample rows."""
+        first = self.clean
+        clean_ci = self.summary[0]["clean_accuracy_ci"]
+        result: dict[str, Any] = {
+            "model": self.model, "arch": self.arch, "variant": self.variant, "converted_layers": self.converted_layers,
+            "weights_sha256": self.weights_sha256, "n": len(first),
+            "clean_accuracy": round(100.0 * float(first["clean_correct"].mean()), 4),
+            "clean_accuracy_ci": [round(v, 4) for v in clean_ci], "confidence": CONFIDENCE,
+            "seconds": round(self.wall_seconds, 3), "dataset": self.dataset, "data": self.data, "backend": self.backend,
+            "settings": self.settings, "store": self.store, "attacks": [],
+        }  # fmt: skip
+        for s in self.summary:
+            entry = {
+                "attack": s["attack"], "name": s["name"], "norm": s["norm"], "eps": s["eps"], "params": s["params"],
+                "robust_accuracy": round(s["robust_accuracy"], 4),
+                "robust_accuracy_ci": [round(v, 4) for v in s["robust_accuracy_ci"]],
+                "grad": s["grad"], "components": s["components"],
+                "attack_success_rate": _round_or_none(s["attack_success_rate"]),
+                "mean_linf": s["mean_linf"], "mean_l2": s["mean_l2"], "max_linf": s["max_linf"], "max_l2": s["max_l2"],
+                "seconds": round(s["seconds"], 3), "reused": s["reused"], "cell_id": s["cell_id"],
+            }  # fmt: skip
+            if self.worst_case is not None:
+                entry["worst_case_robust_accuracy"] = round(self.worst_case, 4)
+            if "minimal_distance" in s:  # a minimal attack: its distances, beside its robust accuracy at eps
+                entry["minimal_distance"] = {k: (v if isinstance(v, str) else _round_or_none(float(v), 8))
+                                             for k, v in s["minimal_distance"].items()}  # fmt: skip
+            result["attacks"].append(entry)
+        if self.worst_case is not None:
+            result["worst_case_robust_accuracy"] = round(self.worst_case, 4)
+            result["worst_case_robust_accuracy_ci"] = [round(v, 4) for v in self.worst_case_ci]
+        return result
+
+    def attack_table(self, esc: Callable[[Any], str] = str) -> pd.DataFrame:
+        """One display row per attack: budget, robust accuracy with interval, gradient, success rate, norms, time."""
+        return pd.DataFrame([
+            {"attack": esc(s["attack"]), "eps": format_eps(s["eps"], s["norm"], zero="-"),
+             "robust acc": _fmt_pct(s["robust_accuracy"]), "95 % interval": _fmt_ci(s["robust_accuracy_ci"]),
+             "grad": s["grad"],
+             "success rate": "-" if s["attack_success_rate"] != s["attack_success_rate"] else _fmt_pct(s["attack_success_rate"]),
+             "mean Linf": f"{s['mean_linf'] * 255:.2f}/255", "mean L2": f"{s['mean_l2']:.3f}",
+             "time": f"{s['seconds']:.1f} s" + (" (stored)" if s["reused"] else "")}
+            for s in self.summary
+        ])  # fmt: skip
+
+    def _lines(self) -> tuple[list[str], list[str]]:
+        """The text around the attack table: the header lines, and the lines after it."""
+        first, st = self.clean, self.settings
+        clean = 100.0 * float(first["clean_correct"].mean())
+        head = [
+            f"model           {self.model} ({self.arch}, {self.variant}), weights {self.weights_sha256[:12]}",
+            f"samples         {len(first)} {dataset_title(self.dataset)} test images "
+            f"(ids {first['sample_id'].min()}..{first['sample_id'].max()}) from {self.data}",
+            f"settings        bn={st['bn']} shuffle={'yes' if st['shuffle'] else 'no'} seed={st['seed']} "
+            f"batch={st['batch_size']} grad={st['grad']} backend={st['backend']} dtype={st['dtype']} device={st['device']}",
+            f"clean accuracy  {_fmt_pct(clean)}  {_fmt_ci(self.summary[0]['clean_accuracy_ci'])}",
+        ]
+        tail = []
+        if self.worst_case is not None:
+            tail.append(f"\nworst case over the attacks (per sample): {_fmt_pct(self.worst_case)} robust accuracy "
+                        f"{_fmt_ci(self.worst_case_ci)}")  # fmt: skip
+        for s in self.summary:
+            if "minimal_distance" in s:
+                d = s["minimal_distance"]
+                unit, scale = ("/255", 255) if d["norm"] == "Linf" else ("", 1)
+                tail.append(
+                    f"\n{s['attack']}: median minimal {d['norm']} distance {d['median'] * scale:.3g}{unit} "
+                    f"[{d['ci_low'] * scale:.3g}, {d['ci_high'] * scale:.3g}] over {d['n']} samples (0: misclassified "
+                    f"clean, inf: never fooled); its row is read at eps {format_eps(s['eps'], s['norm'])}"
+                )
+        return head, tail
+
+    @property
+    def attacked(self) -> bool:
+        """Whether any attack ran (else the result is clean accuracy alone)."""
+        return any(s["name"] != "none" for s in self.summary)
+
+    def to_text(self) -> str:
+        """The human summary ``eval`` prints: model, samples, settings, clean accuracy, a row per attack."""
+        head, tail = self._lines()
+        lines = list(head)
+        if self.attacked:
+            lines += ["", self.attack_table().to_string(index=False), *tail]
+        lines += [f"\ntime            {self.wall_seconds:.1f} s (adder backend: {self.backend})",
+                  f"store           {self.store}"]  # fmt: skip
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        """The attack table in Markdown under a line naming the model, data and clean accuracy."""
+        first = self.clean
+        clean = 100.0 * float(first["clean_correct"].mean())
+        line = (f"{escape.markdown(self.model)} ({self.arch}, {self.variant}) on {len(first)} {dataset_title(self.dataset)} "
+                f"test images: clean accuracy {_fmt_pct(clean)} {_fmt_ci(self.summary[0]['clean_accuracy_ci'])}")  # fmt: skip
+        return f"{line}\n\n{self.attack_table(escape.markdown).to_markdown(index=False)}\n"
+
+    def to_latex(self) -> str:
+        """A LaTeX table (booktabs) of the attacks, captioned with the model, data and clean accuracy; text escaped."""
+        first = self.clean
+        clean = 100.0 * float(first["clean_correct"].mean())
+        caption = (f"{self.model} ({self.arch}, {self.variant}) on {len(first)} {dataset_title(self.dataset)} test images: "
+                   f"clean accuracy {_fmt_pct(clean)} {_fmt_ci(self.summary[0]['clean_accuracy_ci'])}")  # fmt: skip
+        body = escape.frame_text(self.attack_table(), escape.latex).style.hide(axis="index").to_latex(hrules=True)
+        return "\n".join(["% generated by robustadder eval; requires \\usepackage{booktabs}", "\\begin{table}[t]",
+                          "\\centering", "\\small", f"\\caption{{{escape.latex(caption)}}}", body.rstrip(),
+                          "\\end{table}", ""])  # fmt: skip
+
+    def render(self, fmt: str) -> str:
+        """``text``, ``json``, ``md`` or ``latex``."""
+        renderers = {"text": self.to_text, "json": lambda: json.dumps(self.to_json()), "md": self.to_markdown,
+                     "latex": self.to_latex}  # fmt: skip
+        if fmt not in renderers:
+            raise UserError(f"format {fmt} is not one of {', '.join(renderers)}")
+        return renderers[fmt]()
+
+
+def _round_or_none(value: float, digits: int = 4) -> float | None:
+    """JSON has no NaN: undefined rates (no clean-correct sample) become null."""
+    return None if value != value else round(value, digits)
+
+
+def _fmt_pct(value: float) -> str:
+    return f"{value:.2f} %"
+
+
+def _fmt_ci(ci) -> str:
+    """A 95 % interval in percent, to one decimal (the precision the interval itself supports)."""
+    return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def evaluate(
     model: str | LoadedModel | torch.nn.Module,
     attacks: str | AttackConfig | Sequence[str | AttackConfig] = "none",
@@ -93,19 +282,13 @@ def evaluate(
     data: str | os.PathLike | ImageSet | None = None,
     store: str | os.PathLike | Store | None = None,
     force: bool = False,
-    batch_size: int = 128,
-    backend: str = "auto",
-    device: str = "cpu",
-    dtype: str = "float32",
-    bn: str = "eval",
-    shuffle: bool = False,
-    seed: int = 0,
-    grad: str = "both",
+    settings: Settings | None = None,
     arch: str | None = None,
     normalization: Normalization = None,
     dataset: str | os.PathLike | Dataset | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
+    **overrides: Any,
+) -> Evaluation:
     """Evaluate a model under attacks on the test images of a dataset (default CIFAR-10).
 
     ``model``: a zoo name, a checkpoint path, a factory (``FILE.py:fn``), a loaded model or any
@@ -117,16 +300,20 @@ def evaluate(
     ``data``: the data directory of a registered dataset, or an :class:`ImageSet`. ``n``: the first n
     test images in the dataset's order.
 
+    ``settings``: how the model runs (:class:`~robustadder.engine.Settings`: batch size, backend, device, dtype,
+    BN mode, shuffle, seed, adder gradient); any of its fields may also be given as a keyword
+    (``evaluate(m, "pgd", grad="exact")``), overriding ``settings``.
+
     Every (attack, eps, settings) is a cell in the results store: computed once, resumed after an
-    interruption, reused afterwards (``force=True`` recomputes). Returns one row per (attack, sample)
-    with ``attack`` (label), ``attack_name``, ``eps``, ``norm``, ``cell_id``, ``sample_id``, ``label``,
-    ``clean_pred``, ``adv_pred``, ``clean_correct``, ``adv_correct``, ``linf``, ``l2``; ``attrs`` carries
-    the model identity, settings, store path, a per-attack ``summary`` and, with several attacks, the
-    per-sample ``worst_case_robust_accuracy``. Under torchrun the ranks share the work (see
-    :mod:`robustadder.distributed`) and every rank returns the full rows.
+    interruption, reused afterwards (``force=True`` recomputes). Returns an :class:`Evaluation`: its
+    ``frame`` has one row per (attack, sample) with ``attack`` (label), ``attack_name``, ``eps``, ``norm``,
+    ``cell_id``, ``sample_id``, ``label``, ``clean_pred``, ``adv_pred``, ``clean_correct``, ``adv_correct``,
+    ``linf``, ``l2``; ``summary`` has one entry per attack and, with several attacks, ``worst_case`` is the
+    per-sample worst-case robust accuracy. Under torchrun (see :mod:`robustadder.distributed`) the ranks share
+    the work and every rank returns the full rows.
     """
     started = time.perf_counter()
-    settings = Settings(batch_size, backend, device, dtype, bn, shuffle, seed, grad)
+    settings = Settings.of(settings, **overrides)
     settings.validate()
     configs = resolve_attacks(attacks, eps=eps, norm=norm, params=params)
     dataset = opened_dataset(dataset)
@@ -172,24 +359,21 @@ def evaluate(
                         "components": res.config.get("components", {}),
                         **attack_summary(rows, res.seconds, (cfg.norm, budget)), **extra})  # fmt: skip
     out = pd.concat(frames, ignore_index=True)
-    out.attrs.update(
-        model=loaded.name,
-        arch=loaded.arch.name,
-        variant=loaded.arch.variant,
-        converted_layers=list(loaded.meta.get("converted") or []),
-        weights_sha256=loaded.weights_sha256,
-        data=images.source,
-        dataset=images.dataset,
-        settings=settings.resolved(),
-        backend=settings.resolved()["backend"],
-        store=store_path,
-        summary=summary,
-        seconds=sum(s["seconds"] for s in summary),
-        wall_seconds=time.perf_counter() - started,
-    )
+    resolved = settings.resolved()
     attacked = [rows for cfg, rows in zip(configs, bounded, strict=True) if cfg.name != "none"]
-    if len(attacked) > 1:
-        accuracy, ci = worst_case_accuracy(attacked)
-        out.attrs["worst_case_robust_accuracy"] = accuracy
-        out.attrs["worst_case_robust_accuracy_ci"] = list(ci)
-    return out
+    worst, worst_ci = worst_case_accuracy(attacked) if len(attacked) > 1 else (None, None)
+    result = Evaluation(
+        out, loaded.name, loaded.arch.name, loaded.arch.variant, list(loaded.meta.get("converted") or []),
+        loaded.weights_sha256, images.source, images.dataset, resolved, store_path, summary,
+        time.perf_counter() - started, worst, tuple(worst_ci) if worst_ci is not None else None,
+    )  # fmt: skip
+    out.attrs.update(
+        model=result.model, arch=result.arch, variant=result.variant, converted_layers=result.converted_layers,
+        weights_sha256=result.weights_sha256, data=result.data, dataset=result.dataset, settings=resolved,
+        backend=resolved["backend"], store=store_path, summary=summary, seconds=sum(s["seconds"] for s in summary),
+        wall_seconds=result.wall_seconds,
+    )  # fmt: skip
+    if worst is not None:
+        out.attrs["worst_case_robust_accuracy"] = worst
+        out.attrs["worst_case_robust_accuracy_ci"] = list(worst_ci)
+    return result

@@ -499,7 +499,7 @@ def compare_cost_rows(
         table = compare(
             models, eps=list(eps), attacks=list(attacks or DEFAULT_ATTACKS), n=n, data=data,
             store=os.path.join(tmp, "cost.sqlite"), batch_size=batch_size, device=device, progress=False,
-        )  # fmt: skip
+        ).table  # fmt: skip
     return [
         {
             "model": r.model,

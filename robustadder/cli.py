@@ -7,10 +7,11 @@ traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,39 +96,43 @@ def main() -> None:
     """Adversarial-robustness evaluation of Adder Neural Networks (and their CNN counterparts)."""
 
 
-def _round_or_none(value: float, digits: int = 4) -> float | None:
-    """JSON has no NaN: undefined rates (no clean-correct sample) become null."""
-    return None if value != value else round(value, digits)
+SETTINGS_OPTIONS: dict[str, Callable[[Callable], Callable]] = {  # the one declaration of every settings flag
+    "bn": click.option("--bn", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
+                       help="BN statistics: running (eval) or of the current batch (train), at attack and prediction."),
+    "shuffle": click.option("--shuffle/--no-shuffle", default=False, show_default=True,
+                            help="Shuffle the test-set order (hence batch composition) with --seed."),
+    "seed": click.option("--seed", type=int, default=0, show_default=True, help="Order and attack randomness."),
+    "batch_size": click.option("--batch-size", type=int, default=128, show_default=True),
+    "grad": click.option("--grad", type=click.Choice(["both", "surrogate", "exact"]), default="both", show_default=True,
+                         help="Adder input gradient white-box attacks follow: both = each attack once per gradient "
+                              "(surrogate HardTanh and exact sign), per-sample worst case (CNNs have one gradient)."),
+    "backend": click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, cpu, triton, reference."),
+    "dtype": click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])),
+    "device": click.option("--device", default="cpu", show_default=True),
+}  # fmt: skip
 
 
-def _fmt_pct(value: float) -> str:
-    return f"{value:.2f} %"
+def settings_options(*omit: str):
+    """The inference-settings flags, declared once for every command that runs models.
 
+    The command receives them as one ``settings`` argument (a :class:`robustadder.engine.Settings`, not yet
+    validated); ``omit`` names the settings a command fixes itself (``compare`` runs BN eval in the original order).
+    """
 
-def _fmt_ci(ci) -> str:
-    """A 95 % interval in percent, to one decimal (the precision the interval itself supports)."""
-    return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+    def decorate(fn):
+        names = [k for k in SETTINGS_OPTIONS if k not in omit]
 
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            from .engine import Settings
 
-def settings_options(fn):
-    """The inference-settings flags shared by eval and sweep-like commands."""
-    options = [
-        click.option("--bn", type=click.Choice(["eval", "train"]), default="eval", show_default=True,
-                     help="BN statistics: running (eval) or of the current batch (train), at attack and prediction."),
-        click.option("--shuffle/--no-shuffle", default=False, show_default=True,
-                     help="Shuffle the test-set order (hence batch composition) with --seed."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Order and attack randomness."),
-        click.option("--batch-size", type=int, default=128, show_default=True),
-        click.option("--grad", type=click.Choice(["both", "surrogate", "exact"]), default="both", show_default=True,
-                     help="Adder input gradient white-box attacks follow: both = each attack once per gradient "
-                          "(surrogate HardTanh and exact sign), per-sample worst case (CNNs have one gradient)."),
-        click.option("--backend", default="auto", show_default=True, help="Adder backend: auto, cpu, triton, reference."),
-        click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float64"])),
-        click.option("--device", default="cpu", show_default=True),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+            return fn(*args, settings=Settings(**{k: kwargs.pop(k) for k in names}), **kwargs)
+
+        for name in reversed(names):
+            run = SETTINGS_OPTIONS[name](run)
+        return run
+
+    return decorate
 
 
 MODEL_HELP = (
@@ -187,11 +192,10 @@ def model_options(fn):
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
 @click.option("--arch", default=None, help="Architecture of a checkpoint without metadata (e.g. resnet20_adder).")
-@settings_options
+@settings_options()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alpha, restarts, random_start, aa_version,
-             source, queries, extra, n, dataset, data, store, force, arch, bn, shuffle, seed, batch_size, grad, backend, dtype,
-             device, as_json) -> None:  # fmt: skip
+             source, queries, extra, n, dataset, data, store, force, arch, settings, as_json) -> None:  # fmt: skip
     """Evaluate a model on a test set (CIFAR-10 by default), clean or under attack.
 
     Under torchrun (``torchrun --nproc-per-node K -m robustadder eval ...``) the ranks share every cell's
@@ -199,13 +203,10 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
     """
     from . import distributed
     from .api import evaluate
-    from .attacks import format_eps
-    from .data import dataset_title
     from .models import as_loaded, module_input_shape
 
-    dist = distributed.init(device)
-    device = dist.device(device)
-
+    dist = distributed.init(settings.device)
+    settings = replace(settings, device=dist.device(settings.device))
     given = {"steps": steps, "alpha": alpha, "restarts": restarts, "random_start": random_start,
              "version": aa_version, "source": source, "queries": queries}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
@@ -214,108 +215,16 @@ def eval_cmd(model_name, weights, normalization, attacks, eps, norm, steps, alph
         if not sep:
             raise UserError(f"--param '{item}' must look like KEY=VALUE")
         params[key.strip().replace("-", "_")] = value.strip()
-    progress = (not as_json or sys.stderr.isatty()) and dist.is_main
     try:
-        shape = module_input_shape(dataset)
-        model = as_loaded(model_name, arch=arch, weights=weights, normalization=normalization, input_shape=shape)
-        frame = evaluate(
-            model, list(attacks), eps=eps, norm=norm, params=params, n=n, dataset=dataset, data=data, store=store, force=force,
-            batch_size=batch_size, backend=backend, device=device, dtype=dtype, bn=bn, shuffle=shuffle, seed=seed,
-            grad=grad, progress=progress,
-        )  # fmt: skip
+        model = as_loaded(model_name, arch=arch, weights=weights, normalization=normalization,
+                          input_shape=module_input_shape(dataset))  # fmt: skip
+        result = evaluate(model, list(attacks), eps=eps, norm=norm, params=params, n=n, dataset=dataset, data=data,
+                          store=store, force=force, settings=settings,
+                          progress=(not as_json or sys.stderr.isatty()) and dist.is_main)  # fmt: skip
     finally:
         distributed.shutdown()
-    if not dist.is_main:
-        return
-    meta = frame.attrs
-    summary = meta["summary"]
-    first = frame[frame["cell_id"] == summary[0]["cell_id"]]
-    clean = 100.0 * float(first["clean_correct"].mean())
-    clean_ci = summary[0]["clean_accuracy_ci"]
-    result = {
-        "model": meta["model"],
-        "arch": meta["arch"],
-        "variant": meta["variant"],
-        "converted_layers": meta["converted_layers"],
-        "weights_sha256": meta["weights_sha256"],
-        "n": len(first),
-        "clean_accuracy": round(clean, 4),
-        "clean_accuracy_ci": [round(v, 4) for v in clean_ci],
-        "confidence": 0.95,
-        "seconds": round(meta["wall_seconds"], 3),
-        "dataset": meta["dataset"],
-        "data": meta["data"],
-        "backend": meta["backend"],
-        "settings": meta["settings"],
-        "store": meta["store"],
-        "attacks": [],
-    }
-    worst = meta.get("worst_case_robust_accuracy")
-    for s in summary:
-        entry = {
-            "attack": s["attack"], "name": s["name"], "norm": s["norm"], "eps": s["eps"], "params": s["params"],
-            "robust_accuracy": round(s["robust_accuracy"], 4),
-            "robust_accuracy_ci": [round(v, 4) for v in s["robust_accuracy_ci"]],
-            "grad": s["grad"], "components": s["components"],
-            "attack_success_rate": _round_or_none(s["attack_success_rate"]),
-            "mean_linf": s["mean_linf"], "mean_l2": s["mean_l2"], "max_linf": s["max_linf"], "max_l2": s["max_l2"],
-            "seconds": round(s["seconds"], 3), "reused": s["reused"], "cell_id": s["cell_id"],
-        }  # fmt: skip
-        if worst is not None:
-            entry["worst_case_robust_accuracy"] = round(worst, 4)
-        if "minimal_distance" in s:  # a minimal attack: its distances, beside its robust accuracy at eps
-            entry["minimal_distance"] = {k: (v if isinstance(v, str) else _round_or_none(float(v), 8))
-                                         for k, v in s["minimal_distance"].items()}  # fmt: skip
-        result["attacks"].append(entry)
-    if worst is not None:
-        result["worst_case_robust_accuracy"] = round(worst, 4)
-        result["worst_case_robust_accuracy_ci"] = [round(v, 4) for v in meta["worst_case_robust_accuracy_ci"]]
-    if as_json:
-        click.echo(json.dumps(result))
-        return
-    st = meta["settings"]
-    click.echo(
-        f"model           {result['model']} ({result['arch']}, {result['variant']}), weights {result['weights_sha256'][:12]}"
-    )
-    click.echo(
-        f"samples         {result['n']} {dataset_title(result['dataset'])} test images "
-        f"(ids {first['sample_id'].min()}..{first['sample_id'].max()}) from {result['data']}"
-    )
-    click.echo(
-        f"settings        bn={st['bn']} shuffle={'yes' if st['shuffle'] else 'no'} seed={st['seed']} "
-        f"batch={st['batch_size']} grad={st['grad']} backend={st['backend']} dtype={st['dtype']} device={st['device']}"
-    )
-    click.echo(f"clean accuracy  {_fmt_pct(clean)}  {_fmt_ci(clean_ci)}")
-    if any(s["name"] != "none" for s in summary):
-        import pandas as pd
-
-        rows = [
-            {"attack": s["attack"], "eps": format_eps(s["eps"], s["norm"], zero="-"),
-             "robust acc": _fmt_pct(s["robust_accuracy"]), "95 % interval": _fmt_ci(s["robust_accuracy_ci"]),
-             "grad": s["grad"],
-             "success rate": "-" if s["attack_success_rate"] != s["attack_success_rate"] else _fmt_pct(s["attack_success_rate"]),
-             "mean Linf": f"{s['mean_linf'] * 255:.2f}/255", "mean L2": f"{s['mean_l2']:.3f}",
-             "time": f"{s['seconds']:.1f} s" + (" (stored)" if s["reused"] else "")}
-            for s in summary
-        ]  # fmt: skip
-        click.echo("")
-        click.echo(pd.DataFrame(rows).to_string(index=False))
-        if worst is not None:
-            click.echo(
-                f"\nworst case over the attacks (per sample): {_fmt_pct(worst)} robust accuracy "
-                f"{_fmt_ci(meta['worst_case_robust_accuracy_ci'])}"
-            )
-        for s in summary:
-            if "minimal_distance" in s:
-                d = s["minimal_distance"]
-                unit, scale = ("/255", 255) if d["norm"] == "Linf" else ("", 1)
-                click.echo(
-                    f"\n{s['attack']}: median minimal {d['norm']} distance {d['median'] * scale:.3g}{unit} "
-                    f"[{d['ci_low'] * scale:.3g}, {d['ci_high'] * scale:.3g}] over {d['n']} samples (0: misclassified clean, "
-                    f"inf: never fooled); its row is read at eps {format_eps(s['eps'], s['norm'])}"
-                )
-    click.echo(f"\ntime            {meta['wall_seconds']:.1f} s (adder backend: {result['backend']})")
-    click.echo(f"store           {result['store']}")
+    if dist.is_main:
+        click.echo(result.render("json" if as_json else "text"))
 
 
 @main.command("models")
@@ -724,20 +633,14 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 @click.option("--steps", type=int, default=20, show_default=True, help="PGD steps (doubled by the convergence check).")
 @click.option("--queries", type=int, default=1000, show_default=True, help="Square Attack query budget.")
 @click.option("--source", default=None, help="Transfer source [default: the zoo counterpart of the other kind].")
-@click.option("--bn", type=click.Choice(["eval", "train"]), default="eval", show_default=True)
-@click.option("--grad", type=click.Choice(["both", "surrogate", "exact"]), default="both", show_default=True,
-              help="Adder gradient(s) the white-box attacks follow (both: per-sample worst case).")  # fmt: skip
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--backend", default="auto", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@settings_options("shuffle", "dtype")  # the checks shuffle themselves and compare float32 with float64
 @data_options
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when a check fails.")
-def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source, bn, grad, batch_size, backend, device, seed,
-              dataset, data, store, fmt, as_json, strict) -> None:  # fmt: skip
+def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source, settings, dataset, data, store, fmt, as_json,
+              strict) -> None:  # fmt: skip
     """Gradient-masking checks (Carlini et al. 2019, Athalye et al. 2018) with a verdict on the claim."""
     from .diagnostics import run_checks
     from .models import as_loaded, module_input_shape
@@ -746,9 +649,8 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
         raise UserError("--n, --steps and --queries must be at least 1")
     report = run_checks(
         as_loaded(model_name, weights=weights, normalization=normalization, input_shape=module_input_shape(dataset)),
-        n=n, eps=eps, dataset=dataset, data=data, store=store, steps=steps,
-        square_queries=queries, source=source, batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed,
-        progress=not as_json or sys.stderr.isatty(),
+        n=n, eps=eps, dataset=dataset, data=data, store=store, steps=steps, square_queries=queries, source=source,
+        settings=settings, progress=not as_json or sys.stderr.isatty(),
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.to_json()))
@@ -830,18 +732,7 @@ def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, sto
 @click.option("--n", type=int, default=1000, show_default=True, help="The first N test images.")
 @data_options
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option(
-    "--grad",
-    type=click.Choice(["both", "surrogate", "exact"]),
-    default="both",
-    show_default=True,
-    help="Adder input gradient(s) the white-box attacks follow.",
-)
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--backend", default="auto", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@settings_options("bn", "shuffle")  # a comparison runs BN eval on the original order
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "md", "latex", "csv", "html", "json"]), default="text", show_default=True
 )
@@ -850,8 +741,8 @@ def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, sto
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Robust accuracy vs eps with intervals (PNG/PDF)."
 )
-def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalization, n, dataset, data, store, batch_size, grad,
-                dtype, backend, device, seed, fmt, as_json, output, plot_path) -> None:  # fmt: skip
+def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalization, n, dataset, data, store, settings, fmt,
+                as_json, output, plot_path) -> None:  # fmt: skip
     """Is model A more robust than model B? Robust accuracy with intervals, paired tests, a verdict per pair.
 
     MODELS are zoo names, checkpoint files or factories FILE.py:fn (two or more; a factory file is your own
@@ -861,7 +752,7 @@ def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalizatio
     attacks, robustness curves, and the class difference with an interval over training runs and samples.
     """
     # robustadder.compare is the function (the API); the module's names are imported from the module itself
-    from .comparison import DEFAULT_ATTACKS, compare, plot, render
+    from .comparison import DEFAULT_ATTACKS, compare
     from .store import default_store_path
 
     fmt = "json" if as_json else fmt
@@ -871,8 +762,7 @@ def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalizatio
     store_path = store or default_store_path()
     if groups:
         _compare_groups(models, groups, eps_values, attacks, labels, normalization, n, dataset, data, store_path,
-                        dict(batch_size=batch_size, grad=grad, dtype=dtype, backend=backend, device=device, seed=seed,
-                             minimal=minimal), fmt, output, plot_path)  # fmt: skip
+                        dict(settings=settings, minimal=minimal), fmt, output, plot_path)  # fmt: skip
         return
     reads = _read_by(models, dataset, data, store_path)
     guard_output(output, reads)
@@ -880,14 +770,13 @@ def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalizatio
     if output and plot_path and Path(output).resolve() == Path(plot_path).resolve():
         raise UserError("-o and --plot name the same file; choose two")
     # progress: the plan and a line per model and eps always (hours of work, often logged), bars on a terminal
-    table = compare(
+    result = compare(
         list(models), normalization=normalization, eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS),
-        labels=list(labels) or None, n=n, dataset=dataset, data=data, store=store_path, batch_size=batch_size, backend=backend,
-        device=device, dtype=dtype, grad=grad, seed=seed, progress=True,
+        labels=list(labels) or None, n=n, dataset=dataset, data=data, store=store_path, settings=settings, progress=True,
     )  # fmt: skip
-    text = render(table, fmt)
+    text = result.render(fmt)
     if plot_path:
-        write_output(plot_path, plot(table, format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads, "--plot")
+        write_output(plot_path, result.plot(format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads, "--plot")
     if output:
         write_output(output, text, reads)
         click.echo(f"wrote {output}", err=True)

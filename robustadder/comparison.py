@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,55 @@ def _takes_normalization(model: Any) -> bool:
     return isinstance(model, nn.Module) or (isinstance(model, str) and is_factory_ref(model))
 
 
+@dataclass
+class Comparison:
+    """What :func:`compare` found: per model and eps, per pair and eps, a verdict per pair, how it was measured.
+
+    Renders itself (:meth:`render`: text, md, latex, csv, html, json; :meth:`to_json`; :meth:`plot`). ``table``
+    and ``pairs`` are the pandas views. For code written when ``compare`` returned ``table`` (with the rest in
+    its ``attrs``, which it still carries), reading goes through to it: deprecated, use ``result.table``.
+    """
+
+    table: pd.DataFrame
+    pairs: pd.DataFrame
+    verdicts: list[str]
+    settings: dict[str, Any]
+    protocol: str
+
+    def __getattr__(self, name: str) -> Any:  # deprecated DataFrame reading
+        if name.startswith("__") or name == "table":
+            raise AttributeError(name)
+        return getattr(self.table, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.table[key]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def to_json(self) -> dict[str, Any]:
+        """Models, pairs, verdicts, settings and protocol as JSON-ready data (NaN as null)."""
+        import json
+
+        return json.loads(self.render("json"))
+
+    def render(self, fmt: str) -> str:
+        """The comparison as text, md, latex, csv, html or json; the user's labels escaped for the format."""
+        return render(self, fmt)
+
+    def plot(self, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
+        """Robust accuracy vs eps with intervals, one line per model (see :func:`plot`)."""
+        return plot(self, path, format=format)
+
+
+def _parts(result: Comparison | pd.DataFrame) -> Comparison:
+    """A :class:`Comparison` from itself or from the DataFrame ``compare`` returned before (its ``attrs``)."""
+    if isinstance(result, Comparison):
+        return result
+    a = result.attrs
+    return Comparison(result, a["pairs"], a["verdicts"], a["settings"], a["protocol"])
+
+
 def compare(
     models: Sequence[Any],
     *,
@@ -77,24 +127,21 @@ def compare(
     n: int | None = 1000,
     data: str | os.PathLike | ImageSet | None = None,
     store: str | os.PathLike | Store | None = None,
-    batch_size: int = 128,
-    backend: str = "auto",
-    device: str = "cpu",
-    dtype: str = "float32",
-    grad: str = "both",
-    seed: int = 0,
+    settings: Settings | None = None,
     normalization: Normalization = None,
     dataset: str | os.PathLike | Dataset | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
+    **overrides: Any,
+) -> Comparison:
     """Compare the robustness of two or more models on the same samples of a dataset (default CIFAR-10).
 
-    Returns one row per (model, eps) — ``model``, ``eps``, ``eps_label``, ``n``, ``clean_accuracy`` with
-    ``clean_ci_low/high``, ``robust_accuracy`` with ``robust_ci_low/high``, ``robust_over_clean``,
-    ``seconds`` — and in ``attrs``: ``pairs`` (a DataFrame per pair and eps: both robust accuracies, the
+    Returns a :class:`Comparison`: ``table`` has one row per (model, eps) — ``model``, ``eps``, ``eps_label``,
+    ``n``, ``clean_accuracy`` with ``clean_ci_low/high``, ``robust_accuracy`` with ``robust_ci_low/high``,
+    ``robust_over_clean``, ``seconds`` —, ``pairs`` one per pair and eps (both robust accuracies, the
     difference with its McNemar p-value and Holm-adjusted p-value, the same on the samples every model
-    classifies correctly, the clean-accuracy difference), ``verdicts`` (one sentence per pair),
-    ``settings`` and ``protocol``.
+    classifies correctly, the clean-accuracy difference), ``verdicts`` one sentence per pair, and
+    ``settings`` and ``protocol``. ``settings`` and keyword overrides of its fields as for
+    :func:`robustadder.evaluate` (a comparison runs BN in eval mode on the original order).
 
     ``progress``: say on stderr what the comparison will run (cells already in the store, the range of the
     compute time on this machine) and one line per model and eps as each finishes — lines, because a
@@ -107,13 +154,17 @@ def compare(
         raise UserError(f"{len(labels)} labels for {len(models)} models")
     if not eps:
         raise UserError("compare needs at least one eps")
-    if grad not in GRAD_SETTINGS:
-        raise UserError(f"--grad must be one of {', '.join(GRAD_SETTINGS)}, not {grad}")
+    settings = Settings.of(settings, **overrides)
+    if settings.grad not in GRAD_SETTINGS:
+        raise UserError(f"--grad must be one of {', '.join(GRAD_SETTINGS)}, not {settings.grad}")
     eps_values = sorted({parse_eps(e, "Linf") for e in eps})
     if eps_values[0] <= 0:
         raise UserError("compare's eps must be positive (clean accuracy is always reported)")
     resolve_attacks(list(attacks), eps=eps_values[0])  # validates names and options before any work
-    Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
+    if settings.bn != "eval" or settings.shuffle:
+        raise UserError("compare runs BN in eval mode on the original order (use eval or a sweep for other settings)")
+    settings.validate()
+    dtype, grad = settings.dtype, settings.grad
     dataset = opened_dataset(dataset)
     shape = module_input_shape(dataset, data)
     loaded = [as_loaded(m, normalization=normalization if _takes_normalization(m) else None, input_shape=shape) for m in models]
@@ -132,18 +183,15 @@ def compare(
     bars = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     try:
         if db.run_id is None:
-            db.start_run("compare", Settings(device=device).resolved()["device"])
+            db.start_run("compare", settings.resolved()["device"])
         if progress:
-            settings = Settings(batch_size, backend, device, dtype, grad=grad, seed=seed)
             _say_plan(db, loaded, names, eps_values, attacks, images, settings)
         blocks = len(loaded) * len(eps_values)
         for model, name in zip(loaded, names, strict=True):
             for e in eps_values:
                 started = time.perf_counter()
-                frame = evaluate(
-                    model, ["none", *attacks], eps=e, data=images, store=db, batch_size=batch_size,
-                    backend=backend, device=device, dtype=dtype, grad=grad, seed=seed, progress=bars,
-                )  # fmt: skip
+                result = evaluate(model, ["none", *attacks], eps=e, data=images, store=db, settings=settings, progress=bars)
+                frame = result.frame
                 clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
                 attacked = [part for _, part in frame[frame["attack_name"] != "none"].groupby("attack", sort=False)]
                 robust = worst_case_flags(attacked).reindex(clean.index)  # robust implies clean-correct
@@ -156,11 +204,11 @@ def compare(
                     "clean_accuracy": 100.0 * c / m, "clean_ci_low": clean_low, "clean_ci_high": clean_high,
                     "robust_accuracy": 100.0 * k / m, "robust_ci_low": robust_low, "robust_ci_high": robust_high,
                     "robust_over_clean": k / c if c else float("nan"),
-                    "seconds": float(sum(s["seconds"] for s in frame.attrs["summary"])),  # measured, stored with cells
+                    "seconds": float(sum(s["seconds"] for s in result.summary)),  # measured, stored with cells
                     "adder_layers": has_adder_layers(model.model),
                 })  # fmt: skip
                 if progress:
-                    reused = all(part["reused"] for part in frame.attrs["summary"])
+                    reused = all(part["reused"] for part in result.summary)
                     spent = "every cell reused from the store" if reused else f"{format_duration(time.perf_counter() - started)}"
                     print(f"compare [{len(rows)}/{blocks}] {name} eps {format_eps(e)}: clean {_pct(c, m)}, "
                           f"robust {_pct(k, m)} ({spent})", file=sys.stderr, flush=True)  # fmt: skip
@@ -198,34 +246,29 @@ def compare(
             pairs.extend(block)
     pairs_df = pd.DataFrame(pairs)
     clean_of = {name: table[table["model"] == name]["clean_accuracy"].iloc[0] for name in names}
-    table.attrs.update(
-        pairs=pairs_df,
-        verdicts=[
-            verdict(pairs_df[(pairs_df.a == a) & (pairs_df.b == b)], clean_of, dtype)
-            for i, a in enumerate(names)
-            for b in names[i + 1 :]
-        ],  # fmt: skip
-        settings={
-            "n": len(images),
-            "first_id": int(images.ids.min()),
-            "last_id": int(images.ids.max()),
-            # the file by name (as report's provenance does) and the samples by content hash, never a local path:
-            # a result is shared and committed
-            "data": Path(images.source).name,
-            "data_fingerprint": data_fingerprint(images),
-            "dataset": images.dataset,
-            "attacks": list(attacks),
-            "grad": grad,
-            "dtype": dtype,
-            "device": device,
-            "batch_size": batch_size,
-            "seed": seed,
-            "confidence": CONFIDENCE,
-            "alpha": ALPHA,
-        },  # fmt: skip
-        protocol=protocol_text(attacks, grad, dtype),
-    )
-    return table
+    verdicts = [verdict(pairs_df[(pairs_df.a == a) & (pairs_df.b == b)], clean_of, dtype)
+                for i, a in enumerate(names) for b in names[i + 1 :]]  # fmt: skip
+    recorded = {
+        "n": len(images),
+        "first_id": int(images.ids.min()),
+        "last_id": int(images.ids.max()),
+        # the file by name (as report's provenance does) and the samples by content hash, never a local path:
+        # a result is shared and committed
+        "data": Path(images.source).name,
+        "data_fingerprint": data_fingerprint(images),
+        "dataset": images.dataset,
+        "attacks": list(attacks),
+        "grad": grad,
+        "dtype": dtype,
+        "device": settings.device,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        "confidence": CONFIDENCE,
+        "alpha": ALPHA,
+    }
+    result = Comparison(table, pairs_df, verdicts, recorded, protocol_text(attacks, grad, dtype))
+    table.attrs.update(pairs=pairs_df, verdicts=verdicts, settings=recorded, protocol=result.protocol)
+    return result
 
 
 def _pct(k: int, n: int) -> str:
@@ -337,25 +380,26 @@ _LATEX_PAIR_HEADERS = {"Δ robust (points)": "Δ", "p (McNemar)": "p", "p (Holm)
                        "Δ on common clean-correct": "Δ common", "Δ clean": "Δ clean"}  # fmt: skip
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
+def render(result: Comparison | pd.DataFrame, fmt: str) -> str:
     """The comparison as text, md, latex, csv, html or json; the user's labels escaped for the format."""
     import json
 
-    pairs, verdicts = table.attrs["pairs"], table.attrs["verdicts"]
+    result = _parts(result)
+    table, pairs, verdicts = result.table, result.pairs, result.verdicts
     if fmt == "json":
         return json.dumps({
             "models": json.loads(table.to_json(orient="records")),
             "pairs": json.loads(pairs.to_json(orient="records")),
-            "verdicts": verdicts, "settings": table.attrs["settings"], "protocol": table.attrs["protocol"],
+            "verdicts": verdicts, "settings": result.settings, "protocol": result.protocol,
         }, indent=1)  # fmt: skip
     if fmt == "csv":
         merged = table.merge(pairs, how="outer", left_on=["model", "eps"], right_on=["a", "eps"], suffixes=("", "_pair"))
         return escape.csv_frame(merged).to_csv(index=False, float_format="%.6g")
     shown, shown_pairs = _display(table), _pairs_display(pairs)
-    settings = table.attrs["settings"]
+    settings = result.settings
     caption = (
         f"Robust accuracy (%) [95 % interval] on the first {settings['n']} {dataset_title(settings.get('dataset'))} test images. "
-        + table.attrs["protocol"]
+        + result.protocol
     )
     if fmt == "text":
         return "\n".join([shown.to_string(), "", shown_pairs.to_string(index=False), "", *verdicts, "", caption])
@@ -394,7 +438,7 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     raise UserError(f"unknown format '{fmt}' (text, md, latex, csv, html, json)")
 
 
-def plot(table: pd.DataFrame, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
+def plot(result: Comparison | pd.DataFrame, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
     """Robust accuracy vs eps with 95 % intervals, one line per model; the figure's bytes (PNG, PDF, SVG, ...).
 
     ``format`` defaults to ``path``'s extension, else PNG. With ``path`` the figure is also written there,
@@ -402,6 +446,8 @@ def plot(table: pd.DataFrame, path: str | os.PathLike | None = None, *, format: 
     """
     from .plotting import finish, plain_text_figures
 
+    result = _parts(result)
+    table = result.table
     with plain_text_figures() as plt:
         fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=150)
         for name, rows in table.groupby("model", sort=False):
@@ -413,7 +459,7 @@ def plot(table: pd.DataFrame, path: str | os.PathLike | None = None, *, format: 
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("L∞ eps (×1/255)")
         ax.set_ylabel("robust accuracy (%)")
-        ax.set_title(f"n = {table.attrs['settings']['n']}, 95 % Wilson intervals", fontsize=9)
+        ax.set_title(f"n = {result.settings['n']}, 95 % Wilson intervals", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         return finish(fig, path, format)

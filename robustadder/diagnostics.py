@@ -216,8 +216,9 @@ class _Runner:
         self.loaded, self.data, self.store, self.settings, self.progress = loaded, data, store, settings, progress
 
     def run(self, attack: str, eps: Any = None, **overrides) -> pd.DataFrame:
-        s = {**asdict(self.settings), **overrides}
-        return evaluate(self.loaded, [attack], eps=eps, data=self.data, store=self.store, progress=self.progress, **s)
+        settings = Settings.of(self.settings, **overrides)
+        return evaluate(self.loaded, [attack], eps=eps, data=self.data, store=self.store, settings=settings,
+                        progress=self.progress).frame  # fmt: skip
 
 
 def run_checks(
@@ -230,22 +231,21 @@ def run_checks(
     steps: int = 20,
     square_queries: int = 1000,
     source: str | None = None,
-    batch_size: int = 128,
-    backend: str = "auto",
-    device: str = "cpu",
-    bn: str = "eval",
-    grad: str = "both",
-    seed: int = 0,
+    settings: Settings | None = None,
     normalization: Normalization = None,
     dataset: str | os.PathLike | Dataset | None = None,
     progress: bool = True,
+    **overrides: Any,
 ) -> CheckReport:
     """Run every check on a model; see the module docstring for what each one tests.
 
     ``dataset`` / ``data`` as for :func:`robustadder.evaluate` (default: the dataset the model was trained
-    on, else CIFAR-10).
+    on, else CIFAR-10); ``settings`` and keyword overrides of its fields as there (the checks compare float32
+    with float64 and shuffle the order themselves: ``dtype`` and ``shuffle`` stay at their defaults).
     """
-    settings = Settings(batch_size=batch_size, backend=backend, device=device, bn=bn, grad=grad, seed=seed)
+    settings = Settings.of(settings, **overrides)
+    if settings.dtype != "float32" or settings.shuffle:
+        raise UserError("check runs in float32 and the original order (it compares float64 and shuffled orders itself)")
     settings.validate()
     auto = isinstance(eps, str) and eps.strip().lower() == "auto"
     eps_value = None if auto else make_config("pgd", eps=eps).eps

@@ -33,7 +33,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,12 @@ class BoundViolation(UserError):
 
 @dataclass(frozen=True)
 class Settings:
-    """How a model is run: the inference settings that every result records."""
+    """How a model is run: the inference settings that every result records.
+
+    The one parameter object of the public API: ``evaluate``, ``compare``, ``compare_groups`` and
+    ``run_checks`` take ``settings=Settings(...)`` and, as keywords, overrides of its fields
+    (``evaluate(m, "pgd", batch_size=64)``); :meth:`of` combines the two.
+    """
 
     batch_size: int = 128
     backend: str = "auto"
@@ -77,6 +83,14 @@ class Settings:
     shuffle: bool = False
     seed: int = 0
     grad: str = "both"
+
+    @classmethod
+    def of(cls, settings: Settings | None = None, /, **overrides: Any) -> Settings:
+        """``settings`` (default: the defaults) with ``overrides`` of its fields; an unknown name is a TypeError."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} (settings are {', '.join(f.name for f in fields(cls))})")
+        return replace(settings or cls(), **overrides)
 
     def validate(self) -> None:
         """Reject settings a user can get wrong before any work starts (types first: sweep files are TOML)."""

@@ -144,20 +144,17 @@ def compare_groups(
     data: str | os.PathLike | ImageSet | None = None,
     dataset: str | os.PathLike | Dataset | None = None,
     store: str | os.PathLike | Store | None = None,
-    batch_size: int = 128,
-    backend: str = "auto",
-    device: str = "cpu",
-    dtype: str = "float32",
-    grad: str = "both",
-    seed: int = 0,
+    settings: Settings | None = None,
     minimal: str = MINIMAL_ATTACK,
     progress: bool = True,
+    **overrides: Any,
 ) -> GroupComparison:
     """Compare classes of models (``{"ANN-20": ["ann20", "ann20-seed1", ...], "CNN-20": [...]}``) on the same samples.
 
     Models are zoo names, checkpoint paths, factories or modules. Every check that can fail is made before any
     cell runs (nothing is written): at least two classes; no model twice (by name or by weights); every
     model of one dataset and class count; every model differentiable (a minimal attack follows its gradient).
+    ``settings`` and keyword overrides of its fields as for :func:`robustadder.evaluate` (BN eval, original order).
     """
     if len(groups) < 2:
         raise UserError("a class comparison needs at least two groups (--group A=m1,m2 --group B=m3,m4)")
@@ -168,6 +165,8 @@ def compare_groups(
     repeated = sorted({x for x in names if names.count(x) > 1})
     if repeated:
         raise UserError(f"model {repeated[0]} is given twice; every model belongs to one group, once")
+    settings = Settings.of(settings, **overrides)
+    grad, dtype, seed = settings.grad, settings.dtype, settings.seed
     if grad not in GRAD_SETTINGS:
         raise UserError(f"--grad must be one of {', '.join(GRAD_SETTINGS)}, not {grad}")
     eps_values = sorted({parse_eps(e, "Linf") for e in eps})
@@ -176,7 +175,9 @@ def compare_groups(
     minimal_config, *_ = resolve_attacks([minimal, *attacks], eps=eps_values[0])  # validates before any work
     if not minimal_config.definition.minimal:
         raise UserError(f"--minimal {minimal} is not a minimal-perturbation attack (fmn is)")
-    Settings(batch_size, backend, device, dtype, "eval", False, seed, grad).validate()
+    if settings.bn != "eval" or settings.shuffle:
+        raise UserError("a class comparison runs BN in eval mode on the original order")
+    settings.validate()
     dataset = opened_dataset(dataset)
     shape = module_input_shape(dataset, data)
     loaded: dict[str, list[LoadedModel]] = {
@@ -205,20 +206,19 @@ def compare_groups(
     limit = DEFAULT_LIMIT["Linf"]
     grid = eps_grid("Linf", limit)
     rows, curves, dists, notes = [], [], {}, []
-    common = dict(batch_size=batch_size, backend=backend, device=device, dtype=dtype, grad=grad, seed=seed)
     try:
         if db.run_id is None:
-            db.start_run("compare --group", Settings(device=device).resolved()["device"])
+            db.start_run("compare --group", settings.resolved()["device"])
         total, done = len(every), 0
         for label, members in loaded.items():
             for model in members:
                 started = time.perf_counter()
-                frame = evaluate(model, ["none", minimal], data=images, store=db, progress=False, **common)
+                frame = evaluate(model, ["none", minimal], data=images, store=db, settings=settings, progress=False).frame
                 fmn = minimal_distances(frame[frame["attack_name"] == minimal_config.name], "Linf")
                 clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
                 fixed = []
                 for e in eps_values:
-                    part = evaluate(model, list(attacks), eps=e, data=images, store=db, progress=False, **common)
+                    part = evaluate(model, list(attacks), eps=e, data=images, store=db, settings=settings, progress=False).frame
                     worst = _worst_case_rows(part)
                     fixed.append((e, worst))
                 env, below = envelope(fmn, fixed)
@@ -261,7 +261,7 @@ def compare_groups(
         "n": len(images), "first_id": int(images.ids.min()), "last_id": int(images.ids.max()),
         "data": Path(images.source).name, "data_fingerprint": data_fingerprint(images), "dataset": images.dataset,
         "minimal": minimal, "attacks": list(attacks), "eps": eps_values, "limit": limit, "grad": grad, "dtype": dtype,
-        "device": device, "batch_size": batch_size, "seed": seed, "confidence": CONFIDENCE,
+        "device": settings.device, "batch_size": settings.batch_size, "seed": seed, "confidence": CONFIDENCE,
     }  # fmt: skip
     protocol = (
         f"On the first {len(images)} {dataset_title(images.dataset)} test images: per sample the minimal L∞ perturbation "

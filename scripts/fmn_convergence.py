@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         results = {}
         for steps in (args.steps, 3 * args.steps):
-            frame = robustadder.evaluate(model, [f"fmn:steps={steps}"], n=args.n, store=args.store, progress=False)
+            frame = robustadder.evaluate(model, [f"fmn:steps={steps}"], n=args.n, store=args.store, progress=False).frame
             rows = frame[frame["attack_name"] == "fmn"]
             d = minimal_distances(rows)
             med = median_distance(d)
