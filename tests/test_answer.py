@@ -9,7 +9,7 @@ from scipy import stats
 from robustadder.attacks import make_config
 from robustadder.summary import mcnemar_exact, proportion_interval
 
-from conftest import compile_latex, make_tiny, save_tiny_world
+from helpers import compile_latex, make_tiny, save_tiny_world
 
 
 @pytest.mark.parametrize("eps", ["1/255", "2/255", "8/255", "16/255"])
@@ -254,7 +254,7 @@ def test_compare_bad_input_is_one_line_and_writes_nothing(tmp_path, args, messag
     import subprocess
     import sys
 
-    from conftest import tree
+    from helpers import tree
 
     _two_models(tmp_path)
     before = tree(tmp_path)

@@ -14,7 +14,7 @@ from robustadder.attacks.gradient import pgd
 from robustadder.engine import Settings, inference_mode, prepare, verify_batch
 from robustadder.errors import UserError
 
-from conftest import make_tiny
+from helpers import make_tiny
 
 
 class Linear(torch.nn.Module):

@@ -14,7 +14,7 @@ import pytest
 
 from robustadder import report as rep
 
-from conftest import REPO, compile_latex
+from helpers import REPO, compile_latex
 
 REPORTS = REPO / "reports"
 TEX = sorted(REPORTS.glob("*.tex"))

@@ -142,7 +142,7 @@ def test_evaluate_on_cuda_end_to_end(tmp_path):
     """Every attack family runs on the GPU, rows match a CPU evaluation of the same cells."""
     from robustadder import evaluate
 
-    from conftest import make_tiny
+    from helpers import make_tiny
 
     attacks = ["fgsm", "pgd:steps=3", "rfgsm:steps=2", "noise", "apgd-ce:steps=5", "autoattack:version=standard"]
     results = {}
@@ -166,7 +166,7 @@ def test_float32_evaluation_on_cuda_does_not_use_tf32():
     """cuDNN would use TF32 tensor cores by default; a float32 evaluation must be float32."""
     from robustadder.engine import Settings, prepare
 
-    from conftest import make_tiny
+    from helpers import make_tiny
 
     loaded, _ = make_tiny("conv", n=4)
     prepare(loaded, Settings(device="cuda"))

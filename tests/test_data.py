@@ -15,7 +15,7 @@ import torch
 from robustadder.data import download_cifar10, load_cifar10, resolve_data_dir, to_tensor
 from robustadder.errors import UserError
 
-from conftest import tree
+from helpers import tree
 
 
 def fake_cifar(n: int, seed: int = 0):

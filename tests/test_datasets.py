@@ -30,7 +30,7 @@ from robustadder.data import (
 from robustadder.errors import UserError
 from robustadder.models import CifarResNet, from_module, load_checkpoint, save_checkpoint
 
-from conftest import tree
+from helpers import tree
 
 
 def run(*args):

@@ -174,7 +174,7 @@ def test_report_json_keeps_text_and_nulls_nan():
 
 def test_checks_that_cannot_discriminate_say_na_not_pass(tmp_path):
     """At a budget where PGD leaves nothing robust, attack comparisons pass trivially: they must say n/a."""
-    from conftest import make_tiny
+    from helpers import make_tiny
 
     loaded, data = make_tiny("conv", n=16)
     report = run_checks(loaded, n=16, eps="64/255", data=data, store=tmp_path / "z.sqlite", steps=3, square_queries=20,

@@ -11,7 +11,7 @@ from robustadder import distances as dist
 from robustadder.attacks import MAX_EPS, make_config
 from robustadder.engine import worst_case_rows
 
-from conftest import make_tiny
+from helpers import make_tiny
 
 
 def _frame(ids, clean, adv, linf, batch=0):

@@ -19,7 +19,7 @@ from robustadder.models import save_checkpoint
 from robustadder.store import Store
 from robustadder.sweep import load_sweep, plan_sweep
 
-from conftest import make_tiny, wait_for_rows
+from helpers import make_tiny, wait_for_rows
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 # the sweep below: 2 BN modes x 2 seeds x 4 attacks = 16 grid points, but Clean and FGSM draw no random numbers,

@@ -22,7 +22,7 @@ from robustadder.engine import BoundViolation
 from robustadder.errors import UserError
 from robustadder.store import Store
 
-from conftest import REPO, make_tiny, wait_for_rows
+from helpers import REPO, make_tiny, wait_for_rows
 
 ROWS = ["sample_id", "label", "clean_pred", "adv_pred", "clean_correct", "adv_correct", "linf", "l2"]
 
@@ -158,7 +158,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {tests!r})
-    from conftest import make_tiny
+    from helpers import make_tiny
     import robustadder.engine as engine
     from robustadder import evaluate
     real = engine.verify_batch

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def golden_store(tmp_path_factory):
-    from conftest import SHARED
+    from helpers import SHARED
 
     data = SHARED / "data"
     if not (data / "cifar10_test.npz").is_file():

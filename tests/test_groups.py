@@ -14,7 +14,7 @@ from robustadder.errors import UserError
 from robustadder.groups import compare_groups, parse_group
 from robustadder.models import CifarResNet, save_checkpoint
 
-from conftest import save_tiny_world, tree
+from helpers import save_tiny_world, tree
 
 FAST = {"minimal": "fmn:steps=10", "attacks": ["fgsm"], "eps": ["2/255", "8/255"], "batch_size": 8}
 

@@ -26,7 +26,7 @@ def test_the_api_functions_are_there_when_asked_for():
 
 
 def _world(tmp_path, n=24):
-    from conftest import save_tiny_world
+    from helpers import save_tiny_world
 
     save_tiny_world(tmp_path, n=n, ann=("adder", 0))
 
@@ -75,7 +75,7 @@ def test_any_error_inside_a_cell_marks_it_failed_with_the_reason(tmp_path, monke
     from robustadder.attacks import ATTACKS, AttackDef
     from robustadder.store import Store
 
-    from conftest import make_tiny
+    from helpers import make_tiny
 
     def broken(cfg, ctx):
         def run(model, x, y, ids, seed):
@@ -116,7 +116,7 @@ def test_a_fallback_to_the_slow_backend_is_said(monkeypatch, capsys):
     ],
 )
 def test_bad_option_values_end_in_one_line(tmp_path, args, message):
-    from conftest import tree
+    from helpers import tree
 
     _world(tmp_path, n=8)
     before = tree(tmp_path)
@@ -353,7 +353,7 @@ def test_random_eval_options_never_end_in_a_traceback(property_world):
 
 # -- damaged inputs -----------------------------------------------------------------------------------------
 def test_batches_of_one_under_bn_train_are_one_line_errors_before_anything_is_written(tmp_path):
-    from conftest import tree
+    from helpers import tree
 
     _world(tmp_path, n=8)
     before = tree(tmp_path)

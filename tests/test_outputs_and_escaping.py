@@ -32,7 +32,7 @@ from robustadder.errors import UserError
 from robustadder.store import Store
 from robustadder.sweep import load_sweep, plan_sweep, run_sweep
 
-from conftest import CHROMIUM_FLAGS, compile_latex, need, save_tiny_world
+from helpers import CHROMIUM_FLAGS, compile_latex, need, save_tiny_world
 
 # labels that try every way out of a format: LaTeX commands and a newline that ends a % comment, HTML script and
 # event-handler markup, a Markdown link, raw HTML and a column break, spreadsheet formulas, mathtext, odd Unicode
@@ -342,7 +342,7 @@ def test_labels_reach_the_compare_outputs_as_typed(tmp_path):
 def test_a_signal_marks_the_cell_and_run_interrupted_and_the_rerun_resumes(tmp_path, sig):
     import sqlite3
 
-    from conftest import wait_for_rows
+    from helpers import wait_for_rows
 
     world = _world(tmp_path)
     store = tmp_path / "s.sqlite"

@@ -19,7 +19,7 @@ from robustadder.fetch import download
 from robustadder.models import load_checkpoint, save_checkpoint
 from robustadder.models.zoo import load_zoo
 
-from conftest import make_tiny, save_tiny_world
+from helpers import make_tiny, save_tiny_world
 
 
 def _one_line_exit_2(*args: str) -> str:

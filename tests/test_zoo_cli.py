@@ -18,7 +18,7 @@ from robustadder.models import create_model, load_zoo, save_checkpoint
 from robustadder.models.checkpoint import infer_arch
 from robustadder.models.zoo import DEFAULT_MANIFEST
 
-from conftest import tree
+from helpers import tree
 
 OFFICIAL_SHA = "fe3ad7c15573d34cddd9b3ec2eed12d9c2c818e59cd7d0797a954d6f76ea375b"
 
