@@ -567,7 +567,7 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
 @main.command("report")
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
 @click.option("--preset", "presets", multiple=True, type=click.Choice(["paper", "eps", "settings", "smoke"]),
-              help="Preset sweep(s) of attacks/ [default: paper].")  # fmt: skip
+              help="Preset sweep(s) of attacks/ [default: every sweep the store records, and eval's cells].")  # fmt: skip
 @click.option("--sweep", "sweeps", multiple=True, type=click.Path(dir_okay=False), help="Sweep file(s) instead of presets.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "latex", "md", "html"]), default="md", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
@@ -580,21 +580,20 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
     """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots).
 
     Reads the store only: the weights and the data need not be on this machine. A sweep is reported
-    once 'robustadder sweep FILE' has run with this store (it records the sweep's grid).
+    once 'robustadder sweep FILE' has run with this store (it records the sweep's grid and file). Without
+    --sweep or --preset: every sweep the store records, and the cells 'robustadder eval' computed outside them.
     """
     from . import report as rep
     from .store import Store, default_store_path
     from .sweep import load_sweep
 
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
-    if not sources:
-        sources = [rep.preset_path("paper")]
     reads = [store or default_store_path(), *sources]
     guard_output(output, reads)
-    if len(sources) > 1 and fmt in ("csv", "latex"):
-        raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     if with_checks and fmt not in ("md", "html"):
         raise UserError("--checks renders in --format md or html")
+    if len(sources) > 1 and fmt in ("csv", "latex"):
+        raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     configs = [load_sweep(path) for path in sources]
     names = [c.name for c in configs]
     if len(set(names)) < len(names):
@@ -603,8 +602,20 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
     from .diagnostics import CheckReport
 
     with Store.open(store, readonly=True) as db:
-        reports = [rep.build(db, cfg, n=n) for cfg in configs]
+        if sources:
+            reports = [rep.build(db, cfg, n=n) for cfg in configs]
+        else:  # what the store holds: every sweep it records, and the cells eval computed outside them
+            stored, notes = rep.stored_sweeps(db)
+            reports = [rep.build(db, cfg, n=n) for cfg in stored] + [rep.build(db, plan) for plan in rep.eval_plans(db)]
+            if not reports:
+                raise UserError(f"store {db.path} holds no sweep and no eval result yet: run 'robustadder sweep FILE' or "
+                                "'robustadder eval' with it, or pass --sweep / --preset")  # fmt: skip
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
+            click.echo("reporting what the store holds: " + ", ".join(r.provenance["sweep"] for r in reports), err=True)
         checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
+    if len(reports) > 1 and fmt in ("csv", "latex"):
+        raise UserError(f"--format {fmt} renders one table and the store holds {len(reports)}; pass one --preset or --sweep")
     if fmt == "html":
         toc = [(c.anchor, f"check: {c.model}") for c in checks]
         text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks),
@@ -636,7 +647,7 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 @settings_options("shuffle", "dtype")  # the checks shuffle themselves and compare float32 with float64
 @data_options
 @click.option("--store", type=click.Path(), default=None, help="Results store [env ROBUSTADDER_STORE, ./robustadder.sqlite].")
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "latex"]), default="md", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 when a check fails.")
 def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source, settings, dataset, data, store, fmt, as_json,
@@ -652,14 +663,12 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
         n=n, eps=eps, dataset=dataset, data=data, store=store, steps=steps, square_queries=queries, source=source,
         settings=settings, progress=not as_json or sys.stderr.isatty(),
     )  # fmt: skip
-    if as_json:
-        click.echo(json.dumps(report.to_json()))
-    elif fmt == "html":
+    if fmt == "html" and not as_json:  # a page of its own: the report package's page with this one section
         from .report import to_html
 
         click.echo(to_html([], title=f"robustadder check — {report.model}", extra_html=report.to_html()))
     else:
-        click.echo(report.to_markdown())
+        click.echo(report.render("json" if as_json else fmt))
     if strict and report.failed:
         sys.exit(1)
 

@@ -409,7 +409,7 @@ def render(result: Comparison | pd.DataFrame, fmt: str) -> str:
                   escape.frame_text(shown_pairs, md).to_markdown(index=False, disable_numparse=True)]  # fmt: skip
         return "\n".join([tables[0], "", tables[1], "", *[f"- {md(v)}" for v in verdicts], "", md(caption), ""])
     if fmt == "latex":
-        from .report import fit_to_width
+        from .report.latex import fit_to_width
 
         tex = escape.latex
         short = escape.frame_text(shown_pairs.rename(columns=_LATEX_PAIR_HEADERS), tex)

@@ -437,13 +437,15 @@ class Store:
         models: Sequence[tuple[str, str, str | None, str | None]],
         infos: dict[str, dict[str, Any]],
         points: Sequence[tuple[str, str, str, int, str]],
+        source: tuple[str, str] | None = None,
     ) -> None:
         """Record what a sweep's grid is made of, so that reports need neither weights nor data.
 
         ``models``: (label, ref, weights sha256 or None, skip reason or None); ``infos``: per weights
         sha256, what reports say of a model (architecture, variant, operation counts); ``points``:
-        (model label, attack key, settings key, n, cell id) per grid point. A rerun of the sweep
-        replaces its records (the newest grid wins, e.g. after a checkpoint was retrained).
+        (model label, attack key, settings key, n, cell id) per grid point; ``source``: the sweep file's name and
+        text, so that ``report`` can render the sweep without it. A rerun of the sweep replaces its records (the
+        newest grid wins, e.g. after a checkpoint was retrained).
         """
         now = time.time()
         with self.transaction():
@@ -460,6 +462,9 @@ class Store:
                 "INSERT OR REPLACE INTO grid (sweep, model, attack, settings, n, cell_id, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(sweep, *point, now) for point in points],
             )
+            if source is not None:
+                self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                  (f"sweep:{sweep}", json.dumps({"file": source[0], "text": source[1]})))  # fmt: skip
 
     # -- reading ----------------------------------------------------------------------------------------
     def _has_table(self, name: str) -> bool:
@@ -487,6 +492,39 @@ class Store:
             "SELECT model, attack, settings, n, cell_id FROM grid WHERE sweep = ?", self.conn, params=(sweep,)
         )
         return models, infos, grid
+
+    def model_info(self, weights_sha256: str) -> dict[str, Any] | None:
+        """What a sweep recorded of a model (architecture, variant, operation counts), or None."""
+        if not self._has_table("models"):
+            return None
+        row = self.conn.execute("SELECT info FROM models WHERE weights_sha256 = ?", (weights_sha256,)).fetchone()
+        return None if row is None else _loads(row[0], self.path, f"the record of model {weights_sha256[:12]}")
+
+    def sweeps(self) -> list[str]:
+        """The names of the sweeps whose grids the store records, in the order they were first recorded."""
+        if not self._has_table("grid"):
+            return []
+        rows = self.conn.execute("SELECT sweep FROM sweep_models GROUP BY sweep ORDER BY MIN(updated), sweep").fetchall()
+        return [r[0] for r in rows]
+
+    def sweep_source(self, sweep: str) -> tuple[str, str] | None:
+        """The file name and text of a sweep as its last run recorded them (None for stores from before)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (f"sweep:{sweep}",)).fetchone()
+        if row is None:
+            return None
+        value = _loads(row[0], self.path, f"the record of sweep {sweep}")
+        return str(value["file"]), str(value["text"])
+
+    def eval_cells(self) -> pd.DataFrame:
+        """The cells ``eval`` computed that no sweep's grid names, the per-gradient parts of combined cells left out."""
+        cells = self.cells()
+        gridded = {r[0] for r in self.conn.execute("SELECT cell_id FROM grid")} if self._has_table("grid") else set()
+        parts = {cid for config in cells["config"] for cid in (config.get("components") or {}).values()}
+        commands = dict(self.conn.execute("SELECT run_id, command FROM runs").fetchall())
+        run_of = dict(self.conn.execute("SELECT cell_id, run_id FROM cells").fetchall())
+        by_eval = [str(commands.get(run_of.get(cid), "")).startswith("evaluate") for cid in cells["cell_id"]]
+        keep = pd.Series(by_eval, index=cells.index) & ~cells["cell_id"].isin(gridded | parts)
+        return cells[keep].reset_index(drop=True)
 
     def cell(self, cell_id: str) -> CellRecord | None:
         """One cell, or None."""

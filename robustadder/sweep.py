@@ -43,7 +43,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ._compat import tomllib
-from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config
+from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_eps
 from .cost import CellCost, adder_work_per_image, calibrate, cell_cost, image_passes  # noqa: F401 - also sweep's API
 from .data import Dataset, ImageSet, dataset_ref, open_dataset
 from .distributed import context
@@ -81,6 +81,8 @@ class SweepConfig:
     settings: list[Settings]
     report: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None  # a registered name or scheme:ABSOLUTE_PATH; None: the models' own, else CIFAR-10
+    source: str = ""  # the file's text: the store keeps it with the grid, so a report needs no file
+    budgets: dict[str, list[float]] = field(default_factory=dict)  # the file's eps per norm (minimal attacks are read there)
 
     @property
     def seeds(self) -> list[int]:
@@ -98,8 +100,17 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
         raise UserError(f"sweep file not found: {path}")
     try:
         note_input(path, "a sweep file")
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    return parse_sweep(text, path)
+
+
+def parse_sweep(text: str, path: Path) -> SweepConfig:
+    """A sweep from its text; ``path`` names it and anchors its relative paths (the file's, or as the store kept it)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}") from None
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
@@ -189,8 +200,9 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
         dataset = dataset_ref(raw["dataset"], path.parent) if "dataset" in raw else None
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
+    budgets = {norm: sorted({parse_eps(e, norm) for e in eps_values if e is not None})}
     return SweepConfig(raw.get("name", path.stem), raw.get("description", ""), path, n, models, attacks, settings,
-                       _report_layout(raw.get("report", {}), where), dataset)  # fmt: skip
+                       _report_layout(raw.get("report", {}), where), dataset, text, budgets)  # fmt: skip
 
 
 REPORT_AXES = ("model", "attack", "eps_label", *(k for k in SETTING_KEYS if k != "seed"))
@@ -336,7 +348,7 @@ def record_plan(plan: SweepPlan, store: Store) -> None:
         models.append((m.label, m.ref, loaded.weights_sha256 if loaded else None, plan.skipped.get(m.label)))
     infos = {loaded.weights_sha256: model_info(loaded) for loaded in plan.models.values()}
     points = [(c.model.label, attack_key(c.attack), settings_key(c.settings), n, c.cell_id) for c in plan.cells if c.cell_id]
-    store.record_sweep(plan.config.name, models, infos, points)
+    store.record_sweep(plan.config.name, models, infos, points, source=(plan.config.path.name, plan.config.source))
 
 
 def estimate(plan: SweepPlan, store: Store | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from robustadder.cli import SETTINGS_OPTIONS, main
 from robustadder.comparison import Comparison, compare, render
 from robustadder.engine import Settings
 
-from conftest import compile_latex, make_tiny, save_tiny_world
+from helpers import compile_latex, make_tiny, save_tiny_world
 
 
 def test_settings_is_one_object_with_keyword_overrides():
@@ -106,3 +106,19 @@ def test_every_command_that_runs_models_shares_one_declaration_of_each_settings_
         for name in names:
             mine, one = _options(command)[name], shared[name]
             assert (mine.opts, mine.default, mine.help, str(mine.type)) == (one.opts, one.default, one.help, str(one.type))
+
+
+def test_a_check_report_renders_itself_in_every_format(tmp_path):
+    from robustadder.diagnostics import CheckReport, CheckResult
+
+    results = [CheckResult("single_step", "single-step attacks beat iterative ones?", "pass", "FGSM 63.5 %, PGD 53 % & 5 $"),
+               CheckResult("eps", "accuracy falls with eps", "fail", "100 % at 64/255 <b>")]  # fmt: skip
+    report = CheckReport("my_model #1", "resnet20_adder", "ab" * 32, 200, 1 / 255, {"bn": "eval", "grad": "both",
+                         "backend": "cpu"}, results, 12.5)  # fmt: skip
+    assert report.render("md") == report.to_markdown() and json.loads(report.render("json"))["failed"] == ["eps"]
+    assert report.render("html") == report.to_html() and "&lt;b&gt;" in report.to_html()
+    tex = report.render("latex")
+    assert "my\\_model \\#1" in tex and "63.5 \\%" in tex and "masking suspected" in tex
+    compile_latex(tmp_path, tex)
+    with pytest.raises(Exception, match="not one of"):
+        report.render("csv")

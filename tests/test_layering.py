@@ -126,3 +126,11 @@ def test_inside_models_loading_flows_one_way():
 def test_the_walker_sees_a_cycle_hidden_in_a_function():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_inside_report_planning_tables_and_renderers_flow_one_way():
+    """plan (the grid in the store) → tables → provenance → latex / plots → render; never back up."""
+    graph = import_graph()
+    order = ["report.render", "report.plots", "report.latex", "report.provenance", "report.tables", "report.plan"]
+    for i, module in enumerate(order):
+        assert not graph[module] & set(order[:i]), module

@@ -26,7 +26,7 @@ from robustadder.store import Store
 from robustadder.summary import proportion_interval
 from robustadder.sweep import load_sweep, plan_sweep, run_sweep
 
-from conftest import CHROMIUM_FLAGS, REPO, compile_latex, make_tiny, need, wait_for_rows
+from helpers import CHROMIUM_FLAGS, REPO, compile_latex, make_tiny, need, wait_for_rows
 
 
 @pytest.fixture
@@ -421,6 +421,73 @@ def test_report_needs_neither_weights_nor_data(finished, monkeypatch):
         assert result.exit_code == 0, result.output
         assert result.output == text, fmt
     assert "24.6" in before["md"]  # operation counts, stored when the sweep ran (ANN additions, M)
+
+
+def test_report_without_a_sweep_renders_what_the_store_holds(finished):
+    """Every sweep the store records (from the file it kept, so the file may be gone) and eval's own cells."""
+    from robustadder import evaluate
+
+    tmp, sweep, store, _ = finished
+    by_file = CliRunner().invoke(main, ["report", "--store", str(store), "--sweep", str(sweep), "--format", "md"]).stdout
+    only_sweep = CliRunner().invoke(main, ["report", "--store", str(store), "--format", "md"])
+    assert only_sweep.exit_code == 0 and only_sweep.stdout == by_file, only_sweep.output
+    assert "reporting what the store holds: mini" in only_sweep.stderr
+    evaluate(str(tmp / "ann.pt"), ["fgsm", "bim:steps=2"], eps="3/255", n=12, data=tmp, store=store, batch_size=6, progress=False)
+    evaluate(str(tmp / "cnn.pt"), "fgsm", eps="3/255", n=12, data=tmp, store=store, batch_size=6, progress=False)
+    sweep.rename(tmp / "moved.toml")
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    sweep_part, _, eval_part = result.stdout.partition("### eval cells")
+    assert sweep_part.rstrip("\n") == by_file.rstrip("\n") and "reporting what the store holds: mini, eval cells" in result.stderr
+    assert "| ann.pt" in eval_part and "| cnn.pt" in eval_part and "BIM-2" in eval_part and "FGSM" in eval_part
+    assert "attacks: FGSM: Linf eps 3/255; BIM-2: Linf eps 3/255" in eval_part  # not the sweep's cells: they are its own
+    # one table per format that renders one: said in one line
+    csv = CliRunner().invoke(main, ["report", "--store", str(store), "--format", "csv"])
+    assert csv.exit_code == 2 and "the store holds 2" in csv.stderr
+    empty = tmp / "empty.sqlite"
+    Store.open(empty).close()
+    nothing = CliRunner().invoke(main, ["report", "--store", str(empty)])
+    assert nothing.exit_code == 2 and "holds no sweep and no eval result" in nothing.stderr
+
+
+def test_a_minimal_attack_in_a_sweep_is_read_at_the_sweeps_budgets(world):
+    """FMN's cell is stored at the whole image box; its report columns are the sweep's eps, not 255/255."""
+    tmp, _ = world
+    sweep = tmp / "fmn.toml"
+    sweep.write_text(textwrap.dedent(
+        """
+        name = "fmn-mini"
+        n = 12
+        models = [{ref = "ann.pt", label = "ANN"}, {ref = "cnn.pt", label = "CNN"}]
+        eps = ["1/255", "4/255"]
+        [settings]
+        batch_size = 6
+        [[attacks]]
+        name = "fmn"
+        steps = 10
+        [[attacks]]
+        name = "fgsm"
+        [report]
+        rows = ["model"]
+        columns = ["attack", "eps_label"]
+        """
+    ))  # fmt: skip
+    store = tmp / "fmn.sqlite"
+    with Store.open(store) as db:
+        run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
+        report = rep.build(db, load_sweep(sweep))
+        long = report.long
+        fmn = long[long["attack_name"] == "fmn"]
+        assert sorted(fmn["eps_label"].unique()) == ["1/255", "4/255"] and "255/255" not in set(long["eps_label"])
+        for row in fmn.itertuples():  # robust at eps: clean-correct and not fooled within eps
+            rows = db.samples([row.cell_id])
+            fooled = ~rows["adv_correct"] & rows["clean_correct"] & (rows["linf"] <= row.eps)
+            assert row.robust_accuracy == pytest.approx(100 * (rows["clean_correct"] & ~fooled).mean())
+        for (model, eps), group in long[long["attack_name"] != "none"].groupby(["model", "eps"]):
+            worst = group[group["attack"] == rep.WORST]["robust_accuracy"].iloc[0]
+            assert worst <= group[group["attack"] != rep.WORST]["robust_accuracy"].min() + 1e-9, (model, eps)
+    text = rep.render(report, "md")
+    assert "FMN-10 / 1/255" in text and "FMN-10 / 4/255" in text
 
 
 def test_a_sweep_never_run_on_the_store_is_one_line(finished):
