@@ -33,7 +33,7 @@ def rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 def run(store, loaded, data, **kw):
     kw.setdefault("attacks", ["fgsm", "pgd:steps=2"])
-    kw.setdefault("grad", "surrogate")  # store mechanics: one cell per attack (grad both: tests/test_answer.py)
+    kw.setdefault("grad", "surrogate")  # store mechanics: one cell per attack (grad both: tests/test_compare_protocol.py)
     return evaluate(loaded, data=data, store=store, progress=False, **kw)
 
 

@@ -1,4 +1,5 @@
-"""What a newcomer meets first: the CLI starts without importing torch; `--help` works everywhere."""
+"""Errors a user can cause end in one line and write nothing: bad options, sweep files, stores, manifests, disks;
+the CLI starts without importing torch and `--help` works everywhere."""
 
 from __future__ import annotations
 
