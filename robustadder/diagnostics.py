@@ -28,7 +28,6 @@ The verdict line says whether the robustness claim survives (no check failed) an
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -59,7 +58,7 @@ from .models import (
 )
 from .nn import adder_layers, adder_settings
 from .store import Store
-from .summary import json_safe, robust_flags
+from .summary import json_safe, percent, robust_flags
 
 TOL_PP = 2.0  # percentage points an attack may deviate before a check warns
 HARD_PP = 5.0  # ... before it fails
@@ -198,10 +197,6 @@ class CheckReport:
             f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
             f"<p><b>Verdict:</b> {escape.html(self.verdict)}</p></section>"
         )
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f} %"
 
 
 def _fooled(frame: pd.DataFrame) -> pd.Series:
@@ -405,7 +400,8 @@ def _check_single_step(fgsm, rfgsm, pgd, steps) -> CheckResult:
     beats = [k for k in ("FGSM", "R-FGSM-5") if acc[k] < acc[f"PGD-{steps}"] - TOL_PP]
     verdict = "fail" if beats else "warn" if max(outside.values()) > TOL_PP else "pass"
     summary = (
-        f"robust accuracy FGSM {_pct(acc['FGSM'])}, R-FGSM-5 {_pct(acc['R-FGSM-5'])}, PGD-{steps} {_pct(acc[f'PGD-{steps}'])}; "
+        f"robust accuracy FGSM {percent(acc['FGSM'])}, R-FGSM-5 {percent(acc['R-FGSM-5'])}, "
+        f"PGD-{steps} {percent(acc[f'PGD-{steps}'])}; "
         f"samples fooled by FGSM but not PGD {outside['FGSM']:.2f} %, by R-FGSM but not PGD {outside['R-FGSM-5']:.2f} % "
         f"(tolerance {TOL_PP} pp)" + (f"; {', '.join(beats)} beat(s) PGD" if beats else "")
     )
@@ -477,7 +473,7 @@ def _check_convergence(r, cell, pgd, pgd2, eps, steps) -> CheckResult:
     worst = max(a - b, a - c)
     verdict = "fail" if worst > HARD_PP else "warn" if worst > TOL_PP or drift > TOL_PP / 2 else "pass"
     summary = (
-        f"PGD-{steps} {_pct(a)}, PGD-{2 * steps} {_pct(b)}, PGD-{steps} x4 restarts {_pct(c)} "
+        f"PGD-{steps} {percent(a)}, PGD-{2 * steps} {percent(b)}, PGD-{steps} x4 restarts {percent(c)} "
         f"(change {worst:+.2f} pp; tolerance {TOL_PP}, fail above {HARD_PP}); over the last quarter of PGD-{2 * steps} "
         f"iterations the share still correct falls by {drift:.2f} pp ({'flat' if drift <= TOL_PP / 2 else 'still falling'})"
     )
@@ -509,8 +505,8 @@ def _check_black_box(r, cell, frames, pgd, eps, queries, source, source_reason, 
     verdict = "fail" if bad_bb or noise_strong else "warn" if noise_close else "pass"
     summary = (
         "samples fooled only by black-box attacks: " + ", ".join(f"{k} {v:.2f} %" for k, v in missed.items())
-        + f" (fail above 1 %); success rates PGD {_pct(asr['PGD'])}, Square-{queries} {_pct(asr['Square'])}, "
-        f"uniform noise {_pct(asr['noise'])}"
+        + f" (fail above 1 %); success rates PGD {percent(asr['PGD'])}, Square-{queries} {percent(asr['Square'])}, "
+        f"uniform noise {percent(asr['noise'])}"
         + (f"; transfer skipped: {source_reason}" if not source else f" (transfer from {source})")
     )  # fmt: skip
     return CheckResult("black-box", "white box beats black box and noise", verdict, summary,
@@ -592,8 +588,8 @@ def _check_gradients(r, cell, eps, steps) -> CheckResult:
     if has_adders:
         summary += (
             f"; exact gradient: finite-difference error {g['exact']['fd_median_rel_error']:.3f}; cosine(exact, surrogate) "
-            f"{g['cosine_exact_vs_surrogate']:.3f}; PGD-{steps} with surrogate {_pct(acc['surrogate'])} vs exact "
-            f"{_pct(acc['exact'])} (gap {gap:+.2f} pp)"
+            f"{g['cosine_exact_vs_surrogate']:.3f}; PGD-{steps} with surrogate {percent(acc['surrogate'])} vs exact "
+            f"{percent(acc['exact'])} (gap {gap:+.2f} pp)"
         )
     else:
         summary += " (no adder layers: one gradient)"
@@ -669,8 +665,8 @@ def _check_precision(r: _Runner, cell, pgd: pd.DataFrame, eps: float, steps: int
     verdict = "warn" if abs(gap) > one_sample + 1e-9 or flips_clean > 0 else "pass"
     summary = (
         f"float32 vs float64: clean predictions changed on {flips_clean:.2f} % of samples; PGD-{steps} robust/not "
-        f"decisions changed on {flips_adv:.2f} %; robust accuracy {_pct(100 * float(r32.mean()))} (float32) vs "
-        f"{_pct(100 * float(r64.mean()))} (float64)"
+        f"decisions changed on {flips_adv:.2f} %; robust accuracy {percent(100 * float(r32.mean()))} (float32) vs "
+        f"{percent(100 * float(r64.mean()))} (float64)"
         + ("; not stable to the reported precision: report float64 (--dtype float64)" if verdict == "warn" else "")
     )
     return CheckResult("numerical-stability", title, verdict, summary,

@@ -18,6 +18,7 @@ two-sided binomial test of the discordant counts against 1/2.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,16 @@ from scipy import stats
 from .attacks import BOUND_TOLERANCE
 
 CONFIDENCE = 0.95
+
+
+def percent(value: float | None) -> str:
+    """A percentage as every text output prints it: two decimals, ``n/a`` where it is undefined (no sample)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f} %"
+
+
+def ci_text(ci: Sequence[float]) -> str:
+    """A 95 % interval in percent, to one decimal (the precision the interval itself supports)."""
+    return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
 def proportion_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
