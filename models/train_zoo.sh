@@ -6,12 +6,13 @@
 # Resumable: rerunning continues every unfinished model from its models/NAME.pt.state, one after another.
 #   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh            # every model
 #   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh ann20-seed1 # only the named ones
+#   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh ann32 cnn32 # the ResNet-32 pair (issue 39)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-30}
 BIN=${BIN:-.venv/bin}
 ONLY=" $* "
-train() {  # name, seed, kind flags...
+train() {  # name, seed, flags... (an --arch among the flags wins over resnet20: click keeps an option's last value)
     local name=$1 seed=$2; shift 2
     if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
     if [ -f "models/$name.pt" ]; then echo "models/$name.pt exists"; return; fi
@@ -32,3 +33,8 @@ train ann20-seed1 1 --kind adder
 train cnn20-seed1 1 --kind conv
 train ann20-seed2 2 --kind adder
 train cnn20-seed2 2 --kind conv
+# issue 39: the paper's second depth, ResNet-32, with the same recipe and flags (seed 0); then its AWN pair
+train ann32 0 --arch resnet32 --kind adder
+train cnn32 0 --arch resnet32 --kind conv
+train ann32-awn 0 --arch resnet32 --kind adder --awn
+train cnn32-awn 0 --arch resnet32 --kind conv --awn
