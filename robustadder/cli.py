@@ -606,14 +606,17 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
             reports = [rep.build(db, cfg, n=n) for cfg in configs]
         else:  # what the store holds: every sweep it records, and the cells eval computed outside them
             stored, notes = rep.stored_sweeps(db)
-            reports = [rep.build(db, cfg, n=n) for cfg in stored] + [rep.build(db, plan) for plan in rep.eval_plans(db)]
-            if not reports:
-                raise UserError(f"store {db.path} holds no sweep and no eval result yet: run 'robustadder sweep FILE' or "
-                                "'robustadder eval' with it, or pass --sweep / --preset")  # fmt: skip
+            reports = [rep.build(db, cfg, n=n or rep.recorded_size(db, cfg)) for cfg in stored]
+            reports += [rep.build(db, plan) for plan in rep.eval_plans(db)]
             for note in notes:
                 click.echo(f"note: {note}", err=True)
-            click.echo("reporting what the store holds: " + ", ".join(r.provenance["sweep"] for r in reports), err=True)
         checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
+        if not sources and not reports and not checks:
+            raise UserError(f"store {db.path} holds no sweep and no eval result yet: run 'robustadder sweep FILE' or "
+                            "'robustadder eval' with it, or pass --sweep / --preset")  # fmt: skip
+        if not sources:
+            shown = [r.provenance["sweep"] for r in reports] + (["the stored checks"] if checks else [])
+            click.echo("reporting what the store holds: " + ", ".join(shown), err=True)
     if len(reports) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table and the store holds {len(reports)}; pass one --preset or --sweep")
     if fmt == "html":

@@ -450,6 +450,27 @@ def test_report_without_a_sweep_renders_what_the_store_holds(finished):
     assert nothing.exit_code == 2 and "holds no sweep and no eval result" in nothing.stderr
 
 
+def test_report_without_a_sweep_takes_the_size_the_sweep_ran_at_and_reports_checks_alone(world):
+    """A sweep run with --n 6 (its file says 12) is reported at 6; a store of checks only renders its checks."""
+    from robustadder.diagnostics import CheckReport, CheckResult
+
+    tmp, sweep = world
+    store = tmp / "six.sqlite"
+    ran = CliRunner().invoke(main, ["sweep", str(sweep), "--store", str(store), "--data", str(tmp), "--n", "6"])
+    assert ran.exit_code == 0, ran.output
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert "the first 6 CIFAR-10 test images" in result.stdout and "reporting what the store holds: mini" in result.stderr
+    checks = tmp / "checks.sqlite"
+    report = CheckReport("m", "resnet20_adder", "ab" * 32, 8, 1 / 255, {"bn": "eval", "grad": "both", "backend": "cpu"},
+                         [CheckResult("eps", "accuracy falls with eps", "pass", "ok")], 10.0)  # fmt: skip
+    with Store.open(checks) as db:
+        db.add_check(report.weights_sha256, report.model, report.to_json())
+    alone = CliRunner().invoke(main, ["report", "--store", str(checks), "--checks", "--format", "md"])
+    assert alone.exit_code == 0 and alone.stdout.strip() == report.to_markdown().strip(), alone.output
+    assert "the stored checks" in alone.stderr
+
+
 def test_a_minimal_attack_in_a_sweep_is_read_at_the_sweeps_budgets(world):
     """FMN's cell is stored at the whole image box; its report columns are the sweep's eps, not 255/255."""
     tmp, _ = world

@@ -40,6 +40,7 @@ from .plan import (  # noqa: F401
     plan_report,
     preset_path,
     public_text,
+    recorded_size,
     stored_sweeps,
 )
 from .plots import DPI, FIGURE_WIDTH_IN, plots  # noqa: F401

@@ -327,6 +327,12 @@ def stored_sweeps(store: Store) -> tuple[list[SweepConfig], list[str]]:
     return configs, notes
 
 
+def recorded_size(store: Store, config: SweepConfig) -> int | None:
+    """The number of images to report a stored sweep at: its file's, if the store has that grid, else the largest."""
+    sizes = sorted({int(v) for v in store.sweep_records(config.name)[2]["n"]})
+    return config.n if not sizes or config.n in sizes else sizes[-1]
+
+
 #: the name under which eval's cells are reported (no sweep file may take it: it is not a valid file stem here)
 EVAL_CELLS = "eval cells"
 
