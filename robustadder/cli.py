@@ -480,12 +480,9 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
     ranks share every cell's batches (one process per core or GPU); rank 0 reports.
     """
     from . import distributed
-    from .attacks import format_eps
-    from .cost import format_cost, format_duration
-    from .data import dataset_title
     from .report import PRESETS, preset_path
-    from .store import Store
-    from .sweep import distinct_cells, estimate, load_sweep, plan_sweep, run_sweep
+    from .store import Store, default_store_path
+    from .sweep import load_sweep, plan_sweep, run_sweep
 
     if not Path(config).exists() and config in PRESETS:
         config = str(preset_path(config))
@@ -499,8 +496,6 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
         if n < 1:
             raise UserError("--n must be at least 1")
         cfg.n = n
-    from .store import default_store_path
-
     store_path = Path(store) if store else default_store_path()
     # plan before the store is created: a sweep that cannot run (data, models, device) writes nothing, and
     # a dry run never creates a store
@@ -508,36 +503,10 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
     try:
         plan = plan_sweep(cfg, data=data, store=db, dataset=dataset)
         cells = plan.cells
-        # counts of distinct cells; grid points that reuse another's cell (a seed that cannot matter) apart
-        done = len(distinct_cells(c for c in cells if c.status == "done"))
         skipped = sum(c.status == "skipped" for c in cells)
-        to_run = distinct_cells(c for c in cells if c.status not in ("done", "skipped"))
-        shared = len(cells) - skipped - len(distinct_cells(c for c in cells if c.status != "skipped"))
-        say(
-            f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
-            f"{len(cfg.attacks)} attacks/eps) on {len(plan.data)} {dataset_title(plan.data.dataset)} images"
-        )
-        say(f"  done {done}, to run {len(to_run)}, skipped {skipped}")
-        if shared:
-            say(f"  {shared} more grid points reuse one of these cells (a seed that cannot change the result)")
-        if done and db is not None:  # what the finished cells cost when they ran (summed batch times)
-            spent = sum(db.cell(c.cell_id).seconds for c in distinct_cells(c for c in cells if c.status == "done"))
-            say(f"  compute time of the done cells, as measured when they ran: {format_duration(spent)}")
-        for model, reason in plan.skipped.items():
-            say(f"  skipped model {model}: {reason}")
+        for line in plan.summary_lines(db) + (plan.dry_run_lines(db) if dry_run else []):
+            say(line)
         if dry_run:
-            est = estimate(plan, db)
-            say(
-                f"  estimated cost of the cells to run: up to {est['adder_gops']:.1f} G adder ops, "
-                f"{format_cost(est['least_seconds'], est['seconds'])} on this machine (calibrated by a short measurement; "
-                "AutoAttack and Square run their later stages only on the samples still robust)"
-            )
-            for c in to_run:
-                say(
-                    f"    {c.model.label:24s} {c.attack.label:28s} {format_eps(c.attack.eps, c.attack.norm):>7s} "
-                    f"{c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
-                    f"grad={c.settings.grad:9s} seed={c.settings.seed}  {format_cost(c.least_s, c.estimate_s)}"
-                )
             return
         if not cells:
             raise UserError(f"sweep {cfg.name}: the grid is empty (a settings axis with no values?)")

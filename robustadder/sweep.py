@@ -43,9 +43,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ._compat import tomllib
-from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, make_config, parse_eps
-from .cost import CellCost, adder_work_per_image, calibrate, cell_cost, image_passes  # noqa: F401 - also sweep's API
-from .data import Dataset, ImageSet, dataset_ref, open_dataset
+from .attacks import ATTACKS, AttackConfig, BuildContext, build_runner, format_eps, make_config, parse_eps
+from .cost import CellCost, adder_work_per_image, calibrate, cell_cost, format_cost, format_duration, image_passes  # noqa: F401 - API
+from .data import Dataset, ImageSet, dataset_ref, dataset_title, open_dataset
 from .distributed import context
 from .engine import Settings, cell_config, cell_hash, pin_transfer_source, prepare, run_cell, transfer_source_loader
 from .errors import UserError
@@ -258,6 +258,46 @@ class SweepPlan:
     models: dict[str, LoadedModel]
     skipped: dict[str, str]
     cells: list[PlannedCell]
+
+    @property
+    def to_run(self) -> list[PlannedCell]:
+        """The distinct cells still to compute (grid points sharing one cell counted once)."""
+        return distinct_cells(c for c in self.cells if c.status not in ("done", "skipped"))
+
+    def summary_lines(self, store: Store | None = None) -> list[str]:
+        """What the plan holds, as ``sweep`` says it before running: cells done, to run, skipped, reused."""
+        cells, cfg = self.cells, self.config
+        done = distinct_cells(c for c in cells if c.status == "done")
+        skipped = sum(c.status == "skipped" for c in cells)
+        shared = len(cells) - skipped - len(distinct_cells(c for c in cells if c.status != "skipped"))
+        lines = [
+            f"sweep {cfg.name}: {len(cells)} cells ({len(cfg.models)} models x {len(cfg.settings)} settings x "
+            f"{len(cfg.attacks)} attacks/eps) on {len(self.data)} {dataset_title(self.data.dataset)} images",
+            f"  done {len(done)}, to run {len(self.to_run)}, skipped {skipped}",
+        ]
+        if shared:
+            lines.append(f"  {shared} more grid points reuse one of these cells (a seed that cannot change the result)")
+        if done and store is not None:  # what the finished cells cost when they ran (summed batch times)
+            spent = sum(store.cell(c.cell_id).seconds for c in done)
+            lines.append(f"  compute time of the done cells, as measured when they ran: {format_duration(spent)}")
+        lines += [f"  skipped model {model}: {reason}" for model, reason in self.skipped.items()]
+        return lines
+
+    def dry_run_lines(self, store: Store | None = None) -> list[str]:
+        """The cost estimate of the cells to run and one line per cell, as ``sweep --dry-run`` prints them."""
+        est = estimate(self, store)
+        lines = [
+            f"  estimated cost of the cells to run: up to {est['adder_gops']:.1f} G adder ops, "
+            f"{format_cost(est['least_seconds'], est['seconds'])} on this machine (calibrated by a short measurement; "
+            "AutoAttack and Square run their later stages only on the samples still robust)"
+        ]
+        for c in self.to_run:
+            lines.append(
+                f"    {c.model.label:24s} {c.attack.label:28s} {format_eps(c.attack.eps, c.attack.norm):>7s} "
+                f"{c.settings.bn:5s} bs={c.settings.batch_size:<4d} "
+                f"grad={c.settings.grad:9s} seed={c.settings.seed}  {format_cost(c.least_s, c.estimate_s)}"
+            )
+        return lines
 
 
 def plan_sweep(
