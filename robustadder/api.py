@@ -95,8 +95,25 @@ def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Sett
           f"this machine{why})", file=sys.stderr)  # fmt: skip
 
 
+class ReadsThrough:
+    """Deprecated reading of the DataFrame a result used to be (indexing, attributes, ``len``); ``_view`` names it."""
+
+    _view = ""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == self._view:
+            raise AttributeError(name)
+        return getattr(getattr(self, self._view), name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return getattr(self, self._view)[key]
+
+    def __len__(self) -> int:
+        return len(getattr(self, self._view))
+
+
 @dataclass
-class Evaluation:
+class Evaluation(ReadsThrough):
     """What :func:`evaluate` measured: per-sample rows, per-attack summaries, the model, data and settings.
 
     Renders itself (:meth:`to_json`, :meth:`to_text`, :meth:`to_markdown`, :meth:`to_latex`, :meth:`render`);
@@ -120,17 +137,7 @@ class Evaluation:
     wall_seconds: float
     worst_case: float | None = None
     worst_case_ci: tuple[float, float] | None = None
-
-    def __getattr__(self, name: str) -> Any:  # deprecated DataFrame reading
-        if name.startswith("__") or name == "frame":
-            raise AttributeError(name)
-        return getattr(self.frame, name)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.frame[key]
-
-    def __len__(self) -> int:
-        return len(self.frame)
+    _view = "frame"
 
     @property
     def backend(self) -> str:
@@ -142,6 +149,17 @@ class Evaluation:
         """The rows of the first cell (every cell has each sample's clean prediction)."""
         return self.frame[self.frame["cell_id"] == self.summary[0]["cell_id"]]
 
+    @property
+    def clean_accuracy(self) -> float:
+        """Clean accuracy in percent (its interval is ``summary[0]["clean_accuracy_ci"]``)."""
+        return 100.0 * float(self.clean["clean_correct"].mean())
+
+    def _headline(self, esc: Callable[[Any], str]) -> str:
+        """Model, data and clean accuracy in one line, the model's name passed through ``esc``."""
+        ci = ci_text(self.summary[0]["clean_accuracy_ci"])
+        return (f"{esc(self.model)} ({self.arch}, {self.variant}) on {len(self.clean)} {dataset_title(self.dataset)} "
+                f"test images: clean accuracy {percent(self.clean_accuracy)} {ci}")  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
         """The result as ``eval --json`` prints it: rounded, NaN as null, no per-sample rows."""
         first = self.clean
@@ -149,7 +167,7 @@ class Evaluation:
         result: dict[str, Any] = {
             "model": self.model, "arch": self.arch, "variant": self.variant, "converted_layers": self.converted_layers,
             "weights_sha256": self.weights_sha256, "n": len(first),
-            "clean_accuracy": round(100.0 * float(first["clean_correct"].mean()), 4),
+            "clean_accuracy": round(self.clean_accuracy, 4),
             "clean_accuracy_ci": [round(v, 4) for v in clean_ci], "confidence": CONFIDENCE,
             "seconds": round(self.wall_seconds, 3), "dataset": self.dataset, "data": self.data, "backend": self.backend,
             "settings": self.settings, "store": self.store, "attacks": [],
@@ -190,14 +208,13 @@ class Evaluation:
     def _lines(self) -> tuple[list[str], list[str]]:
         """The text around the attack table: the header lines, and the lines after it."""
         first, st = self.clean, self.settings
-        clean = 100.0 * float(first["clean_correct"].mean())
         head = [
             f"model           {self.model} ({self.arch}, {self.variant}), weights {self.weights_sha256[:12]}",
             f"samples         {len(first)} {dataset_title(self.dataset)} test images "
             f"(ids {first['sample_id'].min()}..{first['sample_id'].max()}) from {self.data}",
             f"settings        bn={st['bn']} shuffle={'yes' if st['shuffle'] else 'no'} seed={st['seed']} "
             f"batch={st['batch_size']} grad={st['grad']} backend={st['backend']} dtype={st['dtype']} device={st['device']}",
-            f"clean accuracy  {percent(clean)}  {ci_text(self.summary[0]['clean_accuracy_ci'])}",
+            f"clean accuracy  {percent(self.clean_accuracy)}  {ci_text(self.summary[0]['clean_accuracy_ci'])}",
         ]
         tail = []
         if self.worst_case is not None:
@@ -231,22 +248,14 @@ class Evaluation:
 
     def to_markdown(self) -> str:
         """The attack table in Markdown under a line naming the model, data and clean accuracy."""
-        first = self.clean
-        clean = 100.0 * float(first["clean_correct"].mean())
-        line = (f"{escape.markdown(self.model)} ({self.arch}, {self.variant}) on {len(first)} {dataset_title(self.dataset)} "
-                f"test images: clean accuracy {percent(clean)} {ci_text(self.summary[0]['clean_accuracy_ci'])}")  # fmt: skip
-        return f"{line}\n\n{self.attack_table(escape.markdown).to_markdown(index=False)}\n"
+        return f"{self._headline(escape.markdown)}\n\n{self.attack_table(escape.markdown).to_markdown(index=False)}\n"
 
     def to_latex(self) -> str:
         """A LaTeX table (booktabs) of the attacks, captioned with the model, data and clean accuracy; text escaped."""
-        first = self.clean
-        clean = 100.0 * float(first["clean_correct"].mean())
-        caption = (f"{self.model} ({self.arch}, {self.variant}) on {len(first)} {dataset_title(self.dataset)} test images: "
-                   f"clean accuracy {percent(clean)} {ci_text(self.summary[0]['clean_accuracy_ci'])}")  # fmt: skip
+        from .report.latex import latex_float
+
         body = escape.frame_text(self.attack_table(), escape.latex).style.hide(axis="index").to_latex(hrules=True)
-        return "\n".join(["% generated by robustadder eval; requires \\usepackage{booktabs}", "\\begin{table}[t]",
-                          "\\centering", "\\small", f"\\caption{{{escape.latex(caption)}}}", body.rstrip(),
-                          "\\end{table}", ""])  # fmt: skip
+        return latex_float("eval", escape.latex(self._headline(str)), body)
 
     def render(self, fmt: str) -> str:
         """``text``, ``json``, ``md`` or ``latex``."""

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import escape
-from .api import evaluate, resolve_attacks
+from .api import ReadsThrough, evaluate, resolve_attacks
 from .attacks import format_eps, parse_eps
 from .cost import format_cost, format_duration, pending_cost
 from .data import Dataset, ImageSet, dataset_title
@@ -70,7 +70,7 @@ def _takes_normalization(model: Any) -> bool:
 
 
 @dataclass
-class Comparison:
+class Comparison(ReadsThrough):
     """What :func:`compare` found: per model and eps, per pair and eps, a verdict per pair, how it was measured.
 
     Renders itself (:meth:`render`: text, md, latex, csv, html, json; :meth:`to_json`; :meth:`plot`). ``table``
@@ -83,17 +83,7 @@ class Comparison:
     verdicts: list[str]
     settings: dict[str, Any]
     protocol: str
-
-    def __getattr__(self, name: str) -> Any:  # deprecated DataFrame reading
-        if name.startswith("__") or name == "table":
-            raise AttributeError(name)
-        return getattr(self.table, name)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.table[key]
-
-    def __len__(self) -> int:
-        return len(self.table)
+    _view = "table"
 
     def to_json(self) -> dict[str, Any]:
         """Models, pairs, verdicts, settings and protocol as JSON-ready data (NaN as null)."""
