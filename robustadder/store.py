@@ -520,10 +520,9 @@ class Store:
         cells = self.cells()
         gridded = {r[0] for r in self.conn.execute("SELECT cell_id FROM grid")} if self._has_table("grid") else set()
         parts = {cid for config in cells["config"] for cid in (config.get("components") or {}).values()}
-        commands = dict(self.conn.execute("SELECT run_id, command FROM runs").fetchall())
-        run_of = dict(self.conn.execute("SELECT cell_id, run_id FROM cells").fetchall())
-        by_eval = [str(commands.get(run_of.get(cid), "")).startswith("evaluate") for cid in cells["cell_id"]]
-        keep = pd.Series(by_eval, index=cells.index) & ~cells["cell_id"].isin(gridded | parts)
+        by_eval = {r[0] for r in self.conn.execute(
+            "SELECT c.cell_id FROM cells c JOIN runs r ON c.run_id = r.run_id WHERE r.command LIKE 'evaluate%'")}  # fmt: skip
+        keep = cells["cell_id"].isin(by_eval - gridded - parts)
         return cells[keep].reset_index(drop=True)
 
     def cell(self, cell_id: str) -> CellRecord | None:

@@ -405,9 +405,8 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, name: str 
     recorded = meta.get("weights_sha256")
     if recorded and recorded != digest:
         raise UserError(f"{source}: weights do not match the sha256 recorded in its metadata; the file is corrupt")
-    named = arch or meta.get("arch")  # --arch wins over the metadata; neither: recognized by the keys
-    if named is not None and arch is None and named not in REGISTRY:
-        named = None  # metadata of another tool names its own architectures: the keys decide
+    # --arch wins over the metadata (another tool's metadata may name its own architectures); else the keys decide
+    named = arch or (meta.get("arch") if meta.get("arch") in REGISTRY else None)
     entry = architecture(named) if named else None
     if entry is None:
         registered = infer_registered(state)

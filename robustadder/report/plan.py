@@ -314,14 +314,16 @@ def stored_sweeps(store: Store) -> tuple[list[SweepConfig], list[str]]:
 
     A store written before sweeps kept their files still renders a sweep that has a preset of its name.
     """
-    presets = {load_sweep(PRESET_DIR / f).name: PRESET_DIR / f for f in PRESETS.values()}
+    presets: dict[str, SweepConfig] | None = None  # parsed only for a sweep recorded without its file
     configs, notes = [], []
     for name in store.sweeps():
         source = store.sweep_source(name)
+        if source is None and presets is None:
+            presets = {c.name: c for c in (load_sweep(PRESET_DIR / f) for f in PRESETS.values())}
         if source is not None:
             configs.append(parse_sweep(source[1], Path(source[0])))
         elif name in presets:
-            configs.append(load_sweep(presets[name]))
+            configs.append(presets[name])
         else:
             notes.append(f"sweep '{name}' was recorded before stores kept sweep files: pass --sweep FILE to report it")
     return configs, notes
