@@ -396,6 +396,28 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
     click.echo(pd.DataFrame(rows).drop(columns="attacks").to_string(index=False))
 
 
+@bench_cmd.command("minimal")
+@click.option("--model", "model_name", default="ann20", show_default=True, help=MODEL_HELP)
+@click.option("--n", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--eps", default="1/255", show_default=True, help="The budget of the fixed-eps reference cell.")
+@click.option("--minimal", default="fmn", show_default=True, help="The minimal attack and its options.")
+@click.option("--reference", default="autoattack", show_default=True, help="The fixed-eps attack it replaces.")
+@click.option("--data", type=click.Path(), default=None, help="Directory of the named datasets [env ROBUSTADDER_DATA].")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_minimal(model_name, n, eps, minimal, reference, data, device, as_json) -> None:
+    """Cost of a minimal attack (FMN) against the AutoAttack cell it replaces, both gradients, in one run."""
+    from . import bench
+
+    rows = bench.minimal_cost_rows(model_name, n, eps, minimal, reference, data, device=device)
+    if as_json:
+        click.echo(json.dumps({"machine": bench.machine_info(device), "rows": rows}))
+        return
+    import pandas as pd
+
+    click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
 @main.command("train")
 @click.option("--arch", default="resnet20", show_default=True, type=click.Choice(["resnet20", "resnet32", "resnet56"]))
 @click.option("--kind", required=True, type=click.Choice(["adder", "conv"]), help="AdderNet or its CNN counterpart.")

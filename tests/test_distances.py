@@ -189,3 +189,26 @@ def test_eval_reads_a_minimal_attack_at_the_requested_eps_and_reports_its_distan
     fgsm_robust = frame[frame["attack_name"] == "fgsm"].set_index("sample_id")
     robust = (d > 1 / 255) & (fgsm_robust["clean_correct"] & fgsm_robust["adv_correct"]).reindex(d.index)
     assert worst == pytest.approx(100.0 * robust.mean())  # not 0: FMN's unbounded cell is read at 1/255
+
+
+def test_bench_minimal_measures_the_minimal_attack_against_the_cell_it_replaces_in_one_run(tmp_path, monkeypatch):
+    """`bench minimal`: both attacks through both adder gradients on the same images, into a store of its own."""
+    import json
+
+    from click.testing import CliRunner
+
+    from robustadder.cli import main
+
+    from helpers import save_tiny_world
+
+    save_tiny_world(tmp_path, n=8, a0=("adder", 0))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = ["--n", "8", "--data", str(tmp_path), "--minimal", "fmn:steps=5", "--reference", "pgd:steps=3", "--json"]
+    out = CliRunner().invoke(main, ["bench", "minimal", "--model", str(tmp_path / "a0.pt"), *args])
+    assert out.exit_code == 0, out.output
+    fmn, pgd, ratio = json.loads(out.output)["rows"]
+    assert (fmn["attack"], pgd["attack"]) == ("FMN-5", "PGD-3") and fmn["n"] == pgd["n"] == 8
+    assert fmn["grad"] == pgd["grad"] == "both" and fmn["seconds"] > 0 and pgd["seconds"] > 0
+    assert ratio["ratio"] == pytest.approx(fmn["seconds"] / pgd["seconds"], rel=0.02)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # the measurement's store is its own, and gone
