@@ -19,6 +19,7 @@ import click
 
 from ._version import __version__
 from .errors import Interrupted, UserError, interruption
+from .fileio import check_output, write_output
 
 
 class _Group(click.Group):
@@ -580,7 +581,7 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
     reads = [store or default_store_path(), *sources]
-    guard_output(output, reads)
+    guard_outputs(reads, output)
     if with_checks and fmt not in ("md", "html"):
         raise UserError("--checks renders in --format md or html")
     if len(sources) > 1 and fmt in ("csv", "latex"):
@@ -617,11 +618,7 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
     else:
         text = "\n".join([*(rep.render(r, fmt, intervals=intervals, wide=wide) for r in reports),
                           *(c.to_markdown() for c in checks)])  # fmt: skip
-    if output:
-        write_output(output, text, reads)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output, reads, nl=False)
 
 
 @main.command("check")
@@ -667,28 +664,33 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
         sys.exit(1)
 
 
-def guard_output(output: str | None, inputs: list[str | Path | None], option: str = "-o") -> None:
-    """Refuse, before any work starts, an output that would destroy an input, a results store or a folder.
+def guard_outputs(reads: Sequence[str | Path | None], output: str | None, plot: str | None = None) -> None:
+    """Refuse, before any work starts, an output (``-o``, ``--plot``) that would destroy what the command reads.
 
     ``report -o s.sqlite`` once replaced the store it had just read with Markdown: every result lost;
     ``compare ann20 cnn20 -o models/ann20.pt`` would have replaced a zoo checkpoint reached by its name.
-    ``inputs`` are the resolved files and folders the command reads (:func:`robustadder.models.model_inputs`,
-    :meth:`robustadder.data.Dataset.inputs`); :func:`write_output` checks again against every file read.
+    ``reads`` are the resolved files and folders (:func:`_read_by`); :func:`emit` checks again when it writes.
     """
-    from .fileio import check_output
+    check_output(output, reads, "-o")
+    check_output(plot, reads, "--plot")
+    if output and plot and Path(output).resolve() == Path(plot).resolve():
+        raise UserError("-o and --plot name the same file; choose two")
 
-    check_output(output, inputs, option)
 
+def emit(text: str, output: str | None, reads: Sequence[str | Path | None], plot: str | None = None,
+         figure: Callable[[str], bytes] | None = None, nl: bool = True) -> None:  # fmt: skip
+    """Print ``text`` (``nl``: and a newline) or write it to ``output``; ``figure(format)`` to ``plot``; never over an input.
 
-def write_output(output: str, text: str | bytes, inputs: Sequence[str | Path | None] = (), option: str = "-o") -> None:
-    """Write an output file, never over anything the process read.
-
-    A regular file atomically (a reader never sees half a file; an interruption leaves the old one), a special
-    one in place (/dev/null stays a device, /dev/stdout into a pipe works).
+    A regular file is written atomically (a reader never sees half a file; an interruption leaves the old one), a
+    special one in place (/dev/null stays a device, /dev/stdout into a pipe works).
     """
-    from .fileio import write_output as write
-
-    write(output, text, inputs, option)
+    if plot and figure is not None:
+        write_output(plot, figure(Path(plot).suffix.lstrip(".").lower() or "png"), reads, "--plot")
+    if output:
+        write_output(output, text, reads)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=nl)
 
 
 def _read_by(models: tuple[str, ...], dataset: str | None, data: str | None, store: str | Path, weights: str | None = None):
@@ -768,23 +770,13 @@ def compare_cmd(models, groups, minimal, eps_list, attacks, labels, normalizatio
                         dict(settings=settings, minimal=minimal), fmt, output, plot_path)  # fmt: skip
         return
     reads = _read_by(models, dataset, data, store_path)
-    guard_output(output, reads)
-    guard_output(plot_path, reads, "--plot")
-    if output and plot_path and Path(output).resolve() == Path(plot_path).resolve():
-        raise UserError("-o and --plot name the same file; choose two")
+    guard_outputs(reads, output, plot_path)
     # progress: the plan and a line per model and eps always (hours of work, often logged), bars on a terminal
     result = compare(
         list(models), normalization=normalization, eps=eps_values, attacks=list(attacks) or list(DEFAULT_ATTACKS),
         labels=list(labels) or None, n=n, dataset=dataset, data=data, store=store_path, settings=settings, progress=True,
     )  # fmt: skip
-    text = result.render(fmt)
-    if plot_path:
-        write_output(plot_path, result.plot(format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads, "--plot")
-    if output:
-        write_output(output, text, reads)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text)
+    emit(result.render(fmt), output, reads, plot_path, lambda f: result.plot(format=f))
 
 
 def _compare_groups(models, groups, eps_values, attacks, labels, normalization, n, dataset, data, store_path, common, fmt,
@@ -801,20 +793,9 @@ def _compare_groups(models, groups, eps_values, attacks, labels, normalization, 
     if len(set(names)) != len(names):
         raise UserError(f"group {next(x for x in names if names.count(x) > 1)} is given twice")
     reads = _read_by(tuple(m for _, members in parsed for m in members), dataset, data, store_path)
-    guard_output(output, reads)
-    guard_output(plot_path, reads, "--plot")
-    if output and plot_path and Path(output).resolve() == Path(plot_path).resolve():
-        raise UserError("-o and --plot name the same file; choose two")
+    guard_outputs(reads, output, plot_path)
     if fmt not in ("text", "md", "json"):
         raise UserError(f"--format {fmt} is not available with --group (text, md, json)")
     result = compare_groups(dict(parsed), eps=eps_values, attacks=list(attacks) or list(DEFAULT_GROUP_ATTACKS), n=n,
                             dataset=dataset, data=data, store=store_path, progress=True, **common)  # fmt: skip
-    text = result.render(fmt)
-    if plot_path:
-        write_output(plot_path, plot_curves(result, format=Path(plot_path).suffix.lstrip(".").lower() or "png"), reads,
-                     "--plot")  # fmt: skip
-    if output:
-        write_output(output, text, reads)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text)
+    emit(result.render(fmt), output, reads, plot_path, lambda f: plot_curves(result, format=f))
