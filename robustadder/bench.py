@@ -17,6 +17,7 @@ uniform in [0, 1], like the ReLU outputs adder layers read, so the cpu backend t
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import subprocess
@@ -549,4 +550,36 @@ def minimal_cost_rows(
     first, second = rows
     rows.append({"model": first["model"], "attack": f"{first['attack']} / {second['attack']}", "eps": eps,
                  "n": first["n"], "ratio": round(seconds[0] / seconds[1], 3) if seconds[1] else None})  # fmt: skip
+    return rows
+
+
+def training_rows(
+    depths: tuple[int, ...] = (20, 32), batch_size: int = 256, repeats: int = 5, train_images: int = 50000
+) -> list[dict]:
+    """A training step of the zoo's recipe, AdderNet vs CNN of each depth, timed alternately in this run.
+
+    The step is :func:`robustadder.train.train_step` on models built by :func:`robustadder.train.build_training`
+    (η, the surrogate gradient, SGD with momentum and weight decay): forward, backward with the weight gradients and
+    the update, at the recipe's batch size on random images (the time does not depend on the pixels). Seconds per
+    epoch are the step's median times the steps of an epoch of ``train_images``; the augmentation and the epoch's
+    test pass, a few percent of a real epoch, are left out.
+    """
+    import math
+
+    from .train import TrainConfig, build_training, train_step
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch_size, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    steps = math.ceil(train_images / batch_size)
+    rows = []
+    for depth in depths:
+        ann, cnn = (functools.partial(train_step, *build_training(TrainConfig(f"resnet{depth}", kind)), x, y)
+                    for kind in ("adder", "conv"))  # fmt: skip
+        ann_ms, cnn_ms = _time_pair(ann, cnn, torch.device("cpu"), repeats, 600.0)
+        rows.append({"layer": f"resnet{depth} training", "op": f"train step (fwd+bwd+SGD), batch {batch_size}",
+                     "backend": get_backend("auto", torch.device("cpu")).name, "ms": round(ann_ms, 1),
+                     "conv_ms": round(cnn_ms, 1), "ratio_to_conv": round(ann_ms / cnn_ms, 3), "peak_mib": None,
+                     "seconds_per_epoch": round(ann_ms * steps / 1000, 1),
+                     "conv_seconds_per_epoch": round(cnn_ms * steps / 1000, 1)})  # fmt: skip
     return rows

@@ -397,6 +397,24 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
     click.echo(pd.DataFrame(rows).drop(columns="attacks").to_string(index=False))
 
 
+@bench_cmd.command("train")
+@click.option("--depth", "depths", multiple=True, type=click.Choice(["20", "32", "56"]), default=("20", "32"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Timed steps of each model (median).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_train(depths, batch_size, repeats, as_json) -> None:
+    """Seconds per epoch of the zoo's training recipe, AdderNet vs CNN per depth, measured in one run."""
+    import pandas as pd
+
+    from . import bench
+
+    rows = bench.training_rows(tuple(int(d) for d in depths), batch_size, repeats)
+    if as_json:
+        click.echo(json.dumps({"machine": bench.machine_info("cpu"), "batch_size": batch_size, "rows": rows}))
+    else:
+        click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
 @bench_cmd.command("minimal")
 @click.option("--model", "model_name", default="ann20", show_default=True, help=MODEL_HELP)
 @click.option("--n", type=click.IntRange(min=1), default=100, show_default=True)

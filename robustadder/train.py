@@ -201,6 +201,64 @@ def _check_writable(path: Path) -> None:
         raise UserError(f"--out {path}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
+def build_training(config: TrainConfig, **model_args: Any) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model (``model_args``: classes, normalization, channels) and its optimizer, as a run of ``config`` starts.
+
+    One place for the recipe's model side (η on the adder layers, the surrogate gradient, the AWN variant, weight
+    decay per parameter group), shared by :class:`Trainer` and ``bench train``, whose timing must be of this step.
+    """
+    spec = REGISTRY[config.arch_name].spec
+    model = CifarResNet(spec.depth, spec.kind, spec.awn, **model_args)
+    for layer in adder_layers(model):
+        layer.eta = config.eta
+    set_grad_mode(model, "surrogate")
+    set_backend(model, "auto")
+    _apply_awn_variant(model, config)
+    return model, torch.optim.SGD(_param_groups(model, config), lr=config.lr, momentum=config.momentum)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """One SGD step on a batch (the model in train mode); returns the logits and the loss, detached."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits.detach(), loss.detach()
+
+
+def _apply_awn_variant(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """The AWN form and where η acts (all layers), and γ's initial value (before any step)."""
+    if not cfg.awn:
+        return
+    set_awn_form(model, cfg.awn_form)
+    for layer in adder_layers(model):
+        layer.awn_eta = cfg.awn_eta
+    start = gain_init_value(cfg.awn_gain_init)
+    if start is not None:
+        with torch.no_grad():
+            for layer in awn_layers(model):
+                layer.awn_gain.fill_(start)
+    elif cfg.awn_gain_init == "scale":
+        with torch.no_grad():
+            for layer in awn_layers(model):
+                raw = awn_raw_weight(layer)
+                flat = raw.reshape(raw.shape[0], -1)
+                scale = flat.std(1, unbiased=False) if cfg.awn_form == "standardize" else flat.pow(2).mean(1).sqrt()
+                layer.awn_gain.copy_(scale)
+
+
+def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Weight decay on every parameter (the official recipe), or on all but the AWN gains."""
+    if cfg.awn_gain_decay:
+        return [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay}]
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for n, p in named if not n.endswith("awn_gain")], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if n.endswith("awn_gain")], "weight_decay": 0.0},
+    ]
+
+
 class Trainer:
     """One training run: build, train epoch by epoch, checkpoint the state, write the final model."""
 
@@ -222,55 +280,16 @@ class Trainer:
         classes = self.dataset.num_classes or int(max(self.train.y.max(), self.test.y.max())) + 1
         mean, std = self.dataset.normalization or _channel_stats(self.train.x)
         torch.manual_seed(config.seed)
-        spec = REGISTRY[config.arch_name].spec
-        self.model = CifarResNet(spec.depth, spec.kind, spec.awn, num_classes=classes, mean=mean, std=std, in_channels=channels)
-        for layer in adder_layers(self.model):
-            layer.eta = config.eta
-        set_grad_mode(self.model, "surrogate")
-        set_backend(self.model, "auto")
-        self._apply_awn_variant()
+        self.model, self.optimizer = build_training(config, num_classes=classes, mean=mean, std=std, in_channels=channels)
         self.steps_per_epoch = math.ceil(len(self.train) / config.batch_size)
         if config.batch_size == 1 or len(self.train) % config.batch_size == 1:  # BN trains on batch statistics
             raise UserError(
                 f"training needs at least 2 samples per batch (BN), but {len(self.train)} training images in batches of "
                 f"{config.batch_size} leave a batch of 1; choose another --batch-size or --train-subset"
             )
-        self.optimizer = torch.optim.SGD(self._param_groups(), lr=config.lr, momentum=config.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _cosine(config.epochs * self.steps_per_epoch))
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
-
-    def _apply_awn_variant(self) -> None:
-        """The AWN form and where η acts (all layers), and γ's initial value (before any step)."""
-        cfg = self.config
-        if not cfg.awn:
-            return
-        set_awn_form(self.model, cfg.awn_form)
-        for layer in adder_layers(self.model):
-            layer.awn_eta = cfg.awn_eta
-        start = gain_init_value(cfg.awn_gain_init)
-        if start is not None:
-            with torch.no_grad():
-                for layer in awn_layers(self.model):
-                    layer.awn_gain.fill_(start)
-        elif cfg.awn_gain_init == "scale":
-            with torch.no_grad():
-                for layer in awn_layers(self.model):
-                    raw = awn_raw_weight(layer)
-                    flat = raw.reshape(raw.shape[0], -1)
-                    scale = flat.std(1, unbiased=False) if cfg.awn_form == "standardize" else flat.pow(2).mean(1).sqrt()
-                    layer.awn_gain.copy_(scale)
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """Weight decay on every parameter (the official recipe), or on all but the AWN gains."""
-        wd = self.config.weight_decay
-        if self.config.awn_gain_decay:
-            return [{"params": list(self.model.parameters()), "weight_decay": wd}]
-        named = list(self.model.named_parameters())
-        return [
-            {"params": [p for n, p in named if not n.endswith("awn_gain")], "weight_decay": wd},
-            {"params": [p for n, p in named if n.endswith("awn_gain")], "weight_decay": 0.0},
-        ]
 
     # -- state -------------------------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -341,20 +360,16 @@ class Trainer:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = to_tensor(augment(self.train.x[idx], rng, cfg.crop_padding, cfg.flip))
             y = torch.from_numpy(self.train.y[idx])
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            logits, loss = train_step(self.model, self.optimizer, x, y)
             self.scheduler.step()
-            value = float(loss.detach())
+            value = float(loss)
             if not math.isfinite(value):
                 raise UserError(
                     f"training diverged at epoch {self.epoch + 1}, step {step} (loss {value}); lower --lr (or --eta); "
                     "the state of the last finished epoch is kept"
                 )
             loss_sum += value * len(idx)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
         bar.close()

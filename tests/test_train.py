@@ -277,3 +277,26 @@ def test_conv_awn_gain_scale_cancels_under_batch_norm():
     adder = [_awn_model("resnet20_adder_awn", gain) for gain in (1.0, 4.0)]  # the contrast: adder layers see it
     with torch.no_grad():
         assert not torch.allclose(adder[0](x), adder[1](x), rtol=1e-2, atol=1e-2)
+
+
+def test_bench_train_times_the_recipes_step_for_each_depth_and_kind(monkeypatch):
+    """`bench train`: per depth one row, AdderNet against the CNN, both stepping through train_step; s/epoch from it."""
+    import json
+
+    from click.testing import CliRunner
+
+    import robustadder.train as train
+    from robustadder.cli import main
+
+    stepped = []
+    real = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda m, *a: stepped.append(bool(adder_layers(m))) or real(m, *a))
+    out = CliRunner().invoke(main, ["bench", "train", "--depth", "20", "--depth", "32", "--batch-size", "4",
+                                    "--repeats", "1", "--json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["rows"]
+    assert [r["layer"] for r in rows] == ["resnet20 training", "resnet32 training"]
+    for r in rows:
+        assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == pytest.approx(r["ms"] / r["conv_ms"], rel=0.01)
+        assert r["seconds_per_epoch"] == pytest.approx(r["ms"] * 12500 / 1000, rel=0.01, abs=0.1)  # 50,000 / 4 steps
+    assert stepped == [True, False] * 4  # ANN and CNN alternately: a warm-up and one timed step each, per depth
