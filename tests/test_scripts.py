@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -151,3 +152,36 @@ def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_pat
     swept = [c.split()[1] for c in calls if c.startswith("sweep") and "--dry-run" not in c]
     assert swept == ["reports/paper.toml", "reports/settings.toml", "reports/eps-sweep.toml"]
     assert "notes" not in readme and "partial" not in readme and readme.startswith("# Reference reports\n")
+
+
+def test_fmn_calibration_sets_the_minimal_curve_beside_the_committed_fixed_eps_worst_case(tmp_path, monkeypatch, capsys):
+    """scripts/fmn_calibration.py: per model and budget of a committed compare, FMN alone, its envelope with the
+    class protocol's fixed-eps attacks and the committed worst case; the envelope is never above either; other
+    images are refused with one line."""
+    from click.testing import CliRunner
+
+    from robustadder.cli import main as cli
+
+    from helpers import save_tiny_world
+
+    fmn_calibration = _script("fmn_calibration")
+    save_tiny_world(tmp_path, n=8, a0=("adder", 0), c0=("conv", 0))
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(cli, ["compare", "a0.pt", "c0.pt", "--attack", "fgsm", "--eps", "0.02/255,0.2/255", "--n", "8",
+                                   "--data", ".", "--store", "s.sqlite", "--json", "-o", "cmp.json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    args = ["--compare", "cmp.json", "--store", "s.sqlite", "--minimal", "fmn:steps=5", "--attack", "fgsm", "--data", "."]
+    assert fmn_calibration.main(args) == 0
+    table = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    committed = {(m["model"], m["eps_label"]): m["robust_accuracy"] for m in json.loads(Path("cmp.json").read_text())["models"]}
+    assert {(r[0].strip("| "), r[1]) for r in table} == set(committed) and len(table) == 4
+    values = [[float(c.split()[0]) for c in r[2:5]] for r in table]
+    for r, (alone, env, comm) in zip(table, values, strict=True):
+        assert comm == committed[(r[0].strip("| "), r[1])] and env <= min(alone, comm) + 1e-9
+    assert 0 < max(v for row in values for v in row) and min(v for row in values for v in row) < 100  # informative
+    moved = json.loads(Path("cmp.json").read_text())
+    moved["settings"]["data_fingerprint"] = "0" * 16
+    Path("other.json").write_text(json.dumps(moved))
+    assert fmn_calibration.main(["--compare", "other.json", *args[2:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "images differ" in err
