@@ -1,8 +1,10 @@
 # The reference run's models and matched pairs, in one place: sourced by reports/regenerate.sh (CPU) and
 # scripts/gpu-session.sh's reference stage (GPU), which differ only in where the third-party checkpoint
-# lies. reference_lists TP sets REF_MODELS (checked one by one) and REF_PAIRS ("A B": compare A B).
+# lies. reference_lists TP sets REF_MODELS (checked one by one), REF_PAIRS ("A B": compare A B) and REF_CLASSES
+# (the --group arguments of the class-level answer: the training seeds of one recipe per class).
 reference_lists() {
     local tp=$1
     REF_MODELS=(ann20 ann20-awn cnn20 cnn20-awn "$tp")
     REF_PAIRS=("ann20 cnn20" "ann20-awn cnn20-awn" "$tp cnn20")
+    REF_CLASSES=(--group ANN-20=ann20,ann20-seed1,ann20-seed2 --group CNN-20=cnn20,cnn20-seed1,cnn20-seed2)
 }

@@ -61,6 +61,23 @@ N_COMPARE=${N_COMPARE:-1000}  # 0: skip (AutoAttack on 1,000 images per model an
     "$R" compare "$1" "$2" --n "$N_COMPARE" --store "$STORE" --format json -o "reports/$name.json"  # reused cells
 done
 
+# the class-level answer (issue 36): ANN-20 against CNN-20 as classes of training seeds, on minimal perturbations
+# (FMN, both adder gradients) enveloped with PGD-20x2 at 1, 2, 4, 8/255; then the calibration of that curve against
+# the committed PGD + AutoAttack worst case of the seed-0 pair (same images, cells reused). Its wall time is kept.
+N_CLASS=${N_CLASS:-1000}  # 0: skip
+if [ "$N_CLASS" != 0 ] && [ "$RENDER_ONLY" != 1 ]; then
+    start=$SECONDS
+    "$R" compare "${REF_CLASSES[@]}" --n "$N_CLASS" --store "$STORE" --format md -o reports/class-ann20-vs-cnn20.md \
+        --plot reports/class-ann20-vs-cnn20.png
+    "$R" compare "${REF_CLASSES[@]}" --n "$N_CLASS" --store "$STORE" --format json -o reports/class-ann20-vs-cnn20.json
+    if [ "$N_CLASS" = 1000 ]; then  # the committed seed-0 compare is on the first 1,000 images
+        "$BIN/python" scripts/fmn_calibration.py --compare reports/compare-ann20-vs-cnn20.json --store "$STORE" \
+            > reports/class-calibration.md.tmp
+        mv reports/class-calibration.md.tmp reports/class-calibration.md
+    fi
+    echo "$(( (SECONDS - start) / 60 )) min wall, $(nproc) CPU cores, $(date -u +%Y-%m-%d)" > reports/class-ann20-vs-cnn20.time
+fi
+
 # reports/README.md: what was run, on how many images, how long each part took on this machine
 # both read one dry run of the preset (a dry run loads every model and calibrates a cost estimate)
 compute() {  # the preset's compute time as measured when its cells ran (summed over resumes)
@@ -85,7 +102,7 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
     echo "\`$STORE\`, which is not committed, so an interrupted run resumes) with:"
     echo
     echo '```bash'
-    echo "ROBUSTADDER_DATA=../shared/data N_PAPER=${N[paper]} N_EPS=${N[eps-sweep]} N_SETTINGS=${N[settings]} N_CHECK=$N_CHECK N_COMPARE=$N_COMPARE bash reports/regenerate.sh"
+    echo "ROBUSTADDER_DATA=../shared/data N_PAPER=${N[paper]} N_EPS=${N[eps-sweep]} N_SETTINGS=${N[settings]} N_CHECK=$N_CHECK N_COMPARE=$N_COMPARE N_CLASS=$N_CLASS bash reports/regenerate.sh"
     echo '```'
     echo
     echo "Generated $(date -u +%Y-%m-%d) by robustadder $("$R" --version | awk '{print $NF}') at commit" \
@@ -100,6 +117,7 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
     [ "$N_CHECK" = 0 ] || for model in ann20 ann20-awn cnn20 cnn20-awn thirdparty-addernet-resnet20-cifar10; do
         echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"
     done
+    [ "$N_CLASS" = 0 ] || [ ! -f reports/class-ann20-vs-cnn20.time ] || echo "| class-level answer, ANN-20 vs CNN-20 (3 training seeds each) and its calibration against AutoAttack | \`class-ann20-vs-cnn20.{md,json,png}\`, \`class-calibration.md\` | first $N_CLASS | $(cat reports/class-ann20-vs-cnn20.time) |"
     echo "| all tables, plots and checks | \`index.html\` | | |"
     echo "| operation counts and energy | \`models-ops.txt\` | | |"
     echo
@@ -107,6 +125,7 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
     echo "sweeps' cells where they coincide and adds its own)."
     [ "$N_CHECK" != 0 ] || { echo; echo "The gradient-masking checks were not run (N_CHECK=0)."; }
     [ "$N_COMPARE" != 0 ] || { echo; echo "The \`compare\` reports were not run (N_COMPARE=0)."; }
+    [ "$N_CLASS" != 0 ] || { echo; echo "The class-level answer was not run (N_CLASS=0)."; }
     [ -z "$notes" ] || { echo; echo "$notes"; }
 } > reports/README.md.tmp
 mv reports/README.md.tmp reports/README.md  # whole or not at all: the notes are never lost half-written

@@ -98,7 +98,7 @@ case "$1" in
             echo "  done $(sed -n "s/^$name //p" "$PLAN"), skipped 0"
             echo "  compute time of the done cells, as measured when they ran: 3.0 min"
         fi ;;
-    report) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo "rendered" > "$2"; shift; done ;;
+    report|compare) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo "rendered" > "$2"; shift; done ;;
     models) echo "ops" ;;
 esac
 """
@@ -117,6 +117,8 @@ def _regenerate(tmp_path: Path, readme: str | None, plan: str, **env: str) -> tu
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "robustadder").write_text(FAKE_CLI)
     (tmp_path / "bin" / "robustadder").chmod(0o755)
+    (tmp_path / "bin" / "python").write_text('#!/usr/bin/env bash\necho "python $*" >> "$CALLS"\necho "| calibrated |"\n')
+    (tmp_path / "bin" / "python").chmod(0o755)
     (tmp_path / "plan").write_text(plan)
     calls = tmp_path / "calls"
     run_env = {**os.environ, "BIN": str(tmp_path / "bin"), "PLAN": str(tmp_path / "plan"), "CALLS": str(calls), **env}
@@ -151,6 +153,12 @@ def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_pat
                                 N_CHECK="0", N_COMPARE="0")  # fmt: skip
     swept = [c.split()[1] for c in calls if c.startswith("sweep") and "--dry-run" not in c]
     assert swept == ["reports/paper.toml", "reports/settings.toml", "reports/eps-sweep.toml"]
+    # the class-level answer: the seeds of ANN-20 against those of CNN-20 on 1,000 images, then its calibration
+    groups = "--group ANN-20=ann20,ann20-seed1,ann20-seed2 --group CNN-20=cnn20,cnn20-seed1,cnn20-seed2 --n 1000"
+    classes = [c for c in calls if c.startswith(f"compare {groups}")]
+    assert len(classes) == 2 and {"md", "json"} == {c.split("--format ")[1].split()[0] for c in classes}
+    assert any(c.startswith("python scripts/fmn_calibration.py --compare reports/compare-ann20-vs-cnn20.json") for c in calls)
+    assert "class-ann20-vs-cnn20.{md,json,png}" in readme and "N_CLASS=1000" in readme
     assert "notes" not in readme and "partial" not in readme and readme.startswith("# Reference reports\n")
 
 
