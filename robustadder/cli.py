@@ -586,7 +586,9 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
 @click.option("--intervals", is_flag=True, help="Show the 95 % Wilson interval of every accuracy (md, latex, html).")
 @click.option("--wide", is_flag=True, help="LaTeX: a table* fit to \\textwidth instead of \\columnwidth.")
 @click.option("--checks", "with_checks", is_flag=True, help="Include the stored gradient-masking check reports (md, html).")
-def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_checks) -> None:
+@click.option("--answer", "answers", multiple=True, type=click.Path(dir_okay=False),
+              help="A 'compare --group --json' file whose class-level answer leads the page (md, html).")  # fmt: skip
+def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_checks, answers) -> None:
     """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots).
 
     Reads the store only: the weights and the data need not be on this machine. A sweep is reported
@@ -598,10 +600,13 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
     from .sweep import load_sweep
 
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
-    reads = [store or default_store_path(), *sources]
+    reads = [store or default_store_path(), *sources, *answers]
     guard_outputs(reads, output)
     if with_checks and fmt not in ("md", "html"):
         raise UserError("--checks renders in --format md or html")
+    if answers and fmt not in ("md", "html"):
+        raise UserError("--answer renders in --format md or html")
+    leads = [_read_answer(path) for path in answers]
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     configs = [load_sweep(path) for path in sources]
@@ -621,20 +626,21 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
             for note in notes:
                 click.echo(f"note: {note}", err=True)
         checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
-        if not sources and not reports and not checks:
+        if not sources and not reports and not checks and not leads:
             raise UserError(f"store {db.path} holds no sweep and no eval result yet: run 'robustadder sweep FILE' or "
                             "'robustadder eval' with it, or pass --sweep / --preset")  # fmt: skip
         if not sources:
             shown = [r.provenance["sweep"] for r in reports] + (["the stored checks"] if checks else [])
-            click.echo("reporting what the store holds: " + ", ".join(shown), err=True)
+            click.echo("reporting what the store holds: " + (", ".join(shown) or "nothing beside --answer"), err=True)
     if len(reports) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table and the store holds {len(reports)}; pass one --preset or --sweep")
     if fmt == "html":
         toc = [(c.anchor, f"check: {c.model}") for c in checks]
         text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks),
-                           intervals=intervals, extra_toc=toc)  # fmt: skip
+                           intervals=intervals, extra_toc=toc, lead_html="".join(a.to_html() for a in leads))  # fmt: skip
     else:
-        text = "\n".join([*(rep.render(r, fmt, intervals=intervals, wide=wide) for r in reports),
+        text = "\n".join([*(a.render("md") for a in leads),
+                          *(rep.render(r, fmt, intervals=intervals, wide=wide) for r in reports),
                           *(c.to_markdown() for c in checks)])  # fmt: skip
     emit(text, output, reads, nl=False)
 
@@ -680,6 +686,19 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
         click.echo(report.render("json" if as_json else fmt))
     if strict and report.failed:
         sys.exit(1)
+
+
+def _read_answer(path: str):
+    """The class-level answer a ``compare --group --json`` wrote, or one line saying why the file is not one."""
+    from .groups import GroupComparison
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return GroupComparison.from_json(json.load(fh))
+    except OSError as exc:
+        raise UserError(f"--answer {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"--answer {path} is not the JSON of 'compare --group --json' ({type(exc).__name__}: {exc})") from None
 
 
 def guard_outputs(reads: Sequence[str | Path | None], output: str | None, plot: str | None = None) -> None:
@@ -812,8 +831,8 @@ def _compare_groups(models, groups, eps_values, attacks, labels, normalization, 
         raise UserError(f"group {next(x for x in names if names.count(x) > 1)} is given twice")
     reads = _read_by(tuple(m for _, members in parsed for m in members), dataset, data, store_path)
     guard_outputs(reads, output, plot_path)
-    if fmt not in ("text", "md", "json"):
-        raise UserError(f"--format {fmt} is not available with --group (text, md, json)")
+    if fmt not in ("text", "md", "json", "html"):
+        raise UserError(f"--format {fmt} is not available with --group (text, md, json, html)")
     result = compare_groups(dict(parsed), eps=eps_values, attacks=list(attacks) or list(DEFAULT_GROUP_ATTACKS), n=n,
                             dataset=dataset, data=data, store=store_path, progress=True, **common)  # fmt: skip
     emit(result.render(fmt), output, reads, plot_path, lambda f: plot_curves(result, format=f))

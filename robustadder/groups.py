@@ -117,8 +117,40 @@ class GroupComparison:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GroupComparison:
+        """Rebuild the answer from what :meth:`to_json` wrote (``compare --group --json``), e.g. to lead a report page."""
+        nan = float("nan")
+        classes = [
+            ClassComparison(
+                names=(c["a"], c["b"]), members=tuple(tuple(m) for m in c["members"]), n=c["n"], limit=c["limit"],
+                areas=c["area"], class_area=tuple(c["class_area"]), difference=c["difference"], ci=tuple(c["ci"]),
+                spread=tuple(nan if s is None else s for s in c["spread"]),
+            )
+            for c in data["classes"]
+        ]  # fmt: skip
+        return cls({k: list(v) for k, v in data["groups"].items()}, pd.DataFrame(data["models"]),
+                   pd.DataFrame(data["curves"]), classes, dict(data["settings"]), data["protocol"],
+                   list(data.get("notes", [])))  # fmt: skip
+
+    def to_html(self) -> str:
+        """An HTML section that leads with the answer: the class sentences, then the per-model table, the curves."""
+        import base64
+
+        html = escape.html
+        names = " vs ".join(html(g) for g in self.groups)
+        table = self._display(html).style.hide(axis="index").set_table_attributes('class="results"').to_html()
+        png = base64.b64encode(plot_curves(self, format="png")).decode()
+        return (
+            f"<section><h2 id='answer'>The answer: {names}</h2>"
+            + "".join(f"<p><b>{html(s)}</b></p>" for s in self.sentences())
+            + f"<div class='scroll'>{table}</div><figure><img alt='robustness curves' src='data:image/png;base64,{png}'>"
+            f"<figcaption>Robustness curves (envelope), 95 % Wilson bands</figcaption></figure>"
+            f"<p>{html(self.protocol)}</p>" + "".join(f"<p>{html(n)}</p>" for n in self.notes) + "</section>"
+        )
+
     def render(self, fmt: str) -> str:
-        """text, md or json (the per-model table, the class sentences, the protocol)."""
+        """text, md, json or html (the per-model table, the class sentences, the protocol)."""
         if fmt == "json":
             return json.dumps(self.to_json(), indent=1)
         if fmt == "text":
@@ -128,7 +160,11 @@ class GroupComparison:
             table = self._display(md).to_markdown(index=False, disable_numparse=True)
             return "\n".join([table, "", *[f"- {md(s)}" for s in self.sentences()], "", md(self.protocol),
                               *[md(n) for n in self.notes], ""])  # fmt: skip
-        raise UserError(f"--format {fmt} is not available with --group (text, md, json)")
+        if fmt == "html":
+            from .report import to_html
+
+            return to_html([], title=f"robustadder compare --group — {' vs '.join(self.groups)}", lead_html=self.to_html())
+        raise UserError(f"--format {fmt} is not available with --group (text, md, json, html)")
 
 
 def _eps_column(eps: float) -> str:

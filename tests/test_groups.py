@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from robustadder.cli import main
 from robustadder.errors import UserError
-from robustadder.groups import compare_groups, parse_group
+from robustadder.groups import GroupComparison, compare_groups, parse_group
 from robustadder.models import CifarResNet, save_checkpoint
 
 from helpers import save_tiny_world, tree
@@ -114,3 +114,31 @@ def test_parse_group():
     assert parse_group("ANN-20 = ann20, ann20-seed1") == ("ANN-20", ["ann20", "ann20-seed1"])
     with pytest.raises(UserError):
         parse_group("=ann20")
+
+
+@pytest.mark.slow
+def test_a_report_page_leads_with_the_class_answer_of_a_group_json(tmp_path):
+    """`report --answer GROUPS.json`: the class sentences come first on the page (before any sweep), rebuilt from the
+    JSON exactly as compare --group rendered them, the user's labels escaped; a file that is no such JSON is one line."""
+    _world(tmp_path)
+    label = "ANN<script>&"
+    groups = {label: [str(tmp_path / f"a{k}.pt") for k in (0, 1)], "CNN": [str(tmp_path / f"c{k}.pt") for k in (0, 1)]}
+    store = tmp_path / "s.sqlite"
+    result = compare_groups(groups, n=8, data=tmp_path, store=store, progress=False, **FAST)
+    (tmp_path / "g.json").write_text(result.render("json"))
+    again = GroupComparison.from_json(json.loads(result.render("json")))
+    assert again.render("md") == result.render("md") and again.sentences() == result.sentences()
+    page = CliRunner().invoke(main, ["report", "--store", str(store), "--answer", str(tmp_path / "g.json"), "--format", "html"])
+    assert page.exit_code == 0, page.output
+    html = page.stdout
+    assert html.index("The answer: ANN&lt;script&gt;&amp; vs CNN") < html.index("</h1>") + 200
+    assert "<script>" not in html and "data:image/png;base64," in html
+    first = result.sentences()[0].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert first in html
+    md = CliRunner().invoke(main, ["report", "--store", str(store), "--answer", str(tmp_path / "g.json")])
+    assert md.exit_code == 0 and md.stdout.startswith(result.render("md"))
+    (tmp_path / "not.json").write_text('{"models": []}')
+    assert "is not the JSON of 'compare --group --json'" in _one_line(
+        ["report", "--store", str(store), "--answer", str(tmp_path / "not.json"), "--format", "html"])
+    assert "--answer renders in --format md or html" in _one_line(
+        ["report", "--store", str(store), "--answer", str(tmp_path / "g.json"), "--format", "csv"])

@@ -159,6 +159,9 @@ def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_pat
     assert len(classes) == 2 and {"md", "json"} == {c.split("--format ")[1].split()[0] for c in classes}
     assert any(c.startswith("python scripts/fmn_calibration.py --compare reports/compare-ann20-vs-cnn20.json") for c in calls)
     assert "class-ann20-vs-cnn20.{md,json,png}" in readme and "N_CLASS=1000" in readme
+    page = next(c for c in calls if c.startswith("report") and "index.html" in c)
+    assert page.startswith("report --answer reports/class-ann20-vs-cnn20.json --sweep")  # the answer leads the page
+    assert calls.index(page) > calls.index(classes[-1])
     assert "notes" not in readme and "partial" not in readme and readme.startswith("# Reference reports\n")
 
 

@@ -61,8 +61,11 @@ def _slug(text: str) -> str:
 
 
 def to_html(reports: list[Report], title: str = "robustadder report", extra_html: str = "", *, intervals: bool = False,
-            extra_toc: list[tuple[str, str]] | None = None) -> str:  # fmt: skip
-    """A self-contained HTML page: contents, then per report its table (own ids and emphasis), plots, provenance."""
+            extra_toc: list[tuple[str, str]] | None = None, lead_html: str = "") -> str:  # fmt: skip
+    """A self-contained HTML page: ``lead_html`` first (the answer), then contents, per report its table, plots, provenance.
+
+    Each table has its own ids and emphasis; ``extra_html`` (the checks) ends the page.
+    """
     sections, toc = [], []
     for i, report in enumerate(reports):
         anchor = f"{_slug(report.provenance['sweep'])}-{i}"
@@ -109,7 +112,7 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
     nav = f"<nav><h2>Contents</h2><ul>{contents}</ul></nav>" if len(toc) > 1 else ""
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_html_escape(title)}</title><style>{css}</style></head>"
-        f"<body><h1>{_html_escape(title)}</h1>{nav}{''.join(sections)}{extra_html}</body></html>\n"
+        f"<body><h1>{_html_escape(title)}</h1>{lead_html}{nav}{''.join(sections)}{extra_html}</body></html>\n"
     )
 
 
