@@ -30,7 +30,7 @@ def test_a_distance_is_zero_when_misclassified_the_norm_when_fooled_and_inf_when
 
 def test_fmn_is_a_minimal_attack_recorded_at_the_whole_box():
     cfg = make_config("fmn", eps="8/255")
-    assert cfg.definition.minimal and cfg.eps == MAX_EPS["Linf"] and cfg.label == "FMN-300"
+    assert cfg.definition.minimal and cfg.eps == MAX_EPS["Linf"] and cfg.label == "FMN-200"
     assert make_config("fmn", norm="L2").eps == MAX_EPS["L2"]
 
 
