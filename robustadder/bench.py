@@ -533,8 +533,14 @@ def minimal_cost_rows(
     store, one after the other; a row per attack (compute seconds of its cells, the clean cell excluded, and the
     robust accuracy it gives at ``eps``) and a last row with the ratio measured in this run.
     """
-    from .api import evaluate
+    from .api import evaluate, resolve_attacks
+    from .errors import UserError
 
+    first, second = resolve_attacks([minimal, reference], eps=eps)  # before any work: one line for a bad choice
+    if not first.definition.minimal:
+        raise UserError(f"--minimal {minimal} is not a minimal-perturbation attack (fmn is)")
+    if second.definition.minimal or second.name == "none":
+        raise UserError(f"--reference {reference} must be a fixed-eps attack (e.g. autoattack, pgd)")
     rows, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "cost.sqlite")

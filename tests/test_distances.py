@@ -212,3 +212,9 @@ def test_bench_minimal_measures_the_minimal_attack_against_the_cell_it_replaces_
     assert fmn["grad"] == pgd["grad"] == "both" and fmn["seconds"] > 0 and pgd["seconds"] > 0
     assert ratio["ratio"] == pytest.approx(fmn["seconds"] / pgd["seconds"], rel=0.02)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # the measurement's store is its own, and gone
+    for bad, message in ((["--minimal", "pgd"], "not a minimal-perturbation attack"),
+                         (["--reference", "none"], "must be a fixed-eps attack"),
+                         (["--reference", "fmn"], "must be a fixed-eps attack")):  # fmt: skip
+        out = CliRunner().invoke(main, ["bench", "minimal", "--model", str(tmp_path / "a0.pt"), "--data", str(tmp_path), *bad])
+        assert out.exit_code == 2 and message in out.output and "Traceback" not in out.output, out.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
