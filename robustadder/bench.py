@@ -536,18 +536,18 @@ def minimal_cost_rows(
     from .api import evaluate, resolve_attacks
     from .errors import UserError
 
-    first, second = resolve_attacks([minimal, reference], eps=eps)  # before any work: one line for a bad choice
-    if not first.definition.minimal:
+    configs = resolve_attacks([minimal, reference], eps=eps)  # before any work: one line for a bad choice
+    if not configs[0].definition.minimal:
         raise UserError(f"--minimal {minimal} is not a minimal-perturbation attack (fmn is)")
-    if second.definition.minimal or second.name == "none":
+    if configs[1].definition.minimal or configs[1].name == "none":
         raise UserError(f"--reference {reference} must be a fixed-eps attack (e.g. autoattack, pgd)")
     rows, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "cost.sqlite")
-        for attack in (minimal, reference):
-            result = evaluate(model, attack, eps=eps, n=n, data=data, store=store, batch_size=batch_size, device=device,
+        for config in configs:  # eps: the minimal cell is read at it; the reference's config already has it
+            result = evaluate(model, config, eps=eps, n=n, data=data, store=store, batch_size=batch_size, device=device,
                               grad="both", progress=False)  # fmt: skip
-            (s,) = [s for s in result.summary if s["name"] != "none"]
+            (s,) = result.summary
             seconds.append(s["seconds"])
             rows.append({"model": result.model, "attack": s["attack"], "eps": eps, "n": len(result.clean),
                          "grad": s["grad"], "seconds": round(s["seconds"], 3),

@@ -365,13 +365,20 @@ def bench_kernels(batch_size, device, backends, repeats, data, imagenet, as_json
     rows += bench.end_to_end_rows(10000 if on_gpu else 1000, batch_size, fast, device, data)
     if imagenet:
         rows += bench.imagenet_rows(8, fast, device)
+    info = bench.machine_info(device)
+    if not as_json:
+        click.echo(json.dumps(info))
+    _echo_rows(rows, as_json, {"machine": info, "batch_size": batch_size})
+
+
+def _echo_rows(rows: list[dict], as_json: bool, head: dict, drop: tuple[str, ...] = ()) -> None:
+    """A benchmark's rows: one JSON object (``head``, e.g. the machine, then the rows) or a table without ``drop``."""
     if as_json:
-        click.echo(json.dumps({"machine": bench.machine_info(device), "batch_size": batch_size, "rows": rows}))
+        click.echo(json.dumps({**head, "rows": rows}))
         return
     import pandas as pd
 
-    click.echo(json.dumps(bench.machine_info(device)))
-    click.echo(pd.DataFrame(rows).to_string(index=False))
+    click.echo(pd.DataFrame(rows).drop(columns=list(drop)).to_string(index=False))
 
 
 @bench_cmd.command("compare")
@@ -388,13 +395,7 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
 
     rows = bench.compare_cost_rows(list(models) or ["ann20", "cnn20"], n, tuple(e for e in eps_list.split(",") if e),
                                    tuple(attacks) or None, data, device=device)  # fmt: skip
-    info = bench.machine_info(device)
-    if as_json:
-        click.echo(json.dumps({"machine": info, "rows": rows}))
-        return
-    import pandas as pd
-
-    click.echo(pd.DataFrame(rows).drop(columns="attacks").to_string(index=False))
+    _echo_rows(rows, as_json, {"machine": bench.machine_info(device)}, drop=("attacks",))
 
 
 @bench_cmd.command("train")
@@ -404,15 +405,10 @@ def bench_compare(models, n, eps_list, attacks, data, device, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def bench_train(depths, batch_size, repeats, as_json) -> None:
     """Seconds per epoch of the zoo's training recipe, AdderNet vs CNN per depth, measured in one run."""
-    import pandas as pd
-
     from . import bench
 
     rows = bench.training_rows(tuple(int(d) for d in depths), batch_size, repeats)
-    if as_json:
-        click.echo(json.dumps({"machine": bench.machine_info("cpu"), "batch_size": batch_size, "rows": rows}))
-    else:
-        click.echo(pd.DataFrame(rows).to_string(index=False))
+    _echo_rows(rows, as_json, {"machine": bench.machine_info("cpu"), "batch_size": batch_size})
 
 
 @bench_cmd.command("minimal")
@@ -429,12 +425,7 @@ def bench_minimal(model_name, n, eps, minimal, reference, data, device, as_json)
     from . import bench
 
     rows = bench.minimal_cost_rows(model_name, n, eps, minimal, reference, data, device=device)
-    if as_json:
-        click.echo(json.dumps({"machine": bench.machine_info(device), "rows": rows}))
-        return
-    import pandas as pd
-
-    click.echo(pd.DataFrame(rows).to_string(index=False))
+    _echo_rows(rows, as_json, {"machine": bench.machine_info(device)})
 
 
 @main.command("train")
