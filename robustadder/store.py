@@ -521,7 +521,7 @@ class Store:
         gridded = {r[0] for r in self.conn.execute("SELECT cell_id FROM grid")} if self._has_table("grid") else set()
         parts = {cid for config in cells["config"] for cid in (config.get("components") or {}).values()}
         by_eval = {r[0] for r in self.conn.execute(
-            "SELECT c.cell_id FROM cells c JOIN runs r ON c.run_id = r.run_id WHERE r.command LIKE 'evaluate%'")}  # fmt: skip
+            "SELECT c.cell_id FROM cells c JOIN runs r ON c.run_id = r.run_id WHERE r.command GLOB 'evaluate*'")}  # fmt: skip
         keep = cells["cell_id"].isin(by_eval - gridded - parts)
         return cells[keep].reset_index(drop=True)
 
