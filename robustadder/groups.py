@@ -249,15 +249,7 @@ def compare_groups(
         for label, members in loaded.items():
             for model in members:
                 started = time.perf_counter()
-                frame = evaluate(model, ["none", minimal], data=images, store=db, settings=settings, progress=False).frame
-                fmn = minimal_distances(frame[frame["attack_name"] == minimal_config.name], "Linf")
-                clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
-                fixed = []
-                for e in eps_values:
-                    part = evaluate(model, list(attacks), eps=e, data=images, store=db, settings=settings, progress=False).frame
-                    worst = _worst_case_rows(part)
-                    fixed.append((e, worst))
-                env, below = envelope(fmn, fixed)
+                fmn, env, below, clean = model_envelope(model, images, db, settings, minimal, attacks, eps_values)
                 dists[(label, model.name)] = env
                 med = median_distance(env, seed=seed)
                 c, m = int(clean.sum()), len(clean)
@@ -312,12 +304,30 @@ def compare_groups(
                            classes, settings, protocol, notes)  # fmt: skip
 
 
-def _worst_case_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample of the per-sample worst case over the frame's attacks (robust: no attack fooled it)."""
-    robust = worst_case_flags([part for _, part in frame.groupby("attack", sort=False)])
-    clean = frame.groupby("sample_id")["clean_correct"].first().astype(bool).reindex(robust.index)
-    return pd.DataFrame({"sample_id": robust.index, "clean_correct": clean.to_numpy(),
-                         "adv_correct": (robust | ~clean).to_numpy()})  # fmt: skip
+def model_envelope(
+    model: LoadedModel, images: ImageSet, store: Store | str | os.PathLike, settings: Settings | None, minimal: str,
+    attacks: Sequence[str], eps: Sequence[float],
+) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """One model's step of the class protocol: (FMN distances, envelope, eps of a fixed-eps break below FMN, clean).
+
+    The minimal attack and the clean pass, then ``attacks`` at every budget of ``eps`` (per sample their worst
+    case), all through ``store``; the envelope keeps per sample the smaller of FMN's distance and the smallest
+    budget at which a fixed-eps attack fooled it. :func:`compare_groups` and the calibration script share it, so
+    both key their cells alike and the second reuses the first's.
+    """  # fmt: skip
+    name = resolve_attacks([minimal], eps=eps[0])[0].name
+    frame = evaluate(model, ["none", minimal], data=images, store=store, settings=settings, progress=False).frame
+    fmn = minimal_distances(frame[frame["attack_name"] == name], "Linf")
+    clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
+    fixed = []
+    for e in eps:
+        part = evaluate(model, list(attacks), eps=e, data=images, store=store, settings=settings, progress=False).frame
+        robust = worst_case_flags([p for _, p in part.groupby("attack", sort=False)])
+        ok = clean.reindex(robust.index)
+        fixed.append((e, pd.DataFrame({"sample_id": robust.index, "clean_correct": ok.to_numpy(),
+                                       "adv_correct": (robust | ~ok).to_numpy()})))  # fmt: skip
+    env, below = envelope(fmn, fixed)
+    return fmn, env, below, clean
 
 
 def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
@@ -342,4 +352,4 @@ def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, 
         return finish(fig, path, format)
 
 
-__all__ = ["DEFAULT_GROUP_ATTACKS", "GroupComparison", "compare_groups", "parse_group", "plot_curves"]
+__all__ = ["DEFAULT_GROUP_ATTACKS", "GroupComparison", "compare_groups", "model_envelope", "parse_group", "plot_curves"]

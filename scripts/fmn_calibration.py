@@ -19,12 +19,11 @@ import argparse
 import json
 import sys
 
-import robustadder
 from robustadder.attacks import parse_eps
-from robustadder.distances import envelope, minimal_distances, robustness_curve
+from robustadder.distances import robustness_curve
 from robustadder.engine import data_fingerprint
 from robustadder.errors import UserError
-from robustadder.groups import DEFAULT_GROUP_ATTACKS, MINIMAL_ATTACK, _worst_case_rows
+from robustadder.groups import DEFAULT_GROUP_ATTACKS, MINIMAL_ATTACK, model_envelope
 from robustadder.models import as_loaded, evaluation_images, opened_dataset
 
 
@@ -38,15 +37,9 @@ def calibrate(committed: dict, store: str, minimal: str, attacks: list[str], dat
         if data_fingerprint(images) != settings["data_fingerprint"]:
             raise UserError(f"{name}: the images differ from the committed comparison's (data fingerprint "
                             f"{data_fingerprint(images)} vs {settings['data_fingerprint']}); pass the same data")  # fmt: skip
-        frame = robustadder.evaluate(model, [minimal], data=images, store=store, progress=False).frame
-        fmn = minimal_distances(frame[frame["attack_name"] == minimal.partition(":")[0]], "Linf")
         # the label, not the JSON's rounded float: the cells are keyed on the exact budget compare --group runs
         budgets = [(parse_eps(m["eps_label"], "Linf"), m) for m in committed["models"] if m["model"] == name]
-        fixed = []
-        for eps, _ in budgets:
-            part = robustadder.evaluate(model, attacks, eps=eps, data=images, store=store, progress=False).frame
-            fixed.append((eps, _worst_case_rows(part[part["attack_name"] != "none"])))
-        env, _below = envelope(fmn, fixed)
+        fmn, env, _below, _clean = model_envelope(model, images, store, None, minimal, attacks, [e for e, _ in budgets])
         alone, enveloped = robustness_curve(fmn, [e for e, _ in budgets]), robustness_curve(env, [e for e, _ in budgets])
         for (_eps, ref), a, e in zip(budgets, alone.itertuples(), enveloped.itertuples(), strict=True):
             rows.append({"model": name, "eps": ref["eps_label"], "fmn": (a.robust_accuracy, a.ci_low, a.ci_high),
