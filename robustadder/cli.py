@@ -578,8 +578,11 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
 @click.option("--wide", is_flag=True, help="LaTeX: a table* fit to \\textwidth instead of \\columnwidth.")
 @click.option("--checks", "with_checks", is_flag=True, help="Include the stored gradient-masking check reports (md, html).")
 @click.option("--answer", "answers", multiple=True, type=click.Path(dir_okay=False),
-              help="A 'compare --group --json' file whose class-level answer leads the page (md, html).")  # fmt: skip
-def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_checks, answers) -> None:
+              help="A 'compare --group --json' file whose class-level answer leads the page (md, html); two or more "
+                   "also get a table and plot of each class's median minimal eps across them (e.g. depth 20 and 32).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="With two or more --answer: write the median-minimal-eps plot across them (PNG/PDF).")  # fmt: skip
+def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_checks, answers, plot_path) -> None:
     """Render robust-accuracy tables of sweeps from the store (CSV, LaTeX, Markdown, HTML page with plots).
 
     Reads the store only: the weights and the data need not be on this machine. A sweep is reported
@@ -592,12 +595,16 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
 
     sources = [Path(s) for s in sweeps] + [rep.preset_path(p) for p in presets]
     reads = [store or default_store_path(), *sources, *answers]
-    guard_outputs(reads, output)
+    guard_outputs(reads, output, plot_path)
+    if plot_path and len(answers) < 2:
+        raise UserError("--plot draws the answers side by side: pass two or more --answer")
     if with_checks and fmt not in ("md", "html"):
         raise UserError("--checks renders in --format md or html")
     if answers and fmt not in ("md", "html"):
         raise UserError("--answer renders in --format md or html")
     leads = [_read_answer(path) for path in answers]
+    from .groups import across_html, across_markdown, plot_medians
+
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     configs = [load_sweep(path) for path in sources]
@@ -627,13 +634,14 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
         raise UserError(f"--format {fmt} renders one table and the store holds {len(reports)}; pass one --preset or --sweep")
     if fmt == "html":
         toc = [(c.anchor, f"check: {c.model}") for c in checks]
+        lead = "".join(a.to_html() for a in leads) + (across_html(leads) if len(leads) > 1 else "")
         text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks),
-                           intervals=intervals, extra_toc=toc, lead_html="".join(a.to_html() for a in leads))  # fmt: skip
+                           intervals=intervals, extra_toc=toc, lead_html=lead)  # fmt: skip
     else:
-        text = "\n".join([*(a.render("md") for a in leads),
+        text = "\n".join([*(a.render("md") for a in leads), *([across_markdown(leads)] if len(leads) > 1 else []),
                           *(rep.render(r, fmt, intervals=intervals, wide=wide) for r in reports),
                           *(c.to_markdown() for c in checks)])  # fmt: skip
-    emit(text, output, reads, nl=False)
+    emit(text, output, reads, plot_path, lambda f: plot_medians(leads, format=f), nl=False)
 
 
 @main.command("check")

@@ -352,4 +352,90 @@ def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, 
         return finish(fig, path, format)
 
 
-__all__ = ["DEFAULT_GROUP_ATTACKS", "GroupComparison", "compare_groups", "model_envelope", "parse_group", "plot_curves"]
+def medians_across(answers: Sequence[GroupComparison]) -> pd.DataFrame:
+    """Per answer and class, every run's median minimal eps with its bootstrap interval.
+
+    Does the answer move along whatever the answers differ in (depth, AWN, dataset)?
+    Each answer's classes keep their position (first group, second group, ...) so that ``ANN-20`` and ``ANN-32``
+    form one series. The class value is the mean of its runs' medians; the runs' spread stands beside it, because
+    between-run variation is part of the uncertainty of a class (one run per class cannot show it).
+    """
+    rows = []
+    for i, a in enumerate(answers):
+        for k, label in enumerate(a.groups):
+            for r in a.models[a.models["group"] == label].itertuples():
+                rows.append({"answer": i, "comparison": " vs ".join(a.groups), "position": k, "class": label,
+                             "model": r.model, "n": r.n, "median": r.median, "ci_low": r.median_ci_low,
+                             "ci_high": r.median_ci_high})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _across_display(answers: Sequence[GroupComparison], esc) -> pd.DataFrame:
+    frame, rows = medians_across(answers), []
+    for (_, comparison, label), part in frame.groupby(["answer", "comparison", "class"], sort=False):
+        runs = "; ".join(f"{esc(r.model)} {r.median * 255:.3g} [{r.ci_low * 255:.3g}, {r.ci_high * 255:.3g}]"
+                         for r in part.itertuples())  # fmt: skip
+        spread = part["median"].max() - part["median"].min()
+        rows.append({"comparison": esc(comparison), "class": esc(label), "runs": len(part),
+                     "mean of run medians (/255)": f"{part['median'].mean() * 255:.3g}",
+                     "spread between runs (/255)": f"{spread * 255:.3g}" if len(part) > 1 else "one run: unknown",
+                     "median minimal eps per run (/255) [95 % bootstrap]": runs})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+ACROSS_CAPTION = ("Median minimal L∞ eps (envelope) per class across the answers: points are training runs with their "
+                  "bootstrap intervals over samples, lines join the class means of the run medians.")  # fmt: skip
+
+
+def across_markdown(answers: Sequence[GroupComparison]) -> str:
+    """The answers side by side as one Markdown table (:func:`medians_across`)."""
+    table = _across_display(answers, escape.markdown).to_markdown(index=False, disable_numparse=True)
+    return f"{table}\n\n{ACROSS_CAPTION}\n"
+
+
+def across_html(answers: Sequence[GroupComparison]) -> str:
+    """An HTML section with the table and plot of :func:`medians_across`."""
+    import base64
+
+    table = _across_display(answers, escape.html).style.hide(axis="index").set_table_attributes('class="results"').to_html()
+    png = base64.b64encode(plot_medians(answers, format="png")).decode()
+    return (f"<section><h2 id='across'>Across the answers</h2><div class='scroll'>{table}</div><figure><img "
+            f"alt='median minimal eps across the answers' src='data:image/png;base64,{png}'><figcaption>"
+            f"{escape.html(ACROSS_CAPTION)}</figcaption></figure></section>")  # fmt: skip
+
+
+def plot_medians(answers: Sequence[GroupComparison], path: str | os.PathLike | None = None, *,
+                 format: str | None = None) -> bytes:  # fmt: skip
+    """Median minimal eps per class across answers (e.g. depth 20 and 32): runs with intervals, class means joined."""
+    from .plotting import finish, plain_text_figures
+
+    frame = medians_across(answers)
+    with plain_text_figures() as plt:
+        fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=150)
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        positions = sorted(frame["position"].unique())
+        for k in positions:
+            part = frame[frame["position"] == k]
+            colour = colours[k % len(colours)]
+            offset = (k - (len(positions) - 1) / 2) * 0.08
+            for i, runs in part.groupby("answer"):
+                x = i + offset + np.linspace(-0.02, 0.02, len(runs)) * (len(runs) > 1)
+                ax.errorbar(x, runs["median"] * 255, yerr=[(runs["median"] - runs["ci_low"]) * 255,
+                            (runs["ci_high"] - runs["median"]) * 255], fmt="o", ms=3, color=colour, capsize=2, lw=1)  # fmt: skip
+            means = part.groupby("answer")["median"].mean()
+            label = " / ".join(dict.fromkeys(part["class"]))
+            ax.plot(means.index + offset, means.to_numpy() * 255, color=colour, lw=1.2, label=label)
+        ticks = frame.drop_duplicates("answer")
+        ax.set_xticks(ticks["answer"], [c.replace(" vs ", "\nvs ") for c in ticks["comparison"]], fontsize=8)
+        ax.set_xlim(-0.5, len(ticks) - 0.5)
+        ax.set_ylabel("median minimal L∞ eps (×1/255)")
+        ax.set_title("per training run with 95 % bootstrap intervals; lines: class means", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return finish(fig, path, format)
+
+
+__all__ = [
+    "DEFAULT_GROUP_ATTACKS", "GroupComparison", "across_html", "across_markdown", "compare_groups", "medians_across",
+    "model_envelope", "parse_group", "plot_curves", "plot_medians",
+]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from robustadder.cli import main
 from robustadder.errors import UserError
 from robustadder.groups import GroupComparison, compare_groups, parse_group
 from robustadder.models import CifarResNet, save_checkpoint
+from robustadder.store import Store
 
 from helpers import save_tiny_world, tree
 
@@ -142,3 +144,43 @@ def test_a_report_page_leads_with_the_class_answer_of_a_group_json(tmp_path):
         ["report", "--store", str(store), "--answer", str(tmp_path / "not.json"), "--format", "html"])
     assert "--answer renders in --format md or html" in _one_line(
         ["report", "--store", str(store), "--answer", str(tmp_path / "g.json"), "--format", "csv"])
+
+
+def _answer(groups: dict[str, list[tuple[str, float]]]) -> dict:
+    """The JSON of a compare --group answer with the given runs' median minimal eps (in /255); nothing else measured."""
+    models = [{"group": g, "model": m, "n": 100, "clean_accuracy": 90.0, "clean_ci_low": 80.0, "clean_ci_high": 95.0,
+               "median": med / 255, "median_ci_low": (med - 0.1) / 255, "median_ci_high": (med + 0.1) / 255,
+               "area": 5.0, "broken_below": 0, "robust_at_1000": [20.0, 15.0, 25.0]}
+              for g, runs in groups.items() for m, med in runs]  # fmt: skip
+    names = list(groups)
+    return {"groups": {g: [m for m, _ in runs] for g, runs in groups.items()}, "models": models,
+            "curves": [{"group": r["group"], "model": r["model"], "eps": e / 255, "robust_accuracy": 50.0,
+                        "ci_low": 40.0, "ci_high": 60.0} for r in models for e in (0, 8, 16)],
+            "classes": [{"a": names[0], "b": names[1], "members": [groups[names[0]], groups[names[1]]], "n": 100,
+                         "limit": 16 / 255, "area": {}, "class_area": [5.0, 5.0], "difference": 0.0, "ci": [-1.0, 1.0],
+                         "spread": [None, None]}],
+            "settings": {"n": 100, "eps": [1 / 255], "limit": 16 / 255}, "protocol": "p", "notes": []}  # fmt: skip
+
+
+def test_several_answers_get_each_class_median_across_them(tmp_path):
+    """`report --answer D20.json --answer D32.json`: per answer and class the mean of the runs' median minimal eps and
+    the spread between runs (unknown for one run), in md and html, and the plot with --plot; --plot needs two answers."""
+    (tmp_path / "d20.json").write_text(json.dumps(_answer({"ANN|20": [("a", 0.6), ("b", 0.4)], "CNN-20": [("c", 0.5)]})))
+    (tmp_path / "d32.json").write_text(json.dumps(_answer({"ANN-32": [("d", 0.3)], "CNN-32": [("e", 0.45)]})))
+    store = tmp_path / "empty.sqlite"
+    Store.open(store).close()
+    answers = ["--answer", str(tmp_path / "d20.json"), "--answer", str(tmp_path / "d32.json")]
+    md = CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--plot", str(tmp_path / "d.png")])
+    assert md.exit_code == 0, md.output
+    table = md.stdout[md.stdout.index("| comparison") :].split("\n\n")[0].splitlines()[2:]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
+    rows = {c[1]: c for c in cells}
+    assert [c[0] for c in cells] == ["ANN\\|20 vs CNN-20"] * 2 + ["ANN-32 vs CNN-32"] * 2
+    assert rows["ANN\\|20"][2:5] == ["2", "0.5", "0.2"]  # mean and spread of 0.6 and 0.4, the label's pipe escaped
+    assert rows["CNN-32"][2:5] == ["1", "0.45", "one run: unknown"]
+    assert (tmp_path / "d.png").read_bytes().startswith(b"\x89PNG")
+    html = CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--format", "html"]).stdout
+    assert "Across the answers" in html and html.count("data:image/png;base64,") == 3
+    assert "--plot draws the answers side by side" in _one_line(
+        ["report", "--store", str(store), answers[0], answers[1], "--plot", str(tmp_path / "one.png")])
+    assert not (tmp_path / "one.png").exists()
