@@ -205,7 +205,8 @@ def parse_sweep(text: str, path: Path) -> SweepConfig:
                        _report_layout(raw.get("report", {}), where), dataset, text, budgets)  # fmt: skip
 
 
-REPORT_AXES = ("model", "attack", "eps_label", *(k for k in SETTING_KEYS if k != "seed"))
+#: depth: the CIFAR ResNet depth of the row's model (the paper's tables group ResNet-20 and -32 rows by it)
+REPORT_AXES = ("model", "attack", "eps_label", *(k for k in SETTING_KEYS if k != "seed"), "depth")
 
 
 def _report_layout(value: Any, where: str) -> dict[str, list[str]]:

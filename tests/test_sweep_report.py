@@ -562,6 +562,41 @@ def test_eps_in_numeric_order_and_bold_only_for_a_unique_best(world):
                 assert not mask.loc[peers, c].any()
 
 
+def test_a_depth_axis_groups_the_rows_with_each_depths_deltas(world):
+    """`rows = ["depth", "model"]` (the paper's ResNet-20 / -32 blocks): each model only under its own depth, the
+    ANN − CNN rows inside their depth's block, the best model bold per depth."""
+    import torch
+
+    from robustadder.models import CifarResNet
+
+    tmp, sweep = world
+    for kind, seed in (("adder", 2), ("conv", 3)):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp / f"{kind}14.pt", CifarResNet(14, kind).eval())
+    text = sweep.read_text().replace('{ref = "gone.pt", label = "gone"}',
+                                     '{ref = "adder14.pt", label = "ANN-14"}, {ref = "conv14.pt", label = "CNN-14"}')
+    text = text.replace('bn = ["eval", "train"]', 'bn = "eval"').replace("seed = [0, 1]", "seed = 0")
+    sweep.write_text(text.replace('rows = ["model", "bn"]', 'rows = ["depth", "model"]').replace(
+        'columns = ["attack", "eps_label"]', 'columns = ["attack"]').replace('eps = ["4/255", "8/255"]', 'eps = ["8/255"]'))
+    with Store.open(tmp / "d.sqlite") as db:
+        run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
+        report = rep.build(db, load_sweep(sweep))
+    assert list(report.wide.index) == [(8, "ANN"), (8, "CNN"), (8, "Δ ANN − CNN"),
+                                       (14, "ANN-14"), (14, "CNN-14"), (14, "Δ ANN-14 − CNN-14")]  # fmt: skip
+    means = report.wide.xs("mean", axis=1, level=-1)
+    assert means.loc[(14, "Δ ANN-14 − CNN-14")].tolist() == pytest.approx(
+        (means.loc[(14, "ANN-14")] - means.loc[(14, "CNN-14")]).tolist(), nan_ok=True)
+    mask = rep.best_mask(means)
+    for depth in (8, 14):  # bold is the unique best of its depth, never a Δ row
+        for c in means.columns:
+            block = means.loc[[(depth, m) for d, m in means.index if d == depth and not m.startswith("Δ")], c].round(2)
+            bold = mask.loc[block.index, c]
+            assert bold.sum() == ((block == block.max()).sum() == 1)
+            assert not mask.loc[[(depth, m) for d, m in means.index if d == depth and m.startswith("Δ")], c].any()
+    latex = rep.render(report, "latex")
+    assert latex.index("14 & ANN-14") > latex.index("$\\Delta$ ANN $-$ CNN")
+
+
 def test_failed_cells_and_skipped_models_are_reported_as_such(finished):
     tmp, sweep, store, report = finished
     p = report.provenance

@@ -83,6 +83,9 @@ def _ordered(data: pd.DataFrame, plan: ReportPlan, keys: list[str]) -> pd.DataFr
             cats = [m.label for m in plan.config.models]
         elif key == "eps_label":
             cats = list(dict.fromkeys(data.sort_values("eps")["eps_label"]))
+        elif key == "depth":  # numerically, models of no known depth last
+            values = set(data[key])
+            cats = sorted(v for v in values if v != "other") + ["other"]
         elif key == "shuffle":
             data[key] = data[key].map(lambda v: "yes" if v else "no")
             cats = ["no", "yes"]
@@ -106,6 +109,9 @@ def build(store: Store, sweep: SweepConfig | SweepPlan | ReportPlan, *, n: int |
     long = long_table(store, plan)
     data = long[long["status"] != "skipped"]
     rows, cols = _layout(plan, data)
+    if "depth" in rows + cols:  # an axis of the model, not of the grid: read from what the store says of it
+        depth = {label: (m.info.get("depth") or "other") for label, m in plan.models.items()}
+        data = data.assign(depth=data["model"].map(depth).fillna("other"))
     if "attack" not in rows + cols:
         data = data[data["attack"] != WORST]
     if "eps_label" in rows and "attack" in cols:  # clean accuracy has no eps: show it on every eps row
@@ -128,6 +134,9 @@ def build(store: Store, sweep: SweepConfig | SweepPlan | ReportPlan, *, n: int |
     wide = stats.pivot_table(index=rows, columns=cols, values=values, observed=True, dropna=False, sort=True)
     wide = wide.reorder_levels(list(range(1, wide.columns.nlevels)) + [0], axis=1)
     wide = wide.sort_index(axis=1, level=list(range(wide.columns.nlevels - 1)), sort_remaining=False)
+    if "depth" in rows and "model" in rows:  # a model has one depth: not the product of the two axes
+        pairs, at = set(zip(data["depth"], data["model"], strict=True)), (rows.index("depth"), rows.index("model"))
+        wide = wide[[(k[at[0]], k[at[1]]) in pairs for k in wide.index]]
     wide.index = wide.index.remove_unused_levels() if isinstance(wide.index, pd.MultiIndex) else wide.index
     if "model" in rows:
         wide = _with_deltas(wide, plan)
@@ -158,17 +167,23 @@ def _with_deltas(wide: pd.DataFrame, plan: ReportPlan) -> pd.DataFrame:
             continue
         ann_rows, cnn_rows = rows_of(model), rows_of(cnn)
         common = [rest for rest in ann_rows if rest in cnn_rows]
-        delta_keys += [(f"Δ {model} − {cnn}", *rest) for rest in common]
+        delta_keys += [(*rest[:at], f"Δ {model} − {cnn}", *rest[at:]) for rest in common]
         values += [means.iloc[ann_rows[r]].to_numpy() - means.iloc[cnn_rows[r]].to_numpy() for r in common]
     if not delta_keys:
         return wide
     delta = pd.DataFrame(values, columns=means.columns).reindex(columns=wide.columns)
     all_keys = keys + delta_keys
+    order = list(range(len(all_keys)))
+    if at:  # rows grouped by outer axes (e.g. depth): each group's Δ rows right after its models
+        first = {k[:at]: i for i, k in reversed(list(enumerate(all_keys)))}
+        order.sort(key=lambda i: first[all_keys[i][:at]])
+    all_keys = [all_keys[i] for i in order]
+    combined = pd.concat([wide.reset_index(drop=True), delta], ignore_index=True).iloc[order].reset_index(drop=True)
     if len(names) > 1:
         index = pd.MultiIndex.from_tuples(all_keys, names=names)
     else:
         index = pd.Index([k[0] for k in all_keys], name=names[0])
-    return pd.concat([wide.reset_index(drop=True), delta], ignore_index=True).set_axis(index, axis=0)
+    return combined.set_axis(index, axis=0)
 
 
 def table(
@@ -205,7 +220,8 @@ def make_report(
 
 # -- display -------------------------------------------------------------------------------------------------
 def _is_delta(key: Any) -> bool:
-    return str(key[0] if isinstance(key, tuple) else key).startswith("Δ")
+    """A Δ row (ANN − CNN); its label stands at the model's level, which outer axes such as depth may precede."""
+    return any(str(k).startswith("Δ") for k in (key if isinstance(key, tuple) else (key,)))
 
 
 def _display(report: Report, fmt: str, intervals: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
