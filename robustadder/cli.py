@@ -614,22 +614,24 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
         raise UserError(f"sweep '{dup}' is given twice; pass each sweep once")
     from .diagnostics import CheckReport
 
-    with Store.open(store, readonly=True) as db:
-        if sources:
-            reports = [rep.build(db, cfg, n=n) for cfg in configs]
-        else:  # what the store holds: every sweep it records, and the cells eval computed outside them
-            stored, notes = rep.stored_sweeps(db)
-            reports = [rep.build(db, cfg, n=n or rep.recorded_size(db, cfg)) for cfg in stored]
-            reports += [rep.build(db, plan) for plan in rep.eval_plans(db)]
-            for note in notes:
-                click.echo(f"note: {note}", err=True)
-        checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
-        if not sources and not reports and not checks and not leads:
-            raise UserError(f"store {db.path} holds no sweep and no eval result yet: run 'robustadder sweep FILE' or "
-                            "'robustadder eval' with it, or pass --sweep / --preset")  # fmt: skip
-        if not sources:
-            shown = [r.provenance["sweep"] for r in reports] + (["the stored checks"] if checks else [])
-            click.echo("reporting what the store holds: " + (", ".join(shown) or "nothing beside --answer"), err=True)
+    reports, checks = [], []
+    if sources or with_checks or not leads or Path(store or default_store_path()).exists():  # answers alone: no store
+        with Store.open(store, readonly=True) as db:
+            if sources:
+                reports = [rep.build(db, cfg, n=n) for cfg in configs]
+            else:  # what the store holds: every sweep it records, and the cells eval computed outside them
+                stored, notes = rep.stored_sweeps(db)
+                reports = [rep.build(db, cfg, n=n or rep.recorded_size(db, cfg)) for cfg in stored]
+                reports += [rep.build(db, plan) for plan in rep.eval_plans(db)]
+                for note in notes:
+                    click.echo(f"note: {note}", err=True)
+            checks = [CheckReport.from_json(c) for c in db.checks()] if with_checks else []
+            if not sources and not reports and not checks and not leads:
+                raise UserError(f"store {db.path} holds no sweep and no eval result yet: run 'robustadder sweep FILE' or "
+                                "'robustadder eval' with it, or pass --sweep / --preset")  # fmt: skip
+            if not sources:
+                shown = [r.provenance["sweep"] for r in reports] + (["the stored checks"] if checks else [])
+                click.echo("reporting what the store holds: " + (", ".join(shown) or "nothing beside --answer"), err=True)
     if len(reports) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table and the store holds {len(reports)}; pass one --preset or --sweep")
     if fmt == "html":

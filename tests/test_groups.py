@@ -14,7 +14,6 @@ from robustadder.cli import main
 from robustadder.errors import UserError
 from robustadder.groups import GroupComparison, compare_groups, parse_group
 from robustadder.models import CifarResNet, save_checkpoint
-from robustadder.store import Store
 
 from helpers import save_tiny_world, tree
 
@@ -164,11 +163,11 @@ def _answer(groups: dict[str, list[tuple[str, float]]]) -> dict:
 
 def test_several_answers_get_each_class_median_across_them(tmp_path):
     """`report --answer D20.json --answer D32.json`: per answer and class the mean of the runs' median minimal eps and
-    the spread between runs (unknown for one run), in md and html, and the plot with --plot; --plot needs two answers."""
+    the spread between runs (unknown for one run), in md and html, and the plot with --plot; --plot needs two answers;
+    answers alone need no store."""
     (tmp_path / "d20.json").write_text(json.dumps(_answer({"ANN|20": [("a", 0.6), ("b", 0.4)], "CNN-20": [("c", 0.5)]})))
     (tmp_path / "d32.json").write_text(json.dumps(_answer({"ANN-32": [("d", 0.3)], "CNN-32": [("e", 0.45)]})))
-    store = tmp_path / "empty.sqlite"
-    Store.open(store).close()
+    store = tmp_path / "none.sqlite"  # answers alone need no store
     answers = ["--answer", str(tmp_path / "d20.json"), "--answer", str(tmp_path / "d32.json")]
     md = CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--plot", str(tmp_path / "d.png")])
     assert md.exit_code == 0, md.output
@@ -183,4 +182,4 @@ def test_several_answers_get_each_class_median_across_them(tmp_path):
     assert "Across the answers" in html and html.count("data:image/png;base64,") == 3
     assert "--plot draws the answers side by side" in _one_line(
         ["report", "--store", str(store), answers[0], answers[1], "--plot", str(tmp_path / "one.png")])
-    assert not (tmp_path / "one.png").exists()
+    assert not (tmp_path / "one.png").exists() and not store.exists()
