@@ -636,7 +636,8 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
         raise UserError(f"--format {fmt} renders one table and the store holds {len(reports)}; pass one --preset or --sweep")
     if fmt == "html":
         toc = [(c.anchor, f"check: {c.model}") for c in checks]
-        lead = "".join(a.to_html() for a in leads) + (across_html(leads) if len(leads) > 1 else "")
+        lead = "".join(a.to_html("answer" if i == 0 else f"answer-{i + 1}") for i, a in enumerate(leads))
+        lead += across_html(leads) if len(leads) > 1 else ""
         text = rep.to_html(reports, title="robustadder report", extra_html="".join(c.to_html() for c in checks),
                            intervals=intervals, extra_toc=toc, lead_html=lead)  # fmt: skip
     else:

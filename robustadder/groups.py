@@ -133,8 +133,11 @@ class GroupComparison:
                    pd.DataFrame(data["curves"]), classes, dict(data["settings"]), data["protocol"],
                    list(data.get("notes", [])))  # fmt: skip
 
-    def to_html(self) -> str:
-        """An HTML section that leads with the answer: the class sentences, then the per-model table, the curves."""
+    def to_html(self, anchor: str = "answer") -> str:
+        """An HTML section that leads with the answer: the class sentences, then the per-model table, the curves.
+
+        ``anchor`` is the heading's id: one page may hold several answers (e.g. one per depth).
+        """
         import base64
 
         html = escape.html
@@ -142,7 +145,7 @@ class GroupComparison:
         table = self._display(html).style.hide(axis="index").set_table_attributes('class="results"').to_html()
         png = base64.b64encode(plot_curves(self, format="png")).decode()
         return (
-            f"<section><h2 id='answer'>The answer: {names}</h2>"
+            f"<section><h2 id='{html(anchor)}'>The answer: {names}</h2>"
             + "".join(f"<p><b>{html(s)}</b></p>" for s in self.sentences())
             + f"<div class='scroll'>{table}</div><figure><img alt='robustness curves' src='data:image/png;base64,{png}'>"
             f"<figcaption>Robustness curves (envelope), 95 % Wilson bands</figcaption></figure>"
