@@ -252,7 +252,7 @@ def compare_groups(
         for label, members in loaded.items():
             for model in members:
                 started = time.perf_counter()
-                fmn, env, below, clean = model_envelope(model, images, db, settings, minimal, attacks, eps_values)
+                fmn, env, below, clean, cost = model_envelope(model, images, db, settings, minimal, attacks, eps_values)
                 dists[(label, model.name)] = env
                 med = median_distance(env, seed=seed)
                 c, m = int(clean.sum()), len(clean)
@@ -261,7 +261,7 @@ def compare_groups(
                        "clean_accuracy": 100.0 * c / m, "clean_ci_low": clean_low, "clean_ci_high": clean_high,
                        "median": med["median"], "median_ci_low": med["ci_low"], "median_ci_high": med["ci_high"],
                        "median_fmn": float(np.median(fmn)), "area": float(area(env.to_numpy(), limit)),
-                       "broken_below": int(below.notna().sum())}  # fmt: skip
+                       "broken_below": int(below.notna().sum()), "compute_seconds": cost}  # fmt: skip
                 for e, r in zip(eps_values, robustness_curve(env, eps_values).itertuples(), strict=True):
                     row[_eps_column(e)] = (r.robust_accuracy, r.ci_low, r.ci_high)
                 rows.append(row)
@@ -288,11 +288,16 @@ def compare_groups(
     if below:
         notes.append(f"Fixed-eps attacks broke {below} sample(s) below FMN's distance (over all models); the envelope "
                      "uses the smaller, so a minimal attack weaker than PGD does not overstate robustness.")  # fmt: skip
+    cost = float(models["compute_seconds"].sum())
+    notes.append(f"Compute: {format_duration(cost)} of cell time for the {len(models)} models, as measured when each "
+                 "cell ran (summed over interrupted and resumed runs; cells reused from the store count with the time "
+                 "they took).")  # fmt: skip
     settings = {
         "n": len(images), "first_id": int(images.ids.min()), "last_id": int(images.ids.max()),
         "data": Path(images.source).name, "data_fingerprint": data_fingerprint(images), "dataset": images.dataset,
         "minimal": minimal, "attacks": list(attacks), "eps": eps_values, "limit": limit, "grad": grad, "dtype": dtype,
         "device": settings.device, "batch_size": settings.batch_size, "seed": seed, "confidence": CONFIDENCE,
+        "compute_seconds": cost,
     }  # fmt: skip
     protocol = (
         f"On the first {len(images)} {dataset_title(images.dataset)} test images: per sample the minimal L∞ perturbation "
@@ -310,27 +315,30 @@ def compare_groups(
 def model_envelope(
     model: LoadedModel, images: ImageSet, store: Store | str | os.PathLike, settings: Settings | None, minimal: str,
     attacks: Sequence[str], eps: Sequence[float],
-) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
-    """One model's step of the class protocol: (FMN distances, envelope, eps of a fixed-eps break below FMN, clean).
+) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series, float]:
+    """One model's step of the class protocol: FMN distances, envelope, eps of a fixed-eps break below FMN, clean, cost.
 
     The minimal attack and the clean pass, then ``attacks`` at every budget of ``eps`` (per sample their worst
     case), all through ``store``; the envelope keeps per sample the smaller of FMN's distance and the smallest
     budget at which a fixed-eps attack fooled it. :func:`compare_groups` and the calibration script share it, so
-    both key their cells alike and the second reuses the first's.
+    both key their cells alike and the second reuses the first's. The cost is the cells' compute seconds as stored
+    when they ran (summed over interrupted and resumed runs; a reused cell counts with the time it took).
     """  # fmt: skip
     name = resolve_attacks([minimal], eps=eps[0])[0].name
-    frame = evaluate(model, ["none", minimal], data=images, store=store, settings=settings, progress=False).frame
+    result = evaluate(model, ["none", minimal], data=images, store=store, settings=settings, progress=False)
+    frame, cost = result.frame, sum(s["seconds"] for s in result.summary)
     fmn = minimal_distances(frame[frame["attack_name"] == name], "Linf")
     clean = frame[frame["attack_name"] == "none"].set_index("sample_id")["clean_correct"].astype(bool)
     fixed = []
     for e in eps:
-        part = evaluate(model, list(attacks), eps=e, data=images, store=store, settings=settings, progress=False).frame
+        result = evaluate(model, list(attacks), eps=e, data=images, store=store, settings=settings, progress=False)
+        part, cost = result.frame, cost + sum(s["seconds"] for s in result.summary)
         robust = worst_case_flags([p for _, p in part.groupby("attack", sort=False)])
         ok = clean.reindex(robust.index)
         fixed.append((e, pd.DataFrame({"sample_id": robust.index, "clean_correct": ok.to_numpy(),
                                        "adv_correct": (robust | ~ok).to_numpy()})))  # fmt: skip
     env, below = envelope(fmn, fixed)
-    return fmn, env, below, clean
+    return fmn, env, below, clean, cost
 
 
 def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:

@@ -39,7 +39,7 @@ def calibrate(committed: dict, store: str, minimal: str, attacks: list[str], dat
                             f"{data_fingerprint(images)} vs {settings['data_fingerprint']}); pass the same data")  # fmt: skip
         # the label, not the JSON's rounded float: the cells are keyed on the exact budget compare --group runs
         budgets = [(parse_eps(m["eps_label"], "Linf"), m) for m in committed["models"] if m["model"] == name]
-        fmn, env, _below, _clean = model_envelope(model, images, store, None, minimal, attacks, [e for e, _ in budgets])
+        fmn, env, *_ = model_envelope(model, images, store, None, minimal, attacks, [e for e, _ in budgets])
         alone, enveloped = robustness_curve(fmn, [e for e, _ in budgets]), robustness_curve(env, [e for e, _ in budgets])
         for (_eps, ref), a, e in zip(budgets, alone.itertuples(), enveloped.itertuples(), strict=True):
             rows.append({"model": name, "eps": ref["eps_label"], "fmn": (a.robust_accuracy, a.ci_low, a.ci_high),

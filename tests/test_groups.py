@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,14 @@ def test_groups_answer_for_the_classes_in_the_api(tmp_path):
         assert row.median <= row.median_fmn + 1e-12
     again = compare_groups(groups, n=8, data=tmp_path, store=tmp_path / "s.sqlite", progress=False, **FAST)
     assert again.to_json() == result.to_json()  # every cell reused: the same answer
+    # its compute time is the stored seconds of every cell it used, once each: an adder model's two gradient cells
+    # are counted through the cell that combines them, never twice
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        cells = conn.execute("SELECT cell_id, config, seconds FROM cells").fetchall()
+    parts = {part for _, config, _ in cells for part in json.loads(config).get("components", {}).values()}
+    stored = sum(seconds for cell_id, _, seconds in cells if cell_id not in parts)
+    assert parts and result.settings["compute_seconds"] == pytest.approx(stored) and stored > 0
+    assert any(n.startswith("Compute: ") for n in result.notes)
 
 
 @pytest.mark.slow
