@@ -18,6 +18,10 @@ A sweep file looks like this (``attacks/*.toml`` are the presets)::
     name = "pgd"
     steps = 7                                 # attack options, as for --attack pgd:steps=7
 
+    [report]                                  # the table's layout: axes model, attack, eps, the settings, depth
+    rows = ["depth", "model"]                 # depth: the ResNet depth of each model (ResNet-20 / -32 blocks)
+    columns = ["attack"]
+
 Relative model paths are resolved against the sweep file's directory (``$VARS`` are expanded). A
 model whose weights cannot be had (offline, missing file) is *skipped with its reason* — listed in the
 plan and in reports, never silently dropped. Everything else that is wrong with a sweep file is an
