@@ -138,18 +138,14 @@ class GroupComparison:
 
         ``anchor`` is the heading's id: one page may hold several answers (e.g. one per depth).
         """
-        import base64
-
         html = escape.html
         names = " vs ".join(html(g) for g in self.groups)
-        table = self._display(html).style.hide(axis="index").set_table_attributes('class="results"').to_html()
-        png = base64.b64encode(plot_curves(self, format="png")).decode()
         return (
             f"<section><h2 id='{html(anchor)}'>The answer: {names}</h2>"
             + "".join(f"<p><b>{html(s)}</b></p>" for s in self.sentences())
-            + f"<div class='scroll'>{table}</div><figure><img alt='robustness curves' src='data:image/png;base64,{png}'>"
-            f"<figcaption>Robustness curves (envelope), 95 % Wilson bands</figcaption></figure>"
-            f"<p>{html(self.protocol)}</p>" + "".join(f"<p>{html(n)}</p>" for n in self.notes) + "</section>"
+            + _table_and_figure(anchor, self._display(html), plot_curves(self, format="png"), "robustness curves",
+                                "Robustness curves (envelope), 95 % Wilson bands")  # fmt: skip
+            + f"<p>{html(self.protocol)}</p>" + "".join(f"<p>{html(n)}</p>" for n in self.notes) + "</section>"
         )
 
     def render(self, fmt: str) -> str:
@@ -406,13 +402,23 @@ def across_markdown(answers: Sequence[GroupComparison]) -> str:
 
 def across_html(answers: Sequence[GroupComparison]) -> str:
     """An HTML section with the table and plot of :func:`medians_across`."""
+    return ("<section><h2 id='across'>Across the answers</h2>"
+            + _table_and_figure("across", _across_display(answers, escape.html), plot_medians(answers, format="png"),
+                                "median minimal eps across the answers", ACROSS_CAPTION) + "</section>")  # fmt: skip
+
+
+def _table_and_figure(anchor: str, table: pd.DataFrame, png: bytes, alt: str, caption: str) -> str:
+    """A displayed table (cells already escaped) and a PNG figure embedded in the page, as an answer section has them.
+
+    The table's CSS ids derive from ``anchor`` (unique on the page), not from a random uuid: the same answer renders
+    the same bytes.
+    """
     import base64
 
-    table = _across_display(answers, escape.html).style.hide(axis="index").set_table_attributes('class="results"').to_html()
-    png = base64.b64encode(plot_medians(answers, format="png")).decode()
-    return (f"<section><h2 id='across'>Across the answers</h2><div class='scroll'>{table}</div><figure><img "
-            f"alt='median minimal eps across the answers' src='data:image/png;base64,{png}'><figcaption>"
-            f"{escape.html(ACROSS_CAPTION)}</figcaption></figure></section>")  # fmt: skip
+    html = table.style.set_uuid(f"{anchor}-table").hide(axis="index").set_table_attributes('class="results"').to_html()
+    return (f"<div class='scroll'>{html}</div><figure><img alt='{escape.html(alt)}' "
+            f"src='data:image/png;base64,{base64.b64encode(png).decode()}'><figcaption>{escape.html(caption)}</figcaption>"
+            "</figure>")  # fmt: skip
 
 
 def plot_medians(answers: Sequence[GroupComparison], path: str | os.PathLike | None = None, *,

@@ -190,6 +190,7 @@ def test_several_answers_get_each_class_median_across_them(tmp_path):
     html = CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--format", "html"]).stdout
     assert "Across the answers" in html and html.count("data:image/png;base64,") == 3
     assert html.count("id='answer'") == 1 and html.count("id='answer-2'") == 1  # one id per answer
+    assert CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--format", "html"]).stdout == html
     assert "--plot draws the answers side by side" in _one_line(
         ["report", "--store", str(store), answers[0], answers[1], "--plot", str(tmp_path / "one.png")])
     assert not (tmp_path / "one.png").exists() and not store.exists()
