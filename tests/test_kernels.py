@@ -102,14 +102,14 @@ def test_cpu_exact_gradient_is_zero_where_input_equals_weight(dtype):
 
 
 # Layers whose samples with every input >= 0 take the kernel's sign-split paths (O k^2 / s^2 >= 32): wide tiles
-# read in place (output rows a multiple of the vector length), partial and gathered wide tiles, strides 2 and 3
-# read in place through the stride phases or gathered, a 1x1 kernel; channels and filters off the blocks.
+# read in place (output rows a multiple of the vector length, through the stride phases for strides 2 and 3; other
+# rows through column-shifted copies), partial wide tiles gathered, a 1x1 kernel; channels and filters off the blocks.
 SPLIT_SHAPES = [  # (N, C, H, W, O, k, stride, padding)
-    (2, 3, 8, 8, 36, 3, 1, 1),  # 8-wide output rows: full wide tiles (64 float / 32 double positions)
+    (2, 3, 8, 8, 36, 3, 1, 1),  # 8-wide output rows: full wide tiles (64 float / 32 double positions), shifted on AVX-512
     (2, 5, 10, 16, 33, 3, 1, 1),  # 160 positions: full wide tiles, then a partial one
-    (2, 4, 9, 9, 40, 3, 1, 1),  # 9-wide rows: gathered
-    (3, 3, 16, 16, 20, 3, 2, 1),  # stride 2, 8-wide rows: in place through the stride phases
-    (2, 3, 11, 11, 17, 3, 2, 0),  # stride 2, 5-wide rows: gathered
+    (2, 4, 9, 9, 40, 3, 1, 1),  # 9-wide rows: one full tile from the shifted copies, a partial one gathered
+    (3, 3, 16, 16, 20, 3, 2, 1),  # stride 2, 8-wide rows: through the stride phases (shifted copies on AVX-512)
+    (2, 3, 11, 11, 17, 3, 2, 0),  # stride 2, 5-wide rows: shifted copies, the partial tile gathered
     (2, 2, 24, 24, 64, 3, 3, 1),  # stride 3, 8-wide rows: nine phases
     (2, 3, 17, 17, 20, 3, 2, 0),  # stride 2 without padding, 8-wide rows
     (1, 4, 16, 16, 128, 1, 2, 0),  # 1x1, stride 2: one of four phases read, the others' inputs get no gradient
@@ -162,6 +162,47 @@ def test_cpu_sign_split_results_independent_of_threads_and_batch():
         for i, parts in enumerate(alone):
             for a, b in zip(parts, both, strict=True):
                 assert torch.equal(a[0], b[i])
+
+
+def _forward_in_k_order(x, w, s, p, split):
+    """The kernel's forward by its definition, summed in its order: for each output, 2 sum_k min(x, w) - (sum_k x +
+    sum_k w) with every sum taken in the order of k = (c, i, j) in the input's dtype; the sign-split path (x >= 0)
+    sums min(x, w) over the positive weights only and |w| instead of w (adding the skipped terms' +0 to a sum >= 0
+    changes no bit, so both sums run over every k here)."""
+    n, _, _, _ = x.shape
+    o = w.shape[0]
+    cols = torch.nn.functional.unfold(x, w.shape[2:], padding=p, stride=s)  # (N, K, L), k in (c, i, j) order
+    wk = w.reshape(o, -1)
+    a = torch.zeros(n, o, cols.shape[2], dtype=x.dtype)
+    sx = torch.zeros(n, 1, cols.shape[2], dtype=x.dtype)
+    sw = torch.zeros(o, 1, dtype=x.dtype)
+    for k in range(wk.shape[1]):
+        xk, wcol = cols[:, k : k + 1, :], wk[:, k : k + 1]
+        a = a + (torch.minimum(xk, torch.clamp(wcol, min=0.0)) if split else torch.minimum(xk, wcol))
+        sx = sx + xk
+        sw = sw + (wcol.abs() if split else wcol)
+    return (a + a) - (sx + sw)
+
+
+@pytest.mark.parametrize("march", ["native", "x86-64", "haswell", "skylake-avx512"])
+def test_cpu_forward_is_the_same_bits_on_every_layout_and_build(march):
+    """Which layout a tile is read from (in place, stride phases, column-shifted copies, gathered) and which vector
+    build runs must not move a bit of the forward: stored per-sample results depend on it (a change would need an
+    engine version). Checked against the sum in k order, general and sign-split samples, float32 and float64."""
+    from robustadder.kernels.cpu import CpuBackend
+
+    if march != "native" and not _cpu_runs(march):
+        pytest.skip(f"this CPU cannot run code built for {march}")
+    backend = CpuBackend(None if march == "native" else march)
+    shapes = SPLIT_SHAPES + [(2, 16, 8, 8, 32, 3, 1, 1), (2, 8, 16, 16, 32, 3, 2, 1), (1, 4, 7, 7, 40, 3, 1, 1)]
+    for shape in shapes:
+        for dtype in (torch.float32, torch.float64):
+            x, w, s, p = _nonnegative_case(shape, dtype)  # its last sample has a negative input: the general path
+            y = backend.forward(x, w, s, p)
+            split = _forward_in_k_order(x[:-1], w, s, p, split=True).reshape(y[:-1].shape)
+            general = _forward_in_k_order(x[-1:], w, s, p, split=False).reshape(y[-1:].shape)
+            assert torch.equal(y[:-1], split), (shape, dtype)
+            assert torch.equal(y[-1:], general), (shape, dtype)
 
 
 def test_cpu_exact_mode_passes_gradcheck():

@@ -21,7 +21,9 @@
  * sum w, one min and one add per term; the exact input gradient flips g's sign bit instead of multiplying.
  * A sample whose inputs are all >= 0 (ReLU outputs, which every adder layer of a ResNet reads) takes the
  * sign-split paths instead (see "Sign-split paths"): the terms whose value the signs of w and x decide
- * (about half, for trained or random weights) are folded into sums computed once per call or tile.
+ * (about half, for trained or random weights) are folded into sums computed once per call or tile. Their wide
+ * tiles are read in place from the sample, its stride phases or its column-shifted copies (see Shifted), so that
+ * no full tile is gathered whatever the output row width; on AVX-512 the sums accumulate on the FMA pipes (acc).
  *
  * Layouts: x/dx (N, C, H, W); y/g (N, O, Ho*Wo); w (O, K); wt its transpose (K, O). The scratch passed
  * in holds, per thread, (2*K + O) * WP elements (WP: a wide tile's positions); the padded buffers are
@@ -85,6 +87,23 @@ template <typename T> struct Unaligned {
 };
 template <typename T> inline Vec<T> load(const T *p) { return *(const typename Unaligned<T>::V *)p; }
 template <typename T> inline void store(T *p, Vec<T> v) { *(typename Unaligned<T>::V *)p = v; }
+/* Half a vector, for the copies of runs shorter than a vector (the 8-wide output rows of a 16-float AVX-512 build,
+ * which a scalar loop copied element by element): the same elementwise operations, so the same bits. */
+template <typename T> struct Half {
+    typedef T V __attribute__((vector_size(RA_VBYTES / 2), aligned(sizeof(T)), may_alias));
+    static constexpr int VL = Traits<T>::VL / 2;
+};
+template <typename T> inline void copy_half(T *d, const T *s) { *(typename Half<T>::V *)d = *(const typename Half<T>::V *)s; }
+template <typename T> inline void add_half(T *d, const T *s) {
+    *(typename Half<T>::V *)d = *(const typename Half<T>::V *)d + *(const typename Half<T>::V *)s;
+}
+/* d[0:n] = s[0:n] for a short row (a memcpy call per 8-float row cost more than the copy) */
+template <typename T> inline void copy_row(T *d, const T *s, int64_t n) {
+    int64_t t = 0;
+    for (; t + Traits<T>::VL <= n; t += Traits<T>::VL) store<T>(d + t, load<T>(s + t));
+    for (; t + Half<T>::VL <= n; t += Half<T>::VL) copy_half<T>(d + t, s + t);
+    for (; t < n; t++) d[t] = s[t];
+}
 /* s - 0 (not 0 + s, which is not an identity for s = -0): folds to a plain broadcast, from memory */
 template <typename T> inline Vec<T> splat(T s) { return s - Vec<T>{}; }
 
@@ -124,6 +143,26 @@ inline Vec<double> vmax(Vec<double> a, Vec<double> b) {
     return (Vec<double>)_mm256_max_pd((__m256d)a, (__m256d)b);
 #else
     return a > b ? a : b;
+#endif
+}
+
+/* a + v, the accumulation of the inner loops. On AVX-512 builds computed as fma(v, 1, a), which rounds exactly as
+ * the add does (v * 1 is exact, so both are round(a + v)) but issues on the FMA pipes: on AMD Zen 4 the 512-bit min
+ * and add share the two FADD pipes (4 min + 4 add per list entry took 7 cycles, with or without the loads) while the
+ * FMA pipes idled; the sign-split forward's inner loop went from 2.2 to 1.5 ns per entry. Intel's AVX-512 cores run
+ * add and FMA on the same ports, with the same latency, so it costs nothing there. */
+inline Vec<float> acc(Vec<float> a, Vec<float> v) {
+#if defined(__AVX512F__)
+    return (Vec<float>)_mm512_fmadd_ps((__m512)v, _mm512_set1_ps(1.0f), (__m512)a);
+#else
+    return a + v;
+#endif
+}
+inline Vec<double> acc(Vec<double> a, Vec<double> v) {
+#if defined(__AVX512F__)
+    return (Vec<double>)_mm512_fmadd_pd((__m512d)v, _mm512_set1_pd(1.0), (__m512d)a);
+#else
+    return a + v;
 #endif
 }
 
@@ -176,7 +215,7 @@ template <typename T> void pad_sample(const Geometry &g, const T *xn, T *xp) {
     const int64_t Hp = g.Hp(), Wp = g.Wp();
     for (int64_t c = 0; c < g.C; c++)
         for (int64_t h = 0; h < g.H; h++)
-            memcpy(xp + (c * Hp + h + g.pad) * Wp + g.pad, xn + (c * g.H + h) * g.W, g.W * sizeof(T));
+            copy_row<T>(xp + (c * Hp + h + g.pad) * Wp + g.pad, xn + (c * g.H + h) * g.W, g.W);
 }
 
 /* dxn (C, H, W) = the interior of the padded gradient dxp (the border collects the padding's gradient). */
@@ -221,8 +260,10 @@ void gather_tile(const Geometry &g, const int64_t *rows, const T *xp, const Run 
             const T *src = xp + rows[k] + u.src;
             T *d = dst + u.q0;
             int64_t t = 0;
-            if (s == 1)
+            if (s == 1) {
                 for (; t + VL <= u.len; t += VL) store<T>(d + t, load<T>(src + t));
+                for (; t + Half<T>::VL <= u.len; t += Half<T>::VL) copy_half<T>(d + t, src + t);
+            }
             for (; t < u.len; t++) d[t] = src[t * s];
         }
         for (int64_t q = count; q < PB; q++) dst[q] = (T)0;
@@ -241,8 +282,10 @@ void scatter_tile(const Geometry &g, const int64_t *rows, const T *dblk, const R
             T *d = dxp + rows[k] + u.src;
             const T *sr = src + u.q0;
             int64_t t = 0;
-            if (s == 1)
+            if (s == 1) {
                 for (; t + VL <= u.len; t += VL) store<T>(d + t, load<T>(d + t) + load<T>(sr + t));
+                for (; t + Half<T>::VL <= u.len; t += Half<T>::VL) add_half<T>(d + t, sr + t);
+            }
             for (; t < u.len; t++) d[t * s] += sr[t];
         }
     }
@@ -549,15 +592,63 @@ struct Phases {
     }
 };
 
-template <typename T>
-inline bool direct_wide(const Geometry &g, const Phases &ph, const T *base, int64_t l0, int64_t count, Wide<T> *t) {
+/* Column-shifted copies of a sample, for layers whose output rows are not a multiple of the vector length (the 8-wide
+ * rows of ResNet stage 3 with 16-float AVX-512 vectors): copy (a, j) holds xp[c][y s + a][x s + j] as (C, Hq, Wo), so
+ * that input (oy s + i, ox s + j) of term k = (c, i, j) lies in copy (i % s, j) at row oy + i / s, column ox, and the
+ * output positions of consecutive rows follow each other without a gap. A full wide tile is then read in place
+ * whatever the row width, from kw copies of the sample (61 KB for layer3.0.conv2), where it was gathered into a
+ * K x WP block (147 KB) by scalar copies and re-read from L2 for every filter. The terms, their values and the order
+ * they are summed in are those of the gathered tile: the results are the same bits. */
+struct Shifted {
+    int64_t s, kw, Hq, Wo, size;
+    std::vector<int64_t> at; /* where row k's input of output (0, 0) lies */
+    explicit Shifted(const Geometry &g) : s(g.s), kw(g.kw), Hq((g.Hp() + g.s - 1) / g.s), Wo(g.Wo) {
+        size = s * kw * g.C * Hq * Wo;
+        at.resize(g.K());
+        for (int64_t k = 0; k < g.K(); k++) {
+            const int64_t c = k / (g.kh * g.kw), i = (k / g.kw) % g.kh, j = k % g.kw;
+            at[k] = (((i % s) * kw + j) * g.C + c) * Hq * Wo + (i / s) * Wo;
+        }
+    }
+    /* whether a layer's wide tiles read these copies (where the stride phases cannot be read in place) */
+    template <typename T> static bool used(const Geometry &g) { return g.Wo % Traits<T>::VL != 0; }
+    /* the copies of the padded sample xp (rows past it, and row phases no kernel row reads, are 0), row by row */
+    template <typename T> void fill(const Geometry &g, const T *xp, T *xs) const {
+        const int64_t Hp = g.Hp(), Wp = g.Wp();
+        for (int64_t a = 0; a < s; a++)
+            for (int64_t j = 0; j < kw; j++)
+                for (int64_t c = 0; c < g.C; c++)
+                    for (int64_t y = 0; y < Hq; y++) {
+                        T *dst = xs + (((a * kw + j) * g.C + c) * Hq + y) * Wo;
+                        const int64_t r = y * s + a;
+                        if (r >= Hp || a >= g.kh) {
+                            memset(dst, 0, Wo * sizeof(T));
+                            continue;
+                        }
+                        const T *src = xp + (c * Hp + r) * Wp + j;
+                        if (s == 1) copy_row<T>(dst, src, Wo);
+                        else if (s == 2)
+                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[2 * x]; /* a constant stride vectorizes */
+                        else
+                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[x * s];
+                    }
+    }
+};
+
+/* A sample laid out so that wide tiles are read in place: its stride phases (pitch Wq, rows' offsets Phases::at)
+ * or its column-shifted copies (pitch Wo, Shifted::at) from base. */
+template <typename T> struct InPlace { const T *base; int64_t pitch; const int64_t *off; };
+
+/* A full wide tile at l0 read in place, where each of its vectors of positions lies contiguously: inside one output
+ * row (rows a multiple of the vector length), or anywhere when rows follow each other without a gap. */
+template <typename T> inline bool direct_wide(const Geometry &g, const InPlace<T> &in, int64_t l0, int64_t count, Wide<T> *t) {
     constexpr int VL = Traits<T>::VL;
-    if (g.Wo % VL != 0 || count != wide_positions<T>()) return false;
+    if ((g.Wo % VL != 0 && in.pitch != g.Wo) || count != wide_positions<T>()) return false;
     for (int q = 0; q < RA_WR; q++) {
         const int64_t l = l0 + q * VL;
-        t->b[q] = base + (l / g.Wo) * ph.Wq + l % g.Wo;
+        t->b[q] = in.base + (l / g.Wo) * in.pitch + l % g.Wo;
     }
-    t->off = ph.at.data();
+    t->off = in.off;
     return true;
 }
 
@@ -577,7 +668,7 @@ inline void forward_positive(const Wide<T> &x, const int64_t *eo, const T *ev, i
     for (int q = 0; q < R; q++) a[q] = Vec<T>{};
     for (int64_t e = 0; e < m; e++) {
         const Vec<T> w = splat<T>(ev[e]);
-        for (int q = 0; q < R; q++) a[q] += vmin(load<T>(x.b[q] + eo[e]), w);
+        for (int q = 0; q < R; q++) a[q] = acc(a[q], vmin(load<T>(x.b[q] + eo[e]), w));
     }
     const Vec<T> sw = splat<T>(absw);
     for (int q = 0; q < R; q++) store<T>(out + q * VL, (a[q] + a[q]) - (load<T>(sx + q * VL) + sw));
@@ -638,7 +729,7 @@ inline void gradient_split(const Wide<T> &x, const Wide<T> &dst, bool add, int64
     }
     for (int64_t e = 0; e < all2; e++) {
         const T *ge = gb + eo[e] * gstride + q0 * VL;
-        for (int q = 0; q < R; q++) b[q] += load<T>(ge + q * VL);
+        for (int q = 0; q < R; q++) b[q] = acc(b[q], load<T>(ge + q * VL));
     }
     for (int64_t e = all2; e < live; e++) {
         const Vec<T> w = splat<T>(ev[e]);
@@ -647,7 +738,7 @@ inline void gradient_split(const Wide<T> &x, const Wide<T> &dst, bool add, int64
             const Vec<T> gq = load<T>(ge + q * VL);
             if (EXACT) {
                 using UV = UVec<T>;
-                a[q] += (Vec<T>)((UV)gq & (UV)(w > xv[q])) + (Vec<T>)((UV)gq & (UV)(w >= xv[q]));
+                a[q] = acc(a[q], (Vec<T>)((UV)gq & (UV)(w > xv[q])) + (Vec<T>)((UV)gq & (UV)(w >= xv[q])));
             } else {
                 a[q] += gq * vmin(vmax(w - xv[q], Vec<T>{}), splat<T>(2));
             }
@@ -684,8 +775,8 @@ inline void forward_block(const Tile<T> &x, const T *wt, T *out, int64_t ostride
                 a0[j] += x0 * wj;
                 a1[j] += x1 * wj;
             } else {
-                a0[j] += vmin(x0, wj);
-                a1[j] += vmin(x1, wj);
+                a0[j] = acc(a0[j], vmin(x0, wj));
+                a1[j] = acc(a1[j], vmin(x1, wj));
             }
         }
     }
@@ -748,8 +839,8 @@ inline void forward_tile(const Geometry &g, const int64_t *rows, const int64_t *
 
 /* The sign-split forward of one wide tile of WP positions at l0 of a sample with x >= 0. */
 template <typename T>
-inline void forward_wide(const Geometry &g, const int64_t *rows, const Phases &ph, const int64_t *wkoff, const T *xp,
-                         const T *xq, const Lists<T> &pos, const T *absw, T *yn, int64_t l0, T *blk, T *res) {
+inline void forward_wide(const Geometry &g, const int64_t *rows, const InPlace<T> &in, const int64_t *wkoff, const T *xp,
+                         const Lists<T> &pos, const T *absw, T *yn, int64_t l0, T *blk, T *res) {
     constexpr int64_t WP = wide_positions<T>();
     constexpr int VL = Traits<T>::VL, R = RA_WR;
     const int64_t K = g.K(), L = g.L(), O = g.O;
@@ -758,16 +849,16 @@ inline void forward_wide(const Geometry &g, const int64_t *rows, const Phases &p
     int64_t count;
     const int nruns = tile_runs<T, WP>(g, l0, runs, &count);
     Wide<T> tile;
-    const bool direct = direct_wide<T>(g, ph, xq, l0, count, &tile);
+    const bool direct = direct_wide<T>(g, in, l0, count, &tile);
     if (!direct) {
         gather_tile<T, WP>(g, rows, xp, runs, nruns, count, blk);
         tile = gathered_wide<T>(blk, wkoff);
     }
-    for (int q = 0; q < R; q++) {
-        Vec<T> s{};
-        for (int64_t k = 0; k < K; k++) s += load<T>(tile.b[q] + tile.off[k]);
-        store<T>(sx + q * VL, s);
-    }
+    Vec<T> sq[R]; /* the column sums, k in order for each vector, the vectors' chains interleaved */
+    for (int q = 0; q < R; q++) sq[q] = Vec<T>{};
+    for (int64_t k = 0; k < K; k++)
+        for (int q = 0; q < R; q++) sq[q] += load<T>(tile.b[q] + tile.off[k]);
+    for (int q = 0; q < R; q++) store<T>(sx + q * VL, sq[q]);
     const bool full = count == WP;
     T *out = full ? yn + l0 : res;
     const int64_t os = full ? L : WP;
@@ -791,10 +882,12 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
     for (int64_t k = 0; k < K; k++) koff[k] = k * PB, wkoff[k] = k * WP;
     Lists<T> pos;
     const Phases ph(g);
+    const Shifted sh(g);
+    const bool shifted = Shifted::used<T>(g); /* split samples are read from column-shifted copies, else their phases */
     if (!CONV) {
         for (int64_t k = 0; k < K; k++)
             for (int64_t o = 0; o < O; o++) sw[o] += wt[k * O + o];
-        if (split_layer(g)) positive_weights<T>(g, ph.at.data(), wt, &pos, &absw);
+        if (split_layer(g)) positive_weights<T>(g, shifted ? sh.at.data() : ph.at.data(), wt, &pos, &absw);
     }
     const bool splits = !CONV && split_layer(g) && worth_splitting(pos, g);
     const bool phases_only = splits && g.s > 1 && Phases::all_direct<T>(g); /* split samples need no padded copy */
@@ -803,7 +896,10 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
         T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
         T *res = blk + K * WP;
         std::vector<T> xp(g.padded(), (T)0); /* this thread's current sample, zero-padded */
-        std::vector<T> xq(splits && g.s > 1 ? ph.size : 0); /* and its stride phases */
+        /* and its stride phases or column-shifted copies */
+        std::vector<T> xq(!splits ? 0 : shifted ? sh.size : g.s > 1 ? ph.size : 0);
+        const InPlace<T> in = shifted ? InPlace<T>{xq.data(), g.Wo, sh.at.data()}
+                                      : InPlace<T>{g.s > 1 ? xq.data() : xp.data(), ph.Wq, ph.at.data()};
         int64_t padded_n = -1;
         bool split = false; /* the current sample is >= 0: the sign-split path */
 #pragma omp for schedule(static)
@@ -815,14 +911,14 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
                     ph.split_from<T>(g, x + n * chw, xq.data());
                 } else {
                     pad_sample<T>(g, x + n * chw, xp.data());
-                    if (split && g.s > 1) ph.split<T>(g, xp.data(), xq.data());
+                    if (split && shifted) sh.fill<T>(g, xp.data(), xq.data());
+                    else if (split && g.s > 1) ph.split<T>(g, xp.data(), xq.data());
                 }
                 padded_n = n;
             }
             T *yn = y + n * O * L;
             if (split) {
-                forward_wide<T>(g, rows, ph, wkoff.data(), xp.data(), g.s > 1 ? xq.data() : xp.data(), pos, absw.data(),
-                                yn, l0, blk, res);
+                forward_wide<T>(g, rows, in, wkoff.data(), xp.data(), pos, absw.data(), yn, l0, blk, res);
             } else {
                 const int64_t end = l0 + WP < L ? l0 + WP : L;
                 for (int64_t t0 = l0; t0 < end; t0 += PB)
@@ -857,8 +953,8 @@ inline void grad_block(const Tile<T> &x, const T *w, const T *gb, int64_t gstrid
                 a0[i] += g0 * wi;
                 a1[i] += g1 * wi;
             } else if (MODE == 1) {
-                a0[i] += signed_by<T>(g0, wi - x0[i]);
-                a1[i] += signed_by<T>(g1, wi - x1[i]);
+                a0[i] = acc(a0[i], signed_by<T>(g0, wi - x0[i]));
+                a1[i] = acc(a1[i], signed_by<T>(g1, wi - x1[i]));
             } else {
                 a0[i] += g0 * clamp1(wi - x0[i]);
                 a1[i] += g1 * clamp1(wi - x1[i]);
@@ -888,12 +984,12 @@ inline const T *tile_gradient(const T *g, int64_t L, int64_t O, int64_t count, T
     return gt;
 }
 
-/* The sign-split input gradient of one wide tile at l0 of a sample with x >= 0, added into its padded
- * gradient dxp (see gradient_split). */
+/* The sign-split input gradient of one wide tile at l0 of a sample with x >= 0 (see gradient_split), read in
+ * place from `in` where the tile allows it: added where its inputs lie in dq (laid out as `in`), or, without dq
+ * (column-shifted copies, which overlap) or for a gathered tile, folded into the padded gradient dxp. */
 template <typename T, bool EXACT>
-inline void gradient_wide(const Geometry &g, const int64_t *rows, const Phases &ph, const int64_t *wkoff, const T *xp,
-                          const T *xq, T *dxp, T *dq, const Lists<T> &lists, const T *gy_n, int64_t l0, T *blk, T *dblk,
-                          T *gt) {
+inline void gradient_wide(const Geometry &g, const int64_t *rows, const InPlace<T> &in, const int64_t *wkoff, const T *xp,
+                          T *dxp, T *dq, const Lists<T> &lists, const T *gy_n, int64_t l0, T *blk, T *dblk, T *gt) {
     constexpr int64_t WP = wide_positions<T>();
     constexpr int VL = Traits<T>::VL, R = RA_WR;
     const int64_t K = g.K(), L = g.L(), O = g.O;
@@ -901,14 +997,13 @@ inline void gradient_wide(const Geometry &g, const int64_t *rows, const Phases &
     int64_t count;
     const int nruns = tile_runs<T, WP>(g, l0, runs, &count);
     Wide<T> xt, dt;
-    const bool direct = direct_wide<T>(g, ph, xq, l0, count, &xt);
-    if (direct) {
-        direct_wide<T>(g, ph, dq, l0, count, &dt);
-    } else {
+    const bool direct = direct_wide<T>(g, in, l0, count, &xt), in_place = direct && dq;
+    if (!direct) {
         gather_tile<T, WP>(g, rows, xp, runs, nruns, count, blk);
         xt = gathered_wide<T>(blk, wkoff);
-        dt = gathered_wide<T>(dblk, wkoff);
     }
+    if (in_place) direct_wide<T>(g, InPlace<T>{dq, in.pitch, in.off}, l0, count, &dt);
+    else dt = gathered_wide<T>(dblk, wkoff);
     int64_t gs;
     const T *gb = tile_gradient<T, WP>(gy_n + l0, L, O, count, gt, &gs);
     Vec<T> G[R];
@@ -919,9 +1014,9 @@ inline void gradient_wide(const Geometry &g, const int64_t *rows, const Phases &
     for (int64_t k = 0; k < K; k++) {
         const int64_t e = lists.start[k], m = lists.start[k + 1] - e;
         for (int q0 = 0; q0 < R; q0 += RA_GR)
-            gradient_split<T, EXACT>(xt, dt, direct, k, q0, lists.at.data() + e, lists.v.data() + e, m, gb, gs, G);
+            gradient_split<T, EXACT>(xt, dt, in_place, k, q0, lists.at.data() + e, lists.v.data() + e, m, gb, gs, G);
     }
-    if (!direct) scatter_tile<T, WP>(g, rows, dblk, runs, nruns, dxp);
+    if (!in_place) scatter_tile<T, WP>(g, rows, dblk, runs, nruns, dxp);
 }
 
 /* Input gradient, parallel over samples: one thread accumulates all of a sample's dx, tile by tile, in a
@@ -937,6 +1032,8 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
     for (int64_t k = 0; k < K; k++) koff[k] = k * PB, wkoff[k] = k * WP;
     Lists<T> lists;
     const Phases ph(g);
+    const Shifted sh(g);
+    const bool shifted = Shifted::used<T>(g); /* split samples are read from column-shifted copies, else their phases */
     if (MODE != 2 && split_layer(g)) gradient_weights<T>(g, w, MODE == 1, &lists, nt);
     const bool splits = MODE != 2 && split_layer(g) && worth_splitting(lists, g);
     const bool phases_only = splits && g.s > 1 && Phases::all_direct<T>(g); /* split samples need no padded copy */
@@ -945,14 +1042,17 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
         T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
         T *dblk = blk + K * WP, *gt = dblk + K * WP;
         std::vector<T> xp(g.padded(), (T)0), dxp(g.padded());
-        std::vector<T> xq(splits && g.s > 1 ? ph.size : 0), dq(xq.size()); /* stride phases and their gradient */
+        /* the stride phases and their gradient, or the column-shifted copies (whose gradient is folded into dxp) */
+        std::vector<T> xq(!splits ? 0 : shifted ? sh.size : g.s > 1 ? ph.size : 0), dq(shifted ? 0 : xq.size());
+        const InPlace<T> phases{g.s > 1 ? xq.data() : xp.data(), ph.Wq, ph.at.data()};
+        const InPlace<T> in = shifted ? InPlace<T>{xq.data(), g.Wo, sh.at.data()} : phases;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++) {
             if (splits && phases_only && nonnegative<T>(x + n * chw, chw)) {
                 ph.split_from<T>(g, x + n * chw, xq.data());
                 memset(dq.data(), 0, dq.size() * sizeof(T));
                 for (int64_t l0 = 0; l0 < L; l0 += WP)
-                    gradient_wide<T, MODE == 1>(g, rows, ph, wkoff.data(), nullptr, xq.data(), nullptr, dq.data(), lists,
+                    gradient_wide<T, MODE == 1>(g, rows, phases, wkoff.data(), nullptr, nullptr, dq.data(), lists,
                                                 gy + n * O * L, l0, blk, dblk, gt);
                 ph.merge_into<T>(g, dq.data(), dx + n * chw);
                 continue;
@@ -960,15 +1060,17 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
             if (MODE != 2) pad_sample<T>(g, x + n * chw, xp.data());
             memset(dxp.data(), 0, g.padded() * sizeof(T));
             if (splits && nonnegative<T>(x + n * chw, chw)) {
-                const bool phased = g.s > 1;
-                if (phased) {
+                const bool phased = g.s > 1 && !shifted;
+                if (shifted) {
+                    sh.fill<T>(g, xp.data(), xq.data());
+                } else if (phased) {
                     ph.split<T>(g, xp.data(), xq.data());
                     memset(dq.data(), 0, dq.size() * sizeof(T));
                 }
+                T *in_dq = shifted ? nullptr : phased ? dq.data() : dxp.data();
                 for (int64_t l0 = 0; l0 < L; l0 += WP)
-                    gradient_wide<T, MODE == 1>(g, rows, ph, wkoff.data(), xp.data(), phased ? xq.data() : xp.data(),
-                                                dxp.data(), phased ? dq.data() : dxp.data(), lists, gy + n * O * L, l0,
-                                                blk, dblk, gt);
+                    gradient_wide<T, MODE == 1>(g, rows, in, wkoff.data(), xp.data(), dxp.data(), in_dq, lists,
+                                                gy + n * O * L, l0, blk, dblk, gt);
                 if (phased) ph.merge<T>(g, dq.data(), dxp.data());
                 crop_sample<T>(g, dxp.data(), dx + n * chw);
                 continue;
@@ -1030,7 +1132,11 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
 #define RA_STR(x) RA_STR2(x)
 extern "C" const char *adder_build_variant(void) {
     return "vector_bytes=" RA_STR(RA_VBYTES) " forward_block=2x" RA_STR(RA_OB) " grad_block=2x" RA_STR(RA_KB)
-           " forward=min-identity tiles=padded sign_split=wide" RA_STR(RA_WR) "x" RA_STR(RA_GR);
+           " forward=min-identity tiles=padded sign_split=wide" RA_STR(RA_WR) "x" RA_STR(RA_GR) " in_place=phases+shifted"
+#if defined(__AVX512F__)
+           " accumulate=fma"
+#endif
+        ;
 }
 
 EXPORT(float, f32)
