@@ -700,6 +700,14 @@ template <typename T> inline T hmin(Vec<T> v) {
     return r;
 }
 
+#if defined(__AVX512F__)
+/* a shuffle tree of vector max/min (exact, so the order does not matter; the inputs here hold no NaN) */
+template <> inline float hmax<float>(Vec<float> v) { return _mm512_reduce_max_ps((__m512)v); }
+template <> inline float hmin<float>(Vec<float> v) { return _mm512_reduce_min_ps((__m512)v); }
+template <> inline double hmax<double>(Vec<double> v) { return _mm512_reduce_max_pd((__m512d)v); }
+template <> inline double hmin<double>(Vec<double> v) { return _mm512_reduce_min_pd((__m512d)v); }
+#endif
+
 /* The input gradient of row k for vectors q0 .. q0 + RA_GR of a wide tile of x >= 0 (see above): its list's
  * m entries (filter eo[e], value ev[e], decreasing) against g rows gstride apart; G = sum_o g. With xmax and
  * xmin the extreme inputs of these positions, an entry's term is 2 g at all of them while (exact) w > xmax or
