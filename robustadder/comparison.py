@@ -426,7 +426,7 @@ def plot(result: Comparison | pd.DataFrame, path: str | os.PathLike | None = Non
     ``format`` defaults to ``path``'s extension, else PNG. With ``path`` the figure is also written there,
     atomically and never over a file this process read. Labels are shown as typed (``$`` is no mathtext).
     """
-    from .plotting import finish, plain_text_figures
+    from .plotting import finish_robustness, plain_text_figures
 
     result = _parts(result)
     table = result.table
@@ -439,9 +439,4 @@ def plot(result: Comparison | pd.DataFrame, path: str | os.PathLike | None = Non
         ax.set_xscale("log", base=2)
         ticks = sorted(table["eps"].unique() * 255)
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.set_xlabel("L∞ eps (×1/255)")
-        ax.set_ylabel("robust accuracy (%)")
-        ax.set_title(f"n = {result.settings['n']}, 95 % Wilson intervals", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        return finish(fig, path, format)
+        return finish_robustness(fig, ax, f"n = {result.settings['n']}, 95 % Wilson intervals", path, format)

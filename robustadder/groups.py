@@ -339,7 +339,7 @@ def model_envelope(
 
 def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, *, format: str | None = None) -> bytes:
     """Robustness curves of every model (envelope, Wilson bands), one colour per class; the figure's bytes."""
-    from .plotting import finish, plain_text_figures
+    from .plotting import finish_robustness, plain_text_figures
 
     with plain_text_figures() as plt:
         fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=150)
@@ -351,12 +351,8 @@ def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, 
                 ax.plot(x, c["robust_accuracy"], color=colours[k % len(colours)], lw=1.2,
                         label=str(label) if j == 0 else None)  # fmt: skip
                 ax.fill_between(x, c["ci_low"], c["ci_high"], color=colours[k % len(colours)], alpha=0.08, lw=0)
-        ax.set_xlabel("L∞ eps (×1/255)")
-        ax.set_ylabel("robust accuracy (%)")
-        ax.set_title(f"n = {result.settings['n']}, envelope of FMN and fixed-eps attacks, 95 % Wilson bands", fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        return finish(fig, path, format)
+        title = f"n = {result.settings['n']}, envelope of FMN and fixed-eps attacks, 95 % Wilson bands"
+        return finish_robustness(fig, ax, title, path, format, title_size=8)
 
 
 def medians_across(answers: Sequence[GroupComparison]) -> pd.DataFrame:

@@ -45,6 +45,16 @@ def figure_bytes(fig: Any, fmt: str = "png", dpi: float | None = None) -> bytes:
         plt.close(fig)
 
 
+def finish_robustness(fig: Any, ax: Any, title: str, path: Any = None, format: str | None = None, title_size: int = 9) -> bytes:
+    """``finish`` for a robust accuracy (%) over L∞ eps (×1/255) plot: the axes' labels, grid and legend, one way."""
+    ax.set_xlabel("L∞ eps (×1/255)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return finish(fig, path, format)
+
+
 def finish(fig: Any, path: Any = None, format: str | None = None) -> bytes:
     """Lay out and render a figure in ``format`` (default: ``path``'s extension, else PNG).
 
@@ -63,4 +73,4 @@ def finish(fig: Any, path: Any = None, format: str | None = None) -> bytes:
     return data
 
 
-__all__ = ["figure_bytes", "finish", "plain_text_figures"]
+__all__ = ["figure_bytes", "finish", "finish_robustness", "plain_text_figures"]

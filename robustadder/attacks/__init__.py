@@ -326,18 +326,8 @@ def _build_apgd(loss: str):
     def build(cfg, ctx) -> Runner:
         p = cfg.params
         return _with_global_rng(
-            lambda model, x, y, s: reference.apgd(
-                model,
-                x,
-                y,
-                eps=cfg.eps,
-                norm=cfg.norm,
-                loss=loss,
-                steps=p["steps"],
-                restarts=p["restarts"],
-                rho=p["rho"],
-                seed=s,
-            )  # fmt: skip
+            lambda model, x, y, s: reference.apgd(model, x, y, eps=cfg.eps, norm=cfg.norm, loss=loss, steps=p["steps"],
+                                                  restarts=p["restarts"], rho=p["rho"], seed=s)  # fmt: skip
         )
 
     return build
@@ -346,17 +336,8 @@ def _build_apgd(loss: str):
 def _build_square(cfg, ctx) -> Runner:
     p = cfg.params
     return _with_global_rng(
-        lambda model, x, y, s: reference.square(
-            model,
-            x,
-            y,
-            eps=cfg.eps,
-            norm=cfg.norm,
-            queries=p["queries"],
-            p_init=p["p_init"],
-            restarts=p["restarts"],
-            seed=s,
-        )  # fmt: skip
+        lambda model, x, y, s: reference.square(model, x, y, eps=cfg.eps, norm=cfg.norm, queries=p["queries"],
+                                                p_init=p["p_init"], restarts=p["restarts"], seed=s)  # fmt: skip
     )
 
 

@@ -48,13 +48,7 @@ class AdderBackend(ABC):
 
     @abstractmethod
     def grad_input(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        grad_out: torch.Tensor,
-        stride: int,
-        padding: int,
-        mode: GradMode,
+        self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int, mode: GradMode
     ) -> torch.Tensor:
         """dL/dX in the given mode; shape of ``x``."""
 

@@ -197,13 +197,7 @@ class CpuBackend(AdderBackend):
         return self._forward(x, w, stride, padding, conv=False)
 
     def grad_input(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        grad_out: torch.Tensor,
-        stride: int,
-        padding: int,
-        mode: GradMode,
+        self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int, mode: GradMode
     ) -> torch.Tensor:
         return self._grad_input(x, w, grad_out, stride, padding, mode)
 

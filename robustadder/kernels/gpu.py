@@ -35,13 +35,7 @@ class TritonBackend(AdderBackend):
         return triton_adder.forward(x, w, stride, padding)
 
     def grad_input(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        grad_out: torch.Tensor,
-        stride: int,
-        padding: int,
-        mode: GradMode,
+        self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int, mode: GradMode
     ) -> torch.Tensor:
         from . import triton_adder
 

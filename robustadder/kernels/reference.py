@@ -127,13 +127,7 @@ class ReferenceBackend(AdderBackend):
         return out
 
     def grad_input(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        grad_out: torch.Tensor,
-        stride: int,
-        padding: int,
-        mode: GradMode,
+        self, x: torch.Tensor, w: torch.Tensor, grad_out: torch.Tensor, stride: int, padding: int, mode: GradMode
     ) -> torch.Tensor:
         o, _, kh, kw = w.shape
         plan, _, _, chunks = self._chunks(x, w, stride, padding)
