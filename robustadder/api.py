@@ -29,7 +29,7 @@ from .data import Dataset, ImageSet, dataset_title
 from .distances import at_eps, median_distance, minimal_distances
 from .distributed import context
 from .engine import Settings, check_bn_batches, pin_transfer_source, prepare, run_cell, transfer_source_loader
-from .errors import UserError
+from .errors import UserError, render_by_format
 from .models import (
     LoadedModel,
     Normalization,
@@ -259,11 +259,8 @@ class Evaluation(ReadsThrough):
 
     def render(self, fmt: str) -> str:
         """``text``, ``json``, ``md`` or ``latex``."""
-        renderers = {"text": self.to_text, "json": lambda: json.dumps(self.to_json()), "md": self.to_markdown,
-                     "latex": self.to_latex}  # fmt: skip
-        if fmt not in renderers:
-            raise UserError(f"format {fmt} is not one of {', '.join(renderers)}")
-        return renderers[fmt]()
+        return render_by_format(fmt, {"text": self.to_text, "json": lambda: json.dumps(self.to_json()),
+                                      "md": self.to_markdown, "latex": self.to_latex})  # fmt: skip
 
 
 def _round_or_none(value: float, digits: int = 4) -> float | None:

@@ -42,7 +42,7 @@ from .api import evaluate
 from .attacks import gradient, make_config
 from .data import Dataset, ImageSet
 from .engine import Settings, inference_mode, prepare
-from .errors import UserError
+from .errors import UserError, render_by_format
 from .kernels import GRAD_MODES
 from .models import (
     LoadedModel,
@@ -158,11 +158,8 @@ class CheckReport:
 
     def render(self, fmt: str) -> str:
         """``md``, ``json``, ``latex`` or ``html`` (the section of a report page)."""
-        renderers = {"md": self.to_markdown, "json": lambda: json.dumps(self.to_json()), "latex": self.to_latex,
-                     "html": self.to_html}  # fmt: skip
-        if fmt not in renderers:
-            raise UserError(f"format {fmt} is not one of {', '.join(renderers)}")
-        return renderers[fmt]()
+        return render_by_format(fmt, {"md": self.to_markdown, "json": lambda: json.dumps(self.to_json()),
+                                      "latex": self.to_latex, "html": self.to_html})  # fmt: skip
 
     def _eps_note(self) -> str:
         """How eps was chosen, and the conventional 8/255 beside it."""

@@ -8,6 +8,8 @@ programming errors is what lets the CLI print a traceback only for our own bugs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """A problem with the user's input: the message names the problem and the fix, on one line."""
@@ -29,6 +31,16 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
         self.name = signal.Signals(signum).name
         super().__init__(self.name)
+
+
+def render_by_format(fmt: str, renderers: dict[str, Callable[[], str]]) -> str:
+    """What the renderer of ``fmt`` returns: the one dispatch of the typed results' ``render``.
+
+    A format they do not have is the user's error, named with the ones they have.
+    """
+    if fmt not in renderers:
+        raise UserError(f"format {fmt} is not one of {', '.join(renderers)}")
+    return renderers[fmt]()
 
 
 def interruption(exc: BaseException) -> tuple[str, int]:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from robustadder.cli import main
 from robustadder.data import ImageSet
 from robustadder.diagnostics import CheckReport, run_checks
+from robustadder.errors import UserError
 from robustadder.models import CifarResNet
 from robustadder.models.checkpoint import LoadedModel, weights_sha256
 from robustadder.nn import Adder2d
@@ -170,6 +171,9 @@ def test_report_json_keeps_text_and_nulls_nan():
     json.dumps(data, allow_nan=False)
     assert data["results"][0]["summary"] == "NaN/inf 0.0 %" and data["results"][0]["evidence"] == {"v": None, "n": 3}
     assert CheckReport.from_json(data).results[0].summary == "NaN/inf 0.0 %"
+    assert json.loads(report.render("json")) == json.loads(json.dumps(data))
+    with pytest.raises(UserError, match="format csv is not one of md, json, latex, html"):
+        report.render("csv")
 
 
 def test_checks_that_cannot_discriminate_say_na_not_pass(tmp_path):
