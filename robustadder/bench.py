@@ -31,7 +31,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ._version import __version__
 from .kernels import get_backend
+from .kernels.cpu import load_library
 from .models import create_model
 from .nn import Adder2d, adder_layers, set_backend, set_grad_mode
 
@@ -211,6 +213,11 @@ def machine_info(device: str = "cpu") -> dict:
     if len(ids) == 2:  # the microarchitecture where a VM masks the model name ("AMD EPYC"): 23/1 is Zen 1
         info["cpu_family_model"] = f"{ids['cpu family']}/{ids['model']}"
     info["cpu_vector_features"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4")) or f == "f16c")
+    info["robustadder"] = __version__
+    try:  # which kernel code measured it (the numbers of a committed file are read against a kernel that moves on)
+        info["cpu_kernel"] = load_library().adder_build_variant().decode()
+    except (RuntimeError, OSError) as exc:
+        info["cpu_kernel"] = f"unavailable: {exc}"
     dev = torch.device(device)
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)

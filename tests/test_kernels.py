@@ -408,6 +408,9 @@ def test_benchmark_records_the_machine_it_ran_on():
     model = re.search(r"^model\s*:\s*(\d+)", flags, re.M)
     if family and model:  # x86 Linux: the microarchitecture, which a VM's masked model name hides
         assert info["cpu_family_model"] == f"{family[1]}/{model[1]}"
+    # and the kernel code that measured it: the build's vector width and the design of its paths
+    assert info["cpu_kernel"] == load_library().adder_build_variant().decode()
+    assert f"vector_bytes={64 if ' avx512f' in flags else 32 if ' avx2' in flags else 16}" in info["cpu_kernel"]
 
 
 def test_benchmark_times_the_general_paths_on_inputs_with_a_negative_value(monkeypatch):
