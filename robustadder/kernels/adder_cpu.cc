@@ -291,18 +291,70 @@ void scatter_tile(const Geometry &g, const int64_t *rows, const T *dblk, const R
     }
 }
 
+/* Column-shifted copies of a sample, for layers whose output rows are not a multiple of the vector length (the 8-wide
+ * rows of ResNet stage 3 with 16-float AVX-512 vectors): copy (a, j) holds xp[c][y s + a][x s + j] as (C, Hq, Wo), so
+ * that input (oy s + i, ox s + j) of term k = (c, i, j) lies in copy (i % s, j) at row oy + i / s, column ox, and the
+ * output positions of consecutive rows follow each other without a gap. A full wide tile is then read in place
+ * whatever the row width, from kw copies of the sample (61 KB for layer3.0.conv2), where it was gathered into a
+ * K x WP block (147 KB) by scalar copies and re-read from L2 for every filter. The terms, their values and the order
+ * they are summed in are those of the gathered tile: the results are the same bits. */
+struct Shifted {
+    int64_t s, kw, Hq, Wo, size;
+    std::vector<int64_t> at; /* where row k's input of output (0, 0) lies */
+    explicit Shifted(const Geometry &g) : s(g.s), kw(g.kw), Hq((g.Hp() + g.s - 1) / g.s), Wo(g.Wo) {
+        size = s * kw * g.C * Hq * Wo;
+        at.resize(g.K());
+        for (int64_t k = 0; k < g.K(); k++) {
+            const int64_t c = k / (g.kh * g.kw), i = (k / g.kw) % g.kh, j = k % g.kw;
+            at[k] = (((i % s) * kw + j) * g.C + c) * Hq * Wo + (i / s) * Wo;
+        }
+    }
+    /* whether a layer's sign-split wide tiles read these copies (where the stride phases cannot be read in place),
+     * and its general tiles (where the padded sample cannot: a stride, or rows not a multiple of the vector) */
+    template <typename T> static bool for_split(const Geometry &g) { return g.Wo % Traits<T>::VL != 0; }
+    template <typename T> static bool for_general(const Geometry &g) { return g.s != 1 || g.Wo % Traits<T>::VL != 0; }
+    /* the copies of the padded sample xp, row by row (rows past it are 0; the row phases no kernel row reads, such as
+     * a 1x1 kernel's odd rows at stride 2, are neither written nor read) */
+    template <typename T> void fill(const Geometry &g, const T *xp, T *xs) const {
+        const int64_t Hp = g.Hp(), Wp = g.Wp();
+        for (int64_t a = 0; a < s && a < g.kh; a++)
+            for (int64_t j = 0; j < kw; j++)
+                for (int64_t c = 0; c < g.C; c++)
+                    for (int64_t y = 0; y < Hq; y++) {
+                        T *dst = xs + (((a * kw + j) * g.C + c) * Hq + y) * Wo;
+                        const int64_t r = y * s + a;
+                        if (r >= Hp) {
+                            memset(dst, 0, Wo * sizeof(T));
+                            continue;
+                        }
+                        const T *src = xp + (c * Hp + r) * Wp + j;
+                        if (s == 1) copy_row<T>(dst, src, Wo);
+                        else if (s == 2)
+                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[2 * x]; /* a constant stride vectorizes */
+                        else
+                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[x * s];
+                    }
+    }
+};
+
+/* A sample laid out so that wide tiles are read in place: its stride phases (pitch Wq, rows' offsets Phases::at)
+ * or its column-shifted copies (pitch Wo, Shifted::at) from base. */
+template <typename T> struct InPlace { const T *base; int64_t pitch; const int64_t *off; };
+
 /* Where a tile's positions are read: the two vectors of positions of im2col row k are at b0 + off[k] and
  * b1 + off[k]. Gathered: b0 = blk, b1 = blk + VL, off[k] = k * PB. Direct (stride 1, each half tile inside
  * one output row): b0 and b1 point into the padded sample at the halves' first inputs and off = the rows'
  * offsets there, so the tile is read where it lies, without a copy. */
 template <typename T> struct Tile { const T *b0, *b1; const int64_t *off; };
 
-template <typename T>
-inline bool direct_tile(const Geometry &g, const int64_t *rows, const T *xp, int64_t l0, int64_t count, Tile<T> *tile) {
+/* A full general tile at l0 read in place from `in`, where each half lies contiguously: in the padded sample
+ * (pitch Wp, rows' offsets `rows`) for stride 1 and output rows a multiple of the vector length, in the column-shifted
+ * copies for any stride and row width. */
+template <typename T> inline bool direct_tile(const Geometry &g, const InPlace<T> &in, int64_t l0, int64_t count, Tile<T> *tile) {
     constexpr int64_t PB = tile_positions<T>(), VL = Traits<T>::VL;
-    if (g.s != 1 || g.Wo % VL != 0 || count != PB) return false;
+    if (count != PB || (in.pitch != g.Wo && (g.s != 1 || g.Wo % VL != 0))) return false;
     const int64_t l1 = l0 + VL;
-    *tile = {xp + (l0 / g.Wo) * g.Wp() + l0 % g.Wo, xp + (l1 / g.Wo) * g.Wp() + l1 % g.Wo, rows};
+    *tile = {in.base + (l0 / g.Wo) * in.pitch + l0 % g.Wo, in.base + (l1 / g.Wo) * in.pitch + l1 % g.Wo, in.off};
     return true;
 }
 
@@ -592,53 +644,6 @@ struct Phases {
     }
 };
 
-/* Column-shifted copies of a sample, for layers whose output rows are not a multiple of the vector length (the 8-wide
- * rows of ResNet stage 3 with 16-float AVX-512 vectors): copy (a, j) holds xp[c][y s + a][x s + j] as (C, Hq, Wo), so
- * that input (oy s + i, ox s + j) of term k = (c, i, j) lies in copy (i % s, j) at row oy + i / s, column ox, and the
- * output positions of consecutive rows follow each other without a gap. A full wide tile is then read in place
- * whatever the row width, from kw copies of the sample (61 KB for layer3.0.conv2), where it was gathered into a
- * K x WP block (147 KB) by scalar copies and re-read from L2 for every filter. The terms, their values and the order
- * they are summed in are those of the gathered tile: the results are the same bits. */
-struct Shifted {
-    int64_t s, kw, Hq, Wo, size;
-    std::vector<int64_t> at; /* where row k's input of output (0, 0) lies */
-    explicit Shifted(const Geometry &g) : s(g.s), kw(g.kw), Hq((g.Hp() + g.s - 1) / g.s), Wo(g.Wo) {
-        size = s * kw * g.C * Hq * Wo;
-        at.resize(g.K());
-        for (int64_t k = 0; k < g.K(); k++) {
-            const int64_t c = k / (g.kh * g.kw), i = (k / g.kw) % g.kh, j = k % g.kw;
-            at[k] = (((i % s) * kw + j) * g.C + c) * Hq * Wo + (i / s) * Wo;
-        }
-    }
-    /* whether a layer's wide tiles read these copies (where the stride phases cannot be read in place) */
-    template <typename T> static bool used(const Geometry &g) { return g.Wo % Traits<T>::VL != 0; }
-    /* the copies of the padded sample xp (rows past it, and row phases no kernel row reads, are 0), row by row */
-    template <typename T> void fill(const Geometry &g, const T *xp, T *xs) const {
-        const int64_t Hp = g.Hp(), Wp = g.Wp();
-        for (int64_t a = 0; a < s; a++)
-            for (int64_t j = 0; j < kw; j++)
-                for (int64_t c = 0; c < g.C; c++)
-                    for (int64_t y = 0; y < Hq; y++) {
-                        T *dst = xs + (((a * kw + j) * g.C + c) * Hq + y) * Wo;
-                        const int64_t r = y * s + a;
-                        if (r >= Hp || a >= g.kh) {
-                            memset(dst, 0, Wo * sizeof(T));
-                            continue;
-                        }
-                        const T *src = xp + (c * Hp + r) * Wp + j;
-                        if (s == 1) copy_row<T>(dst, src, Wo);
-                        else if (s == 2)
-                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[2 * x]; /* a constant stride vectorizes */
-                        else
-                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[x * s];
-                    }
-    }
-};
-
-/* A sample laid out so that wide tiles are read in place: its stride phases (pitch Wq, rows' offsets Phases::at)
- * or its column-shifted copies (pitch Wo, Shifted::at) from base. */
-template <typename T> struct InPlace { const T *base; int64_t pitch; const int64_t *off; };
-
 /* A full wide tile at l0 read in place, where each of its vectors of positions lies contiguously: inside one output
  * row (rows a multiple of the vector length), or anywhere when rows follow each other without a gap. */
 template <typename T> inline bool direct_wide(const Geometry &g, const InPlace<T> &in, int64_t l0, int64_t count, Wide<T> *t) {
@@ -807,10 +812,11 @@ inline void forward_block(const Tile<T> &x, const T *wt, T *out, int64_t ostride
  * gradients (O x WP); the general tiles (PB <= WP positions) use the same space. */
 template <typename T> constexpr int64_t scratch_per_thread(int64_t K, int64_t O) { return (2 * K + O) * wide_positions<T>(); }
 
-/* The general forward of one tile of PB positions at l0 of the padded sample xp (see forward_block). */
+/* The general forward of one tile of PB positions at l0 (see forward_block): read in place from `in` where it
+ * can, else gathered from the padded sample xp. */
 template <typename T, bool CONV>
-inline void forward_tile(const Geometry &g, const int64_t *rows, const int64_t *koff, const T *xp, const T *wt,
-                         const T *sw, T *yn, int64_t l0, T *blk, T *res) {
+inline void forward_tile(const Geometry &g, const int64_t *rows, const int64_t *koff, const InPlace<T> &in, const T *xp,
+                         const T *wt, const T *sw, T *yn, int64_t l0, T *blk, T *res) {
     constexpr int64_t PB = tile_positions<T>(), OB = RA_OB;
     constexpr int VL = Traits<T>::VL;
     const int64_t K = g.K(), L = g.L(), O = g.O;
@@ -819,7 +825,7 @@ inline void forward_tile(const Geometry &g, const int64_t *rows, const int64_t *
     int64_t count;
     const int nruns = tile_runs<T>(g, l0, runs, &count);
     Tile<T> tile;
-    if (!direct_tile<T>(g, rows, xp, l0, count, &tile)) {
+    if (!direct_tile<T>(g, in, l0, count, &tile)) {
         gather_tile<T>(g, rows, xp, runs, nruns, count, blk);
         tile = {blk, blk + VL, koff};
     }
@@ -891,7 +897,9 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
     Lists<T> pos;
     const Phases ph(g);
     const Shifted sh(g);
-    const bool shifted = Shifted::used<T>(g); /* split samples are read from column-shifted copies, else their phases */
+    /* split samples are read from column-shifted copies or from their phases, general ones from the copies or the
+     * padded sample */
+    const bool shifted = Shifted::for_split<T>(g), shifted_general = Shifted::for_general<T>(g);
     if (!CONV) {
         for (int64_t k = 0; k < K; k++)
             for (int64_t o = 0; o < O; o++) sw[o] += wt[k * O + o];
@@ -904,10 +912,11 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
         T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
         T *res = blk + K * WP;
         std::vector<T> xp(g.padded(), (T)0); /* this thread's current sample, zero-padded */
-        /* and its stride phases or column-shifted copies */
-        std::vector<T> xq(!splits ? 0 : shifted ? sh.size : g.s > 1 ? ph.size : 0);
-        const InPlace<T> in = shifted ? InPlace<T>{xq.data(), g.Wo, sh.at.data()}
-                                      : InPlace<T>{g.s > 1 ? xq.data() : xp.data(), ph.Wq, ph.at.data()};
+        /* and its stride phases, its column-shifted copies */
+        std::vector<T> xq(splits && !shifted && g.s > 1 ? ph.size : 0), xs((splits && shifted) || shifted_general ? sh.size : 0);
+        const InPlace<T> copies{xs.data(), g.Wo, sh.at.data()};
+        const InPlace<T> in = shifted ? copies : InPlace<T>{g.s > 1 ? xq.data() : xp.data(), ph.Wq, ph.at.data()};
+        const InPlace<T> general = shifted_general ? copies : InPlace<T>{xp.data(), g.Wp(), rows};
         int64_t padded_n = -1;
         bool split = false; /* the current sample is >= 0: the sign-split path */
 #pragma omp for schedule(static)
@@ -919,7 +928,7 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
                     ph.split_from<T>(g, x + n * chw, xq.data());
                 } else {
                     pad_sample<T>(g, x + n * chw, xp.data());
-                    if (split && shifted) sh.fill<T>(g, xp.data(), xq.data());
+                    if (split ? shifted : shifted_general) sh.fill<T>(g, xp.data(), xs.data());
                     else if (split && g.s > 1) ph.split<T>(g, xp.data(), xq.data());
                 }
                 padded_n = n;
@@ -930,7 +939,7 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
             } else {
                 const int64_t end = l0 + WP < L ? l0 + WP : L;
                 for (int64_t t0 = l0; t0 < end; t0 += PB)
-                    forward_tile<T, CONV>(g, rows, koff.data(), xp.data(), wt, sw.data(), yn, t0, blk, res);
+                    forward_tile<T, CONV>(g, rows, koff.data(), general, xp.data(), wt, sw.data(), yn, t0, blk, res);
             }
         }
     }
@@ -1041,7 +1050,8 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
     Lists<T> lists;
     const Phases ph(g);
     const Shifted sh(g);
-    const bool shifted = Shifted::used<T>(g); /* split samples are read from column-shifted copies, else their phases */
+    /* as in the forward; the convolution's gradient (MODE 2) does not read x */
+    const bool shifted = Shifted::for_split<T>(g), shifted_general = MODE != 2 && Shifted::for_general<T>(g);
     if (MODE != 2 && split_layer(g)) gradient_weights<T>(g, w, MODE == 1, &lists, nt);
     const bool splits = MODE != 2 && split_layer(g) && worth_splitting(lists, g);
     const bool phases_only = splits && g.s > 1 && Phases::all_direct<T>(g); /* split samples need no padded copy */
@@ -1050,10 +1060,11 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
         T *blk = scratch + (int64_t)omp_get_thread_num() * scratch_per_thread<T>(K, O);
         T *dblk = blk + K * WP, *gt = dblk + K * WP;
         std::vector<T> xp(g.padded(), (T)0), dxp(g.padded());
-        /* the stride phases and their gradient, or the column-shifted copies (whose gradient is folded into dxp) */
-        std::vector<T> xq(!splits ? 0 : shifted ? sh.size : g.s > 1 ? ph.size : 0), dq(shifted ? 0 : xq.size());
-        const InPlace<T> phases{g.s > 1 ? xq.data() : xp.data(), ph.Wq, ph.at.data()};
-        const InPlace<T> in = shifted ? InPlace<T>{xq.data(), g.Wo, sh.at.data()} : phases;
+        /* the stride phases and their gradient; the column-shifted copies (whose gradient is folded into dxp) */
+        std::vector<T> xq(splits && !shifted && g.s > 1 ? ph.size : 0), dq(xq.size());
+        std::vector<T> xs((splits && shifted) || shifted_general ? sh.size : 0);
+        const InPlace<T> phases{g.s > 1 ? xq.data() : xp.data(), ph.Wq, ph.at.data()}, copies{xs.data(), g.Wo, sh.at.data()};
+        const InPlace<T> in = shifted ? copies : phases, general = shifted_general ? copies : InPlace<T>{xp.data(), g.Wp(), rows};
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < g.N; n++) {
             if (splits && phases_only && nonnegative<T>(x + n * chw, chw)) {
@@ -1070,7 +1081,7 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
             if (splits && nonnegative<T>(x + n * chw, chw)) {
                 const bool phased = g.s > 1 && !shifted;
                 if (shifted) {
-                    sh.fill<T>(g, xp.data(), xq.data());
+                    sh.fill<T>(g, xp.data(), xs.data());
                 } else if (phased) {
                     ph.split<T>(g, xp.data(), xq.data());
                     memset(dq.data(), 0, dq.size() * sizeof(T));
@@ -1083,19 +1094,21 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
                 crop_sample<T>(g, dxp.data(), dx + n * chw);
                 continue;
             }
+            if (shifted_general) sh.fill<T>(g, xp.data(), xs.data());
             for (int64_t t = 0; t < tiles; t++) {
                 const int64_t l0 = t * PB;
                 Run runs[PB];
                 int64_t count;
                 const int nruns = tile_runs<T>(g, l0, runs, &count);
+                /* the gradient is added where it lies in the padded gradient when x is read so from the padded
+                 * sample; otherwise (gathered, or read from the shifted copies, which overlap) into the tile
+                 * buffer, then folded into dxp: the same additions in the same order */
                 Tile<T> xt, dt;
-                const bool direct = direct_tile<T>(g, rows, xp.data(), l0, count, &xt);
-                if (direct) {
-                    direct_tile<T>(g, rows, dxp.data(), l0, count, &dt);
-                } else {
+                const bool direct = direct_tile<T>(g, InPlace<T>{dxp.data(), g.Wp(), rows}, l0, count, &dt);
+                if (!direct) dt = {dblk, dblk + VL, koff.data()};
+                if (!direct_tile<T>(g, direct ? InPlace<T>{xp.data(), g.Wp(), rows} : general, l0, count, &xt)) {
                     if (MODE != 2) gather_tile<T>(g, rows, xp.data(), runs, nruns, count, blk);
                     xt = {blk, blk + VL, koff.data()};
-                    dt = {dblk, dblk + VL, koff.data()};
                 }
                 int64_t gs;
                 const T *gb = tile_gradient<T, PB>(gy + n * O * L + l0, L, O, count, gt, &gs);
