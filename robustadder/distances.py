@@ -253,8 +253,10 @@ class ClassComparison:
         """The class-level verdict, naming what the evidence can and cannot separate."""
         a, b = self.names
         lo, hi = self.ci
-        numbers = (f"area under the robustness curve to {self.limit * 255:.3g}/255: {a} {self.class_area[0]:.1f} vs "
-                   f"{b} {self.class_area[1]:.1f}, difference {self.difference:+.1f} points [{lo:.1f}, {hi:.1f}]")  # fmt: skip
+        # two decimals: undefended models' areas are a few points, and a difference of +0.15 [0.03, 0.27] printed
+        # as +0.2 [0.0, 0.3] looked like an interval that reaches 0
+        numbers = (f"area under the robustness curve to {self.limit * 255:.3g}/255: {a} {self.class_area[0]:.2f} vs "
+                   f"{b} {self.class_area[1]:.2f}, difference {self.difference:+.2f} points [{lo:.2f}, {hi:.2f}]")  # fmt: skip
         if not self.separates_runs:
             return (f"{a} vs {b}: {numbers}; with one trained model in a class this compares training runs, not "
                     "architectures: it cannot separate the architecture from the run (train more seeds)")
@@ -263,7 +265,7 @@ class ClassComparison:
             verdict = f"the class {who} is more robust"
         else:
             verdict = "no difference between the classes is established"
-        spread = ", ".join(f"{n} {s:.1f}" for n, s in zip(self.names, self.spread, strict=True))
+        spread = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.names, self.spread, strict=True))
         tail = f"; between-run spread (sd of the area across training runs): {spread}"
         if self.spread_rivals_difference:
             tail += " — as large as the difference between the classes: training runs differ as much as the architectures"

@@ -352,7 +352,16 @@ def plot_curves(result: GroupComparison, path: str | os.PathLike | None = None, 
                         label=str(label) if j == 0 else None)  # fmt: skip
                 ax.fill_between(x, c["ci_low"], c["ci_high"], color=colours[k % len(colours)], alpha=0.08, lw=0)
         title = f"n = {result.settings['n']}, envelope of FMN and fixed-eps attacks, 95 % Wilson bands"
-        return finish_robustness(fig, ax, title, path, format, title_size=8)
+        # where every curve has fallen to 0 early (undefended models: all broken by 2-3/255), the axis ends soon after,
+        # so that the region that separates the models is not a sliver at the left of the grid
+        curves = result.curves
+        alive = curves.loc[curves["robust_accuracy"] > 0, "eps"] * 255
+        grid_end = float(curves["eps"].max() * 255)
+        end = min(grid_end, max(1.0, float(np.ceil(alive.max() * 1.25))) if len(alive) else grid_end)
+        note = f"every curve is 0 from {end:g} to {grid_end:g}" if end < grid_end else ""
+        if note:
+            ax.set_xlim(0, end)
+        return finish_robustness(fig, ax, title, path, format, title_size=8, eps_note=note)
 
 
 def medians_across(answers: Sequence[GroupComparison]) -> pd.DataFrame:

@@ -45,9 +45,11 @@ def figure_bytes(fig: Any, fmt: str = "png", dpi: float | None = None) -> bytes:
         plt.close(fig)
 
 
-def finish_robustness(fig: Any, ax: Any, title: str, path: Any = None, format: str | None = None, title_size: int = 9) -> bytes:
+def finish_robustness(
+    fig: Any, ax: Any, title: str, path: Any = None, format: str | None = None, title_size: int = 9, eps_note: str = ""
+) -> bytes:
     """``finish`` for a robust accuracy (%) over L∞ eps (×1/255) plot: the axes' labels, grid and legend, one way."""
-    ax.set_xlabel("L∞ eps (×1/255)")
+    ax.set_xlabel("L∞ eps (×1/255)" + (f"; {eps_note}" if eps_note else ""))
     ax.set_ylabel("robust accuracy (%)")
     ax.set_title(title, fontsize=title_size)
     ax.grid(alpha=0.3)

@@ -7,13 +7,14 @@ import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from robustadder.cli import main
 from robustadder.errors import UserError
-from robustadder.groups import GroupComparison, compare_groups, parse_group
+from robustadder.groups import GroupComparison, compare_groups, parse_group, plot_curves
 from robustadder.models import CifarResNet, save_checkpoint
 
 from helpers import save_tiny_world, tree
@@ -49,6 +50,10 @@ def test_groups_answer_for_the_classes_in_the_api(tmp_path):
     stored = sum(seconds for cell_id, _, seconds in cells if cell_id not in parts)
     assert parts and result.settings["compute_seconds"] == pytest.approx(stored) and stored > 0
     assert any(n.startswith("Compute: ") for n in result.notes)
+    # the plot's axis ends soon after the last eps where some curve is above 0, and says so
+    alive = result.curves.loc[result.curves["robust_accuracy"] > 0, "eps"].max() * 255
+    svg = plot_curves(result, format="svg").decode()
+    assert ("every curve is 0 from" in svg) == (max(1.0, np.ceil(alive * 1.25)) < 16)
 
 
 @pytest.mark.slow
