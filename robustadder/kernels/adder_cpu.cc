@@ -251,7 +251,6 @@ inline int tile_runs(const Geometry &g, int64_t l0, Run *runs, int64_t *count) {
 template <typename T, int64_t PB = tile_positions<T>()>
 void gather_tile(const Geometry &g, const int64_t *rows, const T *xp, const Run *runs, int nruns, int64_t count,
                  T *blk) {
-    constexpr int64_t VL = Traits<T>::VL;
     const int64_t s = g.s;
     for (int64_t k = 0; k < g.K(); k++) {
         T *dst = blk + k * PB;
@@ -259,12 +258,9 @@ void gather_tile(const Geometry &g, const int64_t *rows, const T *xp, const Run 
             const Run &u = runs[r];
             const T *src = xp + rows[k] + u.src;
             T *d = dst + u.q0;
-            int64_t t = 0;
-            if (s == 1) {
-                for (; t + VL <= u.len; t += VL) store<T>(d + t, load<T>(src + t));
-                for (; t + Half<T>::VL <= u.len; t += Half<T>::VL) copy_half<T>(d + t, src + t);
-            }
-            for (; t < u.len; t++) d[t] = src[t * s];
+            if (s == 1) copy_row<T>(d, src, u.len);
+            else
+                for (int64_t t = 0; t < u.len; t++) d[t] = src[t * s];
         }
         for (int64_t q = count; q < PB; q++) dst[q] = (T)0;
     }
