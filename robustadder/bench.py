@@ -10,7 +10,9 @@ Rows: ``{"layer", "op", "backend", "ms", "conv_ms", "ratio_to_conv", "peak_mib"}
 convolution: ``reference`` (this project's chunked formula) and ``official`` (the formula of the
 official AdderNet code, materializing the (O, C·k², N·L) difference). Extra rows: the first-use compile
 cost of the CPU kernel (cold, in a fresh cache, and cached, each in a fresh process) and end-to-end
-clean evaluation of 1,000 images by ANN-20 vs CNN-20 of the same architecture. The per-layer inputs are
+rows of ANN-20 vs CNN-20 of the same architecture: clean evaluation of 1,000 images and one attack step
+per adder gradient, with untrained weights and with the zoo's trained pair (the kernel's paths depend on
+the weights). The per-layer inputs are
 uniform in [0, 1], like the ReLU outputs adder layers read, so the cpu backend takes its sign-split paths;
 ``general path`` rows time the paths a sample with a negative input takes.
 """
@@ -401,61 +403,72 @@ def compile_rows() -> list[dict]:
 def end_to_end_rows(
     n_images: int = 1000, batch_size: int = 128, backend: str = "auto", device: str = "cpu", data=None
 ) -> list[dict]:
-    """Clean evaluation of ``n_images`` by ANN-20 vs CNN-20, and one attack step (fwd + input grad).
+    """Clean evaluation of ``n_images`` by ANN-20 vs CNN-20, and one attack step per adder gradient.
 
-    Uses the CIFAR-10 test images when the data is available, random images otherwise (timing does not
-    depend on the pixels). Untrained weights: speed does not depend on them either.
+    Timed on two pairs of weights: untrained ones (every machine has them), and the zoo's trained ``ann20`` /
+    ``cnn20`` where their files are present — the pair a user attacks. The weights matter on the CPU: which
+    kernel path a layer takes (sign-split lists, or the general per-term path) depends on how the weights lie
+    against the inputs, so an untrained network does not time what an attack on a trained one costs. The
+    attack step (forward + input gradient, batch ``batch_size``, true labels when the data is there) is
+    timed through the surrogate and the exact adder gradient, as ``grad=both`` attacks run both. Uses the
+    CIFAR-10 test images when the data is available, random images otherwise.
     """
     from .data import load_cifar10
     from .errors import UserError
+    from .models.zoo import load_zoo
 
     try:
-        x, _ = load_cifar10("test", data).first(n_images).tensors()
+        x, y = load_cifar10("test", data).first(n_images).tensors()
         source = "CIFAR-10 test images"
     except UserError:
         x, source = torch.rand(n_images, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "random images"
-    x = x.to(device)
-    models = {}
-    for kind in ("adder", "conv"):
-        m = create_model(f"resnet20_{kind}").to(device).eval()
-        set_backend(m, backend)
-        set_grad_mode(m, "surrogate")
-        for p in m.parameters():
-            p.requires_grad_(False)
-        models[kind] = m
+        y = torch.zeros(n_images, dtype=torch.long)
     dev = torch.device(device)
-
-    def clean(kind: str) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                for i in range(0, len(x), batch_size):
-                    models[kind](x[i : i + batch_size])
-
-        return run
-
-    def step(kind: str) -> Callable[[], None]:
-        xb = x[:batch_size].clone().requires_grad_()
-        y = torch.zeros(len(xb), dtype=torch.long, device=dev)
-
-        def run() -> None:
-            torch.autograd.grad(F.cross_entropy(models[kind](xb), y), xb)
-
-        return run
-
+    x, y = x.to(dev), y[:batch_size].to(dev)
+    pairs = {"untrained": {kind: create_model(f"resnet20_{kind}") for kind in ("adder", "conv")}}
+    zoo = load_zoo()
+    if all(name in zoo and zoo[name].present() for name in ("ann20", "cnn20")):
+        pairs["zoo ann20 / cnn20"] = {"adder": zoo["ann20"].load().model, "conv": zoo["cnn20"].load().model}
     rows = []
-    for op, make, reps in (
-        (f"clean eval, {len(x)} {source}", clean, 3),
-        (f"fwd+input grad, batch {batch_size}", step, 5),
-    ):
-        with tf32(False):
-            ann, cnn = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
-        row = {"layer": "resnet20 end-to-end", "op": op, "backend": get_backend(backend, dev).name,
-               "ms": round(ann, 2), "conv_ms": round(cnn, 2), "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}  # fmt: skip
-        if dev.type == "cuda":
-            with tf32(True):
-                ann2, cnn_tf = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
-            row.update(conv_tf32_ms=round(cnn_tf, 2), ratio_to_tf32=round(ann2 / cnn_tf, 3))
-        rows.append(row)
+    for weights, models in pairs.items():
+        for m in models.values():
+            m.to(dev).eval()
+            set_backend(m, backend)
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+        def clean(kind: str, models=models) -> Callable[[], None]:
+            def run() -> None:
+                with torch.no_grad():
+                    for i in range(0, len(x), batch_size):
+                        models[kind](x[i : i + batch_size])
+
+            return run
+
+        def step(kind: str, models=models) -> Callable[[], None]:
+            xb = x[:batch_size].clone().requires_grad_()
+
+            def run() -> None:
+                torch.autograd.grad(F.cross_entropy(models[kind](xb), y), xb)
+
+            return run
+
+        for op, make, reps, grad in (
+            (f"clean eval, {len(x)} {source}", clean, 3, "surrogate"),
+            (f"fwd+input grad(surrogate), batch {batch_size}", step, 5, "surrogate"),
+            (f"fwd+input grad(exact), batch {batch_size}", step, 5, "exact"),
+        ):
+            set_grad_mode(models["adder"], grad)
+            with tf32(False):
+                ann, cnn = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+            row = {"layer": "resnet20 end-to-end", "op": op, "weights": weights,
+                   "backend": get_backend(backend, dev).name, "ms": round(ann, 2), "conv_ms": round(cnn, 2),
+                   "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}  # fmt: skip
+            if dev.type == "cuda":
+                with tf32(True):
+                    ann2, cnn_tf = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+                row.update(conv_tf32_ms=round(cnn_tf, 2), ratio_to_tf32=round(ann2 / cnn_tf, 3))
+            rows.append(row)
     return rows
 
 

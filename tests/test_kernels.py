@@ -438,3 +438,27 @@ def test_benchmark_times_the_deterministic_convolutions_against_conv2d():
     for r in rows:  # the ratio is of the unrounded times, itself rounded to 3 decimals (a tiny ratio by up to 5e-4)
         ratio = pytest.approx(r["ms"] / r["conv_ms"], rel=0.02, abs=5e-4)
         assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == ratio
+
+
+def test_benchmark_times_the_attack_step_of_the_trained_zoo_pair_through_both_gradients(monkeypatch):
+    """The kernel's path depends on the weights: the end-to-end rows time the zoo's trained pair, not only untrained
+    weights, and the attack step through each adder gradient (a grad=both attack runs both)."""
+    import robustadder.bench as bench
+    from robustadder.nn import adder_layers
+
+    untrained, modes = [], []
+    real_create = bench.create_model
+    monkeypatch.setattr(bench, "create_model", lambda name: untrained.append(real_create(name)) or untrained[-1])
+
+    def fake_pair(fn, base, device, repeats, budget_s):  # each op once; the adder gradient it ran with
+        fn(), base()
+        modes.append({layer.grad_mode for m in untrained for layer in adder_layers(m)})
+        return 2.0, 1.0
+
+    monkeypatch.setattr(bench, "_time_pair", fake_pair)
+    rows = bench.end_to_end_rows(n_images=4, batch_size=2, backend="cpu")
+    assert [r["weights"] for r in rows] == ["untrained"] * 3 + ["zoo ann20 / cnn20"] * 3  # the zoo's files are committed
+    assert [r["op"].split(",")[0] for r in rows] == ["clean eval", "fwd+input grad(surrogate)", "fwd+input grad(exact)"] * 2
+    assert all(r["op"].startswith("clean eval, 4 ") or r["op"].endswith("batch 2") for r in rows)
+    assert modes[1:3] == [{"surrogate"}, {"exact"}]
+    assert all(r["ratio_to_conv"] == 2.0 for r in rows)
