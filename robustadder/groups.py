@@ -100,19 +100,26 @@ class GroupComparison:
             "verdicts": self.sentences(), "settings": self.settings, "protocol": self.protocol, "notes": self.notes,
         })  # fmt: skip
 
-    def _display(self, esc) -> pd.DataFrame:
+    def _display(self, esc, html: bool = False) -> pd.DataFrame:
+        """The per-model table as text cells (escaped by ``esc``).
+
+        In HTML each interval stands on a line of its own, small, as in the report's tables (on one line the eps
+        columns ran past the page).
+        """
+
+        def ci(value: str, low: str, high: str) -> str:
+            return f"{value}<br><span class='ci'>[{low}, {high}]</span>" if html else f"{value} [{low}, {high}]"
+
         rows = []
         for r in self.models.itertuples():
             row = {
                 "class": esc(r.group), "model": esc(r.model),
-                "clean": f"{r.clean_accuracy:.1f} [{r.clean_ci_low:.1f}, {r.clean_ci_high:.1f}]",
-                "median eps (/255)": f"{r.median * 255:.3g} [{r.median_ci_low * 255:.3g}, {r.median_ci_high * 255:.3g}]",
-                f"area to {self.settings['limit'] * 255:.3g}/255": f"{r.area:.1f}",
+                "clean": ci(f"{r.clean_accuracy:.1f}", f"{r.clean_ci_low:.1f}", f"{r.clean_ci_high:.1f}"),
+                "median eps (/255)": ci(*(f"{v * 255:.3f}" for v in (r.median, r.median_ci_low, r.median_ci_high))),
+                f"area to {self.settings['limit'] * 255:.3g}/255": f"{r.area:.2f}",
             }  # fmt: skip
             for e in self.settings["eps"]:
-                key = format_eps(e)
-                row[key] = (f"{getattr(r, _eps_column(e))[0]:.1f} "
-                            f"[{getattr(r, _eps_column(e))[1]:.1f}, {getattr(r, _eps_column(e))[2]:.1f}]")  # fmt: skip
+                row[format_eps(e)] = ci(*(f"{v:.1f}" for v in getattr(r, _eps_column(e))))
             row["below FMN"] = str(int(r.broken_below))
             rows.append(row)
         return pd.DataFrame(rows)
@@ -143,7 +150,7 @@ class GroupComparison:
         return (
             f"<section><h2 id='{html(anchor)}'>The answer: {names}</h2>"
             + "".join(f"<p><b>{html(s)}</b></p>" for s in self.sentences())
-            + _table_and_figure(anchor, self._display(html), plot_curves(self, format="png"), "robustness curves",
+            + _table_and_figure(anchor, self._display(html, html=True), plot_curves(self, format="png"), "robustness curves",
                                 "Robustness curves (envelope), 95 % Wilson bands")  # fmt: skip
             + f"<p>{html(self.protocol)}</p>" + "".join(f"<p>{html(n)}</p>" for n in self.notes) + "</section>"
         )
@@ -385,12 +392,12 @@ def medians_across(answers: Sequence[GroupComparison]) -> pd.DataFrame:
 def _across_display(answers: Sequence[GroupComparison], esc) -> pd.DataFrame:
     frame, rows = medians_across(answers), []
     for (_, comparison, label), part in frame.groupby(["answer", "comparison", "class"], sort=False):
-        runs = "; ".join(f"{esc(r.model)} {r.median * 255:.3g} [{r.ci_low * 255:.3g}, {r.ci_high * 255:.3g}]"
+        runs = "; ".join(f"{esc(r.model)} {r.median * 255:.3f} [{r.ci_low * 255:.3f}, {r.ci_high * 255:.3f}]"
                          for r in part.itertuples())  # fmt: skip
         spread = part["median"].max() - part["median"].min()
         rows.append({"comparison": esc(comparison), "class": esc(label), "runs": len(part),
-                     "mean of run medians (/255)": f"{part['median'].mean() * 255:.3g}",
-                     "spread between runs (/255)": f"{spread * 255:.3g}" if len(part) > 1 else "one run: unknown",
+                     "mean of run medians (/255)": f"{part['median'].mean() * 255:.3f}",
+                     "spread between runs (/255)": f"{spread * 255:.3f}" if len(part) > 1 else "one run: unknown",
                      "median minimal eps per run (/255) [95 % bootstrap]": runs})  # fmt: skip
     return pd.DataFrame(rows)
 

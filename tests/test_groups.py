@@ -189,12 +189,14 @@ def test_several_answers_get_each_class_median_across_them(tmp_path):
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
     rows = {c[1]: c for c in cells}
     assert [c[0] for c in cells] == ["ANN\\|20 vs CNN-20"] * 2 + ["ANN-32 vs CNN-32"] * 2
-    assert rows["ANN\\|20"][2:5] == ["2", "0.5", "0.2"]  # mean and spread of 0.6 and 0.4, the label's pipe escaped
-    assert rows["CNN-32"][2:5] == ["1", "0.45", "one run: unknown"]
+    assert rows["ANN\\|20"][2:5] == ["2", "0.500", "0.200"]  # mean and spread of 0.6 and 0.4, the label's pipe escaped
+    assert rows["CNN-32"][2:5] == ["1", "0.450", "one run: unknown"]  # three decimals, as the runs' medians
     assert (tmp_path / "d.png").read_bytes().startswith(b"\x89PNG")
     html = CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--format", "html"]).stdout
     assert "Across the answers" in html and html.count("data:image/png;base64,") == 3
     assert html.count("id='answer'") == 1 and html.count("id='answer-2'") == 1  # one id per answer
+    # each interval on a line of its own, small (on one line the table ran past the page); three decimals in /255
+    assert ">0.600<br><span class='ci'>[0.500, 0.700]</span><" in html and ">20.0<br><span class='ci'>[15.0, 25.0]</span><" in html
     assert CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--format", "html"]).stdout == html
     assert "--plot draws the answers side by side" in _one_line(
         ["report", "--store", str(store), answers[0], answers[1], "--plot", str(tmp_path / "one.png")])
