@@ -375,24 +375,25 @@ struct Shifted {
     /* the copies of the padded sample xp, row by row (rows past it are 0; the row phases no kernel row reads, such as
      * a 1x1 kernel's odd rows at stride 2, are neither written nor read) */
     template <typename T> void fill(const Geometry &g, const T *xp, T *xs) const {
-        const int64_t Hp = g.Hp(), Wp = g.Wp();
-        for (int64_t a = 0; a < s && a < g.kh; a++)
-            for (int64_t j = 0; j < kw; j++)
-                for (int64_t c = 0; c < g.C; c++)
-                    for (int64_t y = 0; y < Hq; y++) {
-                        T *dst = xs + (((a * kw + j) * g.C + c) * Hq + y) * Wo;
-                        const int64_t r = y * s + a;
-                        if (r >= Hp) {
-                            memset(dst, 0, Wo * sizeof(T));
-                            continue;
-                        }
-                        const T *src = xp + (c * Hp + r) * Wp + j;
-                        if (s == 1) copy_row<T>(dst, src, Wo);
-                        else if (s == 2)
-                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[2 * x]; /* a constant stride vectorizes */
+        /* locals, not members: the stores through T* could alias this->Wo, which was reloaded every row */
+        const int64_t Hp = g.Hp(), Wp = g.Wp(), st = s, wo = Wo, hq = Hq, C = g.C, kws = kw;
+        for (int64_t a = 0; a < st && a < g.kh; a++) {
+            const int64_t rows = std::min((Hp - a + st - 1) / st, hq); /* the rows y with y s + a < Hp */
+            for (int64_t j = 0; j < kws; j++)
+                for (int64_t c = 0; c < C; c++) {
+                    /* pointers stepped row by row: the index arithmetic per row had been half of this copy's time */
+                    T *dst = xs + ((a * kws + j) * C + c) * hq * wo;
+                    const T *src = xp + (c * Hp + a) * Wp + j;
+                    for (int64_t y = 0; y < rows; y++, dst += wo, src += st * Wp) {
+                        if (st == 1) copy_row<T>(dst, src, wo);
+                        else if (st == 2)
+                            for (int64_t x = 0; x < wo; x++) dst[x] = src[2 * x]; /* a constant stride vectorizes */
                         else
-                            for (int64_t x = 0; x < Wo; x++) dst[x] = src[x * s];
+                            for (int64_t x = 0; x < wo; x++) dst[x] = src[x * st];
                     }
+                    if (rows < hq) memset(dst, 0, (hq - rows) * wo * sizeof(T));
+                }
+        }
     }
 };
 
