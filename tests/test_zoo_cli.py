@@ -210,6 +210,20 @@ def test_a_training_seed_is_its_models_recipe_with_another_seed(name):
     assert {k: v for k, v in own.items() if k != "seed"} == {k: v for k, v in other.items() if k != "seed"}
 
 
+DEPTH32 = [name for name in SHIPPED if re.fullmatch(r"(ann|cnn)32(-awn)?", name)]
+
+
+@pytest.mark.parametrize("name", DEPTH32)
+def test_a_depth_32_model_is_its_depth_20_recipe_at_depth_32(name):
+    """`ann32` is trained exactly as `ann20` but for the depth: what the paper table's depth rows and the depth-32
+    class answer compare (issue 39)."""
+    base = name.replace("32", "20", 1)
+    zoo = load_zoo(DEFAULT_MANIFEST)
+    own, other = ({**RECIPE_KEYS_ADDED_LATER, **zoo[m].load().meta["recipe"]} for m in (name, base))
+    assert zoo[name].arch == zoo[base].arch.replace("resnet20", "resnet32") and own["arch"] == "resnet32"
+    assert {k: v for k, v in own.items() if k != "arch"} == {k: v for k, v in other.items() if k != "arch"}
+
+
 #: recipe keys that the training code records since after the seed-0 models were trained, with the value those had
 RECIPE_KEYS_ADDED_LATER = {"dataset": "cifar10"}
 
