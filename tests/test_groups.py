@@ -196,7 +196,8 @@ def test_several_answers_get_each_class_median_across_them(tmp_path):
     assert "Across the answers" in html and html.count("data:image/png;base64,") == 3
     assert html.count("id='answer'") == 1 and html.count("id='answer-2'") == 1  # one id per answer
     # each interval on a line of its own, small (on one line the table ran past the page); three decimals in /255
-    assert ">0.600<br><span class='ci'>[0.500, 0.700]</span><" in html and ">20.0<br><span class='ci'>[15.0, 25.0]</span><" in html
+    assert ">0.600<br><span class='ci'>[0.500, 0.700]</span><" in html
+    assert ">20.0<br><span class='ci'>[15.0, 25.0]</span><" in html
     assert CliRunner().invoke(main, ["report", "--store", str(store), *answers, "--format", "html"]).stdout == html
     assert "--plot draws the answers side by side" in _one_line(
         ["report", "--store", str(store), answers[0], answers[1], "--plot", str(tmp_path / "one.png")])
