@@ -1094,19 +1094,19 @@ void forward(const Geometry &g, const int64_t *rows, const T *x, const T *wt, T 
     }
 }
 
-/* d[k][q] = sum_o g[o][q] * f(W[o, k] - x[k][q]) for a tile: 2 vectors of positions x KB rows k0 + i ks; g rows are
+/* d[k][q] = sum_o g[o][q] * f(W[o, k] - x[k][q]) for a tile: 2 vectors of positions x KB rows; g rows are
  * gstride apart. MODE: 0 surrogate (clamp), 1 exact (sign), 2 convolution (f = W[o, k], x is not read).
  * The result is added into dst (b0 + off[k], b1 + off[k]: the padded input gradient, for a direct tile) or
  * stored there (the tile buffer, for a gathered one). */
 template <typename T, int MODE, int KB>
 inline void grad_block(const Tile<T> &x, const T *w, const T *gb, int64_t gstride, const Tile<T> &dst, bool add,
-                       int64_t K, int64_t O, int64_t k0, int64_t ks) {
+                       int64_t K, int64_t O, int64_t k0) {
     constexpr int VL = Traits<T>::VL;
     Vec<T> x0[KB], x1[KB], a0[KB], a1[KB];
     for (int i = 0; i < KB; i++) {
         if (MODE != 2) {
-            x0[i] = load<T>(x.b0 + x.off[k0 + i * ks]);
-            x1[i] = load<T>(x.b1 + x.off[k0 + i * ks]);
+            x0[i] = load<T>(x.b0 + x.off[k0 + i]);
+            x1[i] = load<T>(x.b1 + x.off[k0 + i]);
         }
         a0[i] = a1[i] = Vec<T>{};
     }
@@ -1114,7 +1114,7 @@ inline void grad_block(const Tile<T> &x, const T *w, const T *gb, int64_t gstrid
         const Vec<T> g0 = load<T>(gb + o * gstride), g1 = load<T>(gb + o * gstride + VL);
         const T *wo = w + o * K + k0;
         for (int i = 0; i < KB; i++) {
-            const Vec<T> wi = splat<T>(wo[i * ks]);
+            const Vec<T> wi = splat<T>(wo[i]);
             if (MODE == 2) {
                 a0[i] += g0 * wi;
                 a1[i] += g1 * wi;
@@ -1128,7 +1128,7 @@ inline void grad_block(const Tile<T> &x, const T *w, const T *gb, int64_t gstrid
         }
     }
     for (int i = 0; i < KB; i++) {
-        T *d0 = (T *)dst.b0 + dst.off[k0 + i * ks], *d1 = (T *)dst.b1 + dst.off[k0 + i * ks];
+        T *d0 = (T *)dst.b0 + dst.off[k0 + i], *d1 = (T *)dst.b1 + dst.off[k0 + i];
         store<T>(d0, add ? load<T>(d0) + a0[i] : a0[i]);
         store<T>(d1, add ? load<T>(d1) + a1[i] : a1[i]);
     }
@@ -1267,15 +1267,9 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
                 }
                 int64_t gs;
                 const T *gb = tile_gradient<T, PB>(gy + n * O * L + l0, L, O, count, gt, &gs);
-                /* blocks of KB channels' rows of one kernel offset (rows k0 + i taps), offset by offset: each element
-                 * still gets its terms in k order, and a block's rows never overlap, where consecutive rows k, read in
-                 * place, lie one float apart and each add waited for the previous row's store (see gradient_wide) */
-                const int64_t taps = g.kh * g.kw;
-                for (int64_t t = 0; t < taps; t++) {
-                    int64_t c = 0;
-                    for (; c + KB <= g.C; c += KB) grad_block<T, MODE, KB>(xt, w, gb, gs, dt, direct, K, O, c * taps + t, taps);
-                    for (; c < g.C; c++) grad_block<T, MODE, 1>(xt, w, gb, gs, dt, direct, K, O, c * taps + t, taps);
-                }
+                int64_t k0 = 0;
+                for (; k0 + KB <= K; k0 += KB) grad_block<T, MODE, KB>(xt, w, gb, gs, dt, direct, K, O, k0);
+                for (; k0 < K; k0++) grad_block<T, MODE, 1>(xt, w, gb, gs, dt, direct, K, O, k0);
                 if (!direct) scatter_tile<T>(g, rows, dblk, runs, nruns, dxp.data());
             }
             crop_sample<T>(g, dxp.data(), dx + n * chw);
