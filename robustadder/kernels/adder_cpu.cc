@@ -358,23 +358,21 @@ template <typename T, int64_t WP> inline bool scatter_sample(const Geometry &g, 
 template <typename T, int64_t PB = tile_positions<T>()>
 void scatter_tile(const Geometry &g, const int64_t *rows, const T *dblk, const Run *runs, int nruns, T *dxp) {
     constexpr int64_t VL = Traits<T>::VL;
-    const int64_t s = g.s, taps = g.kh * g.kw;
-    /* rows offset by offset, every channel in turn (see gradient_wide): the same order for every element */
-    for (int64_t k0 = 0; k0 < taps; k0++)
-        for (int64_t k = k0; k < g.K(); k += taps) {
-            const T *src = dblk + k * PB;
-            for (int r = 0; r < nruns; r++) {
-                const Run &u = runs[r];
-                T *d = dxp + rows[k] + u.src;
-                const T *sr = src + u.q0;
-                int64_t t = 0;
-                if (s == 1) {
-                    for (; t + VL <= u.len; t += VL) store<T>(d + t, load<T>(d + t) + load<T>(sr + t));
-                    for (; t + Half<T>::VL <= u.len; t += Half<T>::VL) add_half<T>(d + t, sr + t);
-                }
-                for (; t < u.len; t++) d[t * s] += sr[t];
+    const int64_t s = g.s;
+    for (int64_t k = 0; k < g.K(); k++) {
+        const T *src = dblk + k * PB;
+        for (int r = 0; r < nruns; r++) {
+            const Run &u = runs[r];
+            T *d = dxp + rows[k] + u.src;
+            const T *sr = src + u.q0;
+            int64_t t = 0;
+            if (s == 1) {
+                for (; t + VL <= u.len; t += VL) store<T>(d + t, load<T>(d + t) + load<T>(sr + t));
+                for (; t + Half<T>::VL <= u.len; t += Half<T>::VL) add_half<T>(d + t, sr + t);
             }
+            for (; t < u.len; t++) d[t * s] += sr[t];
         }
+    }
 }
 
 /* Column-shifted copies of a sample, for layers whose output rows are not a multiple of the vector length (the 8-wide
@@ -1177,17 +1175,11 @@ inline void gradient_wide(const Geometry &g, const int64_t *rows, const InPlace<
         G[q] = Vec<T>{};
         for (int64_t o = 0; o < O; o++) G[q] += load<T>(gb + o * gs + q * VL);
     }
-    /* rows k = (c, kernel offset) taken offset by offset, every channel in turn: read in place, row k + 1's input
-     * gradient lies one float beside row k's, and adding it right after k's store waited for that store (a load that
-     * partly overlaps a store in flight is not forwarded). Each element still gets its rows' terms in k order (one
-     * channel's rows, in offset order), so the same bits. */
-    const int64_t taps = g.kh * g.kw;
-    for (int64_t t = 0; t < taps; t++)
-        for (int64_t k = t; k < K; k += taps) {
-            const int64_t e = lists.start[k], m = lists.start[k + 1] - e;
-            for (int q0 = 0; q0 < R; q0 += RA_GR)
-                gradient_split<T, EXACT>(xt, dt, in_place, k, q0, lists.at.data() + e, lists.v.data() + e, m, gb, gs, G);
-        }
+    for (int64_t k = 0; k < K; k++) {
+        const int64_t e = lists.start[k], m = lists.start[k + 1] - e;
+        for (int q0 = 0; q0 < R; q0 += RA_GR)
+            gradient_split<T, EXACT>(xt, dt, in_place, k, q0, lists.at.data() + e, lists.v.data() + e, m, gb, gs, G);
+    }
     if (!in_place && !scatter_sample<T, WP>(g, dblk, l0, count, dxp)) scatter_tile<T, WP>(g, rows, dblk, runs, nruns, dxp);
 }
 
