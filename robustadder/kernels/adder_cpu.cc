@@ -1301,7 +1301,7 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
 extern "C" const char *adder_build_variant(void) {
     return "vector_bytes=" RA_STR(RA_VBYTES) " forward_block=2x" RA_STR(RA_OB) " grad_block=2x" RA_STR(RA_KB)
            " forward=min-identity tiles=padded sign_split=wide" RA_STR(RA_WR) "x" RA_STR(RA_GR) " in_place=phases+shifted"
-           " forward_chunk=" RA_STR(RA_KCHUNK_BYTES) " aligned_copies=64 grad_rows=by_offset"
+           " forward_chunk=" RA_STR(RA_KCHUNK_BYTES) " aligned_copies=64 sample_fold=registers"
 #if defined(__AVX512F__)
            " accumulate=fma"
 #endif
