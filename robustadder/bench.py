@@ -429,6 +429,23 @@ def end_to_end_rows(
     zoo = load_zoo()
     if all(name in zoo and zoo[name].present() for name in ("ann20", "cnn20")):
         pairs["zoo ann20 / cnn20"] = {"adder": zoo["ann20"].load().model, "conv": zoo["cnn20"].load().model}
+
+    def clean(model: torch.nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                for i in range(0, len(x), batch_size):
+                    model(x[i : i + batch_size])
+
+        return run
+
+    def step(model: torch.nn.Module) -> Callable[[], None]:
+        xb = x[:batch_size].clone().requires_grad_()
+
+        def run() -> None:
+            torch.autograd.grad(F.cross_entropy(model(xb), y), xb)
+
+        return run
+
     rows = []
     for weights, models in pairs.items():
         for m in models.values():
@@ -436,23 +453,6 @@ def end_to_end_rows(
             set_backend(m, backend)
             for p in m.parameters():
                 p.requires_grad_(False)
-
-        def clean(kind: str, models=models) -> Callable[[], None]:
-            def run() -> None:
-                with torch.no_grad():
-                    for i in range(0, len(x), batch_size):
-                        models[kind](x[i : i + batch_size])
-
-            return run
-
-        def step(kind: str, models=models) -> Callable[[], None]:
-            xb = x[:batch_size].clone().requires_grad_()
-
-            def run() -> None:
-                torch.autograd.grad(F.cross_entropy(models[kind](xb), y), xb)
-
-            return run
-
         for op, make, reps, grad in (
             (f"clean eval, {len(x)} {source}", clean, 3, "surrogate"),
             (f"fwd+input grad(surrogate), batch {batch_size}", step, 5, "surrogate"),
@@ -460,13 +460,13 @@ def end_to_end_rows(
         ):
             set_grad_mode(models["adder"], grad)
             with tf32(False):
-                ann, cnn = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+                ann, cnn = _time_pair(make(models["adder"]), make(models["conv"]), dev, reps, 120.0)
             row = {"layer": "resnet20 end-to-end", "op": op, "weights": weights,
                    "backend": get_backend(backend, dev).name, "ms": round(ann, 2), "conv_ms": round(cnn, 2),
                    "ratio_to_conv": round(ann / cnn, 3), "peak_mib": None}  # fmt: skip
             if dev.type == "cuda":
                 with tf32(True):
-                    ann2, cnn_tf = _time_pair(make("adder"), make("conv"), dev, reps, 120.0)
+                    ann2, cnn_tf = _time_pair(make(models["adder"]), make(models["conv"]), dev, reps, 120.0)
                 row.update(conv_tf32_ms=round(cnn_tf, 2), ratio_to_tf32=round(ann2 / cnn_tf, 3))
             rows.append(row)
     return rows

@@ -495,8 +495,8 @@ template <typename T> constexpr int64_t wide_positions() { return RA_WR * Traits
 /* Where a wide tile is read from the column-shifted copies or gathered, the forward walks its rows in chunks whose
  * slice of the tile stays in L1 (24 KB: 96 rows of a wide tile), every filter's list entries of one chunk before the
  * next chunk, the filters' running sums kept in the output between chunks. Walked whole, each filter re-read the
- * tile's data from L2 (the 8x8 layers' copies are 61 KB): 0.80-0.93x the forward time on the 8x8 3x3 layers
- * (A/B in one process, Zen 4; 16 KB chunks 0.83-0.94x, 32 KB 0.81-0.92x). The sums keep their order (k ascending
+ * tile's data from L2 (the 8x8 layers' copies are 61 KB): 0.80-0.94x the forward time on the 8x8 3x3 layer, 0.86-1.02x
+ * on the strided one (A/B in one process, Zen 4; 16 KB chunks and 32 KB ones measured no better). The sums keep their order (k ascending
  * in every chain), so the result is the same bits. */
 #ifndef RA_KCHUNK_BYTES
 #define RA_KCHUNK_BYTES 24576
@@ -1014,20 +1014,15 @@ inline void forward_wide(const Geometry &g, const int64_t *rows, const InPlace<T
     T *out = full ? yn + l0 : res;
     const int64_t os = full ? L : WP;
     const int64_t *at = direct ? pos.at.data() : pos.at_gathered.data();
-    if (!direct || copies) { /* from the copies or gathered: tens of KB per tile, walked in chunks that stay in L1 */
-        const int64_t chunks = pos.chunks;
-        for (int64_t c = 0; c < chunks; c++)
-            for (int64_t o = 0; o < O; o++) {
-                const int64_t *cs = pos.chunk.data() + o * (chunks + 1) + c, e = cs[0];
-                forward_positive<T>(tile, at + e, pos.v.data() + e, cs[1] - e, out + o * os, sx, absw[o], c == 0,
-                                    c == chunks - 1);
-            }
-    } else { /* in place from the sample or its phases: the tile's rows overlap, a few KB that L1 holds whole */
+    /* from the copies or gathered (tens of KB per tile) chunk by chunk, so that each stays in L1; in place from the
+     * sample or its phases (overlapping rows, a few KB that L1 holds whole) all chunks in one walk */
+    const int64_t chunks = pos.chunks, step = !direct || copies ? 1 : chunks;
+    for (int64_t c = 0; c < chunks; c += step)
         for (int64_t o = 0; o < O; o++) {
-            const int64_t e = pos.start[o];
-            forward_positive<T>(tile, at + e, pos.v.data() + e, pos.start[o + 1] - e, out + o * os, sx, absw[o], true, true);
+            const int64_t *cs = pos.chunk.data() + o * (chunks + 1) + c, e = cs[0];
+            forward_positive<T>(tile, at + e, pos.v.data() + e, cs[step] - e, out + o * os, sx, absw[o], c == 0,
+                                c + step >= chunks);
         }
-    }
     if (!full)
         for (int64_t o = 0; o < O; o++) memcpy(yn + o * L + l0, res + o * WP, count * sizeof(T));
 }
