@@ -414,6 +414,14 @@ def test_benchmark_records_the_machine_it_ran_on():
     assert f"vector_bytes={64 if ' avx512f' in flags else 32 if ' avx2' in flags else 16}" in info["cpu_kernel"]
 
 
+def _assert_timed_against_conv(rows: list[dict]) -> None:
+    """Both times measured, and the ratio theirs: of the unrounded times, itself rounded to 3 decimals (so a tiny
+    ratio, e.g. on a busy machine, differs from the rounded times' by up to 5e-4)."""
+    for r in rows:
+        ratio = pytest.approx(r["ms"] / r["conv_ms"], rel=0.02, abs=5e-4)
+        assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == ratio
+
+
 def test_benchmark_times_the_general_paths_on_inputs_with_a_negative_value(monkeypatch):
     """The per-layer inputs are >= 0 (the sign-split paths); the general-path rows feed each sample a negative value."""
     import robustadder.bench as bench
@@ -425,10 +433,7 @@ def test_benchmark_times_the_general_paths_on_inputs_with_a_negative_value(monke
     assert len(rows) == len(bench.OPS) * len(bench.resnet20_layer_shapes())
     assert {r["op"] for r in rows} == {f"general path {op}" for op in bench.OPS}
     assert seen and all(bool((x.flatten(1).min(dim=1).values < 0).all()) for x in seen)
-    for r in rows:
-        # the ratio is of the unrounded times, itself rounded to 3 decimals (a tiny ratio, on a busy machine, by up to 5e-4)
-        ratio = pytest.approx(r["ms"] / r["conv_ms"], rel=0.02, abs=5e-4)
-        assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == ratio
+    _assert_timed_against_conv(rows)
 
 
 def test_benchmark_times_the_deterministic_convolutions_against_conv2d():
@@ -437,9 +442,7 @@ def test_benchmark_times_the_deterministic_convolutions_against_conv2d():
     rows = deterministic_conv_rows(batch_size=2, repeats=1)
     assert len(rows) == 2 * len(resnet20_layer_shapes())
     assert {r["op"] for r in rows} == {"deterministic conv forward", "deterministic conv forward+grad_input"}
-    for r in rows:  # the ratio is of the unrounded times, itself rounded to 3 decimals (a tiny ratio by up to 5e-4)
-        ratio = pytest.approx(r["ms"] / r["conv_ms"], rel=0.02, abs=5e-4)
-        assert r["ms"] > 0 and r["conv_ms"] > 0 and r["ratio_to_conv"] == ratio
+    _assert_timed_against_conv(rows)
 
 
 def test_benchmark_times_the_attack_step_of_the_trained_zoo_pair_through_both_gradients(monkeypatch):
