@@ -375,26 +375,31 @@ void scatter_tile(const Geometry &g, const int64_t *rows, const T *dblk, const R
     }
 }
 
-/* dst's rows (n floats each, n apart) = every other float of src's rows (pitch apart), for rows of at most one vector:
- * the stride-2 copies of CIFAR's stride-2 layers (8 or 16 floats a row). Per row two masked loads, one permute and one
- * masked store, where the compiler's loop copied them one float at a time (rows shorter than its vectorized loop's
- * step): that copy had been 36 % of the stride-2 8x8 layer's forward. Returns false where it does not apply. */
-template <typename T> inline bool every_other_rows(T *dst, const T *src, int64_t rows, int64_t n, int64_t pitch) {
+/* dst's rows (n floats each, n apart) = every st-th float (st = 1 or 2) of src's rows (pitch apart), for rows of at
+ * most one vector: the column-shifted copies of CIFAR's 8x8 and 16x16 layers. Per row one or two masked loads, a
+ * permute for st = 2, and one masked store. The compiler's loops had copied the stride-2 8-float rows one float at a
+ * time (rows shorter than its vector step: 36 % of the strided 8x8 layer's forward in a profile) and the stride-1 rows
+ * through copy_row's branches (10 % of the 8x8 layer's). Returns false where it does not apply. */
+template <typename T> inline bool copy_rows(T *dst, const T *src, int64_t rows, int64_t n, int64_t pitch, int64_t st) {
 #if defined(__AVX512F__)
     if constexpr (sizeof(T) == 4) {
-        if (n > 16 || n < 1) return false;
-        const int64_t span = 2 * n - 1; /* the floats a row reads: src[0], src[2], ..., src[2 n - 2] */
+        if (n > 16 || n < 1 || st < 1 || st > 2) return false;
+        const int64_t span = st * (n - 1) + 1; /* the floats a row reads: src[0], src[st], ..., src[st (n - 1)] */
         const __mmask16 lo = (__mmask16)(span >= 16 ? 0xffffu : (1u << span) - 1);
         const __mmask16 hi = (__mmask16)(span > 16 ? (1u << (span - 16)) - 1 : 0), out = (__mmask16)((1u << n) - 1);
         const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        for (int64_t y = 0; y < rows; y++, dst += n, src += pitch) {
-            const __m512 a = _mm512_maskz_loadu_ps(lo, src), b = _mm512_maskz_loadu_ps(hi, src + 16);
-            _mm512_mask_storeu_ps((float *)dst, out, _mm512_permutex2var_ps(a, even, b));
-        }
+        if (st == 1)
+            for (int64_t y = 0; y < rows; y++, dst += n, src += pitch)
+                _mm512_mask_storeu_ps((float *)dst, out, _mm512_maskz_loadu_ps(lo, src));
+        else
+            for (int64_t y = 0; y < rows; y++, dst += n, src += pitch) {
+                const __m512 a = _mm512_maskz_loadu_ps(lo, src), b = _mm512_maskz_loadu_ps(hi, src + 16);
+                _mm512_mask_storeu_ps((float *)dst, out, _mm512_permutex2var_ps(a, even, b));
+            }
         return true;
     }
 #endif
-    (void)dst, (void)src, (void)rows, (void)n, (void)pitch;
+    (void)dst, (void)src, (void)rows, (void)n, (void)pitch, (void)st;
     return false;
 }
 
@@ -441,7 +446,7 @@ struct Shifted {
                     /* pointers stepped row by row: the index arithmetic per row had been half of this copy's time */
                     T *dst = xs + ((a * kws + j) * C + c) * hq * wo;
                     const T *src = xp + (c * Hp + a) * Wp + j;
-                    if (st == 2 && every_other_rows<T>(dst, src, rows, wo, 2 * Wp)) {
+                    if (copy_rows<T>(dst, src, rows, wo, st * Wp, st)) {
                         dst += rows * wo;
                     } else {
                         for (int64_t y = 0; y < rows; y++, dst += wo, src += st * Wp) {
@@ -1323,7 +1328,7 @@ void grad_input(const Geometry &g, const int64_t *rows, const T *x, const T *w, 
 extern "C" const char *adder_build_variant(void) {
     return "vector_bytes=" RA_STR(RA_VBYTES) " forward_block=2x" RA_STR(RA_OB) " grad_block=2x" RA_STR(RA_KB)
            " forward=min-identity tiles=padded sign_split=wide" RA_STR(RA_WR) "x" RA_STR(RA_GR) " in_place=phases+shifted"
-           " forward_chunk=" RA_STR(RA_KCHUNK_BYTES) " aligned_copies=64 sample_fold=registers stride2_copy=permute"
+           " forward_chunk=" RA_STR(RA_KCHUNK_BYTES) " aligned_copies=64 sample_fold=registers copies=masked_rows"
 #if defined(__AVX512F__)
            " accumulate=fma"
 #endif
