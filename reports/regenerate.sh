@@ -62,26 +62,40 @@ done
 # the class-level answer (issue 36): ANN-20 against CNN-20 as classes of training seeds, on minimal perturbations
 # (FMN, both adder gradients) enveloped with PGD-20x2 at 1, 2, 4, 8/255; then the calibration of that curve against
 # the committed PGD + AutoAttack worst case of the seed-0 pair (same images, cells reused). Its compute time is kept.
+# The same answer at depth 32 (issue 39) once ann32 and cnn32 are in the zoo.
 N_CLASS=${N_CLASS:-1000}  # 0: skip
+class_answer() {  # NAME GROUP-ARGS...: reports/NAME.{md,png,json} and the cells' compute time in reports/NAME.time
+    local name=$1 start=$SECONDS cost
+    shift
+    "$R" compare "$@" --n "$N_CLASS" --store "$STORE" --format md -o "reports/$name.md" --plot "reports/$name.png"
+    "$R" compare "$@" --n "$N_CLASS" --store "$STORE" --format json -o "reports/$name.json"
+    # the cells' seconds as stored when they ran (the run may span sessions: wall time says nothing)
+    cost=$(sed -n 's/^Compute: \(.*\) of cell time.*/\1/p' "reports/$name.md")
+    echo "${cost:-?} of cell compute ($(( (SECONDS - start) / 60 )) min wall in this run), $(nproc) CPU cores, $(date -u +%Y-%m-%d)" \
+        > "reports/$name.time"
+}
+in_zoo() {  # whether every named model is in the zoo with its weights present
+    "$R" models --json | "$BIN/python" -c 'import json, sys
+present = {m["name"]: m["present"] for m in json.load(sys.stdin)}
+sys.exit(0 if all(present.get(name) for name in sys.argv[1:]) else 1)' "$@"
+}
 if [ "$N_CLASS" != 0 ] && [ "$RENDER_ONLY" != 1 ]; then
-    start=$SECONDS
-    "$R" compare "${REF_CLASSES[@]}" --n "$N_CLASS" --store "$STORE" --format md -o reports/class-ann20-vs-cnn20.md \
-        --plot reports/class-ann20-vs-cnn20.png
-    "$R" compare "${REF_CLASSES[@]}" --n "$N_CLASS" --store "$STORE" --format json -o reports/class-ann20-vs-cnn20.json
+    class_answer class-ann20-vs-cnn20 "${REF_CLASSES[@]}"
     if [ "$N_CLASS" = 1000 ]; then  # the committed seed-0 compare is on the first 1,000 images
         "$BIN/python" scripts/fmn_calibration.py --compare reports/compare-ann20-vs-cnn20.json --store "$STORE" \
             > reports/class-calibration.md.tmp
         mv reports/class-calibration.md.tmp reports/class-calibration.md
     fi
-    # its compute time: the cells' seconds as stored when they ran (the run may span sessions: wall time says nothing)
-    cost=$(sed -n 's/^Compute: \(.*\) of cell time.*/\1/p' reports/class-ann20-vs-cnn20.md)
-    echo "${cost:-?} of cell compute ($(( (SECONDS - start) / 60 )) min wall in this run), $(nproc) CPU cores, $(date -u +%Y-%m-%d)" \
-        > reports/class-ann20-vs-cnn20.time
+    ! in_zoo ann32 cnn32 || class_answer class-ann32-vs-cnn32 "${REF_CLASSES_32[@]}"
 fi
 
-# the page leads with the class-level answer when there is one, then the paper-style tables
+# the page leads with the class-level answer(s) when there are any, then the paper-style tables; with both depths'
+# answers also a table and a plot of each class's median minimal eps across the depths (class-depth.png)
 answer=()
-[ ! -f reports/class-ann20-vs-cnn20.json ] || answer=(--answer reports/class-ann20-vs-cnn20.json)
+for name in class-ann20-vs-cnn20 class-ann32-vs-cnn32; do
+    [ ! -f "reports/$name.json" ] || answer+=(--answer "reports/$name.json")
+done
+[ "${#answer[@]}" -lt 4 ] || answer+=(--plot reports/class-depth.png)
 "$R" report "${answer[@]}" --sweep reports/paper.toml --sweep reports/eps-sweep.toml --sweep reports/settings.toml --checks \
     --store "$STORE" --format html --intervals -o reports/index.html
 
@@ -125,6 +139,7 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
         echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"
     done
     [ "$N_CLASS" = 0 ] || [ ! -f reports/class-ann20-vs-cnn20.time ] || echo "| class-level answer, ANN-20 vs CNN-20 (3 training seeds each) and its calibration against AutoAttack | \`class-ann20-vs-cnn20.{md,json,png}\`, \`class-calibration.md\` | first $N_CLASS | $(cat reports/class-ann20-vs-cnn20.time) |"
+    [ "$N_CLASS" = 0 ] || [ ! -f reports/class-ann32-vs-cnn32.time ] || echo "| class-level answer at depth 32, ANN-32 vs CNN-32 (one training run each), and the median minimal eps across depths | \`class-ann32-vs-cnn32.{md,json,png}\`, \`class-depth.png\` | first $N_CLASS | $(cat reports/class-ann32-vs-cnn32.time) |"
     echo "| all tables, plots and checks | \`index.html\` | | |"
     echo "| operation counts and energy | \`models-ops.txt\` | | |"
     echo
