@@ -74,10 +74,11 @@ class_answer() {  # NAME GROUP-ARGS...: reports/NAME.{md,png,json} and the cells
     echo "${cost:-?} of cell compute ($(( (SECONDS - start) / 60 )) min wall in this run), $(nproc) CPU cores, $(date -u +%Y-%m-%d)" \
         > "reports/$name.time"
 }
-in_zoo() {  # whether every named model is in the zoo with its weights present
-    "$R" models --json | "$BIN/python" -c 'import json, sys
-present = {m["name"]: m["present"] for m in json.load(sys.stdin)}
-sys.exit(0 if all(present.get(name) for name in sys.argv[1:]) else 1)' "$@"
+in_zoo() {  # whether every named model is one of the zoo's own, its weights committed (models/NAME.pt)
+    local name
+    for name in "$@"; do
+        grep -q "^\[models\.$name\]" models/zoo.toml 2>/dev/null && [ -f "models/$name.pt" ] || return 1
+    done
 }
 if [ "$N_CLASS" != 0 ] && [ "$RENDER_ONLY" != 1 ]; then
     class_answer class-ann20-vs-cnn20 "${REF_CLASSES[@]}"

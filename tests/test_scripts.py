@@ -104,12 +104,17 @@ esac
 """
 
 
-def _regenerate(tmp_path: Path, readme: str | None, plan: str, **env: str) -> tuple[str, list[str]]:
-    """Run a copy of reports/regenerate.sh in a scratch tree whose robustadder is FAKE_CLI."""
+def _regenerate(tmp_path: Path, readme: str | None, plan: str, zoo: tuple[str, ...] = (), **env: str) -> tuple[str, list[str]]:
+    """Run a copy of reports/regenerate.sh in a scratch tree whose robustadder is FAKE_CLI (``zoo``: the zoo's own
+    models of that tree, each with a manifest entry and a weights file)."""
     root = Path(__file__).resolve().parents[1]
     tree = tmp_path / "tree"
     shutil.copytree(root / "attacks", tree / "attacks")
     (tree / "reports").mkdir()
+    (tree / "models").mkdir()
+    (tree / "models" / "zoo.toml").write_text("".join(f'[models.{name}]\npath = "{name}.pt"\n\n' for name in zoo))
+    for name in zoo:
+        (tree / "models" / f"{name}.pt").write_bytes(b"weights")
     for name in ("regenerate.sh", "reference-models.sh"):
         shutil.copy(root / "reports" / name, tree / "reports" / name)
     if readme is not None:
@@ -163,6 +168,25 @@ def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_pat
     assert page.startswith("report --answer reports/class-ann20-vs-cnn20.json --sweep")  # the answer leads the page
     assert calls.index(page) > calls.index(classes[-1])
     assert "notes" not in readme and "partial" not in readme and readme.startswith("# Reference reports\n")
+
+
+def test_regenerate_adds_the_depth_32_answer_once_both_models_are_in_the_zoo(tmp_path):
+    """Issue 39: with ann32 and cnn32 in the zoo the script also runs the class-level answer at depth 32 (one training
+    run per class) and the page leads with both answers and their plot across depths; with one of them missing it
+    runs neither (a half answer is no answer)."""
+    plan = "paper 30, to run 0\neps-sweep 40, to run 0\nsettings 24, to run 0\n"
+    depth32 = "compare --group ANN-32=ann32 --group CNN-32=cnn32 --n 1000"
+    readme, calls = _regenerate(tmp_path / "both", None, plan, zoo=("ann20", "ann32", "cnn32"), N_CHECK="0", N_COMPARE="0")
+    classes = [c for c in calls if c.startswith(depth32)]
+    assert len(classes) == 2 and any("-o reports/class-ann32-vs-cnn32.json" in c for c in classes)
+    page = next(c for c in calls if c.startswith("report") and "index.html" in c)
+    assert page.startswith("report --answer reports/class-ann20-vs-cnn20.json --answer reports/class-ann32-vs-cnn32.json "
+                           "--plot reports/class-depth.png --sweep")  # fmt: skip
+    assert "class-ann32-vs-cnn32.{md,json,png}" in readme and "class-depth.png" in readme
+    readme, calls = _regenerate(tmp_path / "one", None, plan, zoo=("ann32",), N_CHECK="0", N_COMPARE="0")
+    assert not any(c.startswith(depth32) for c in calls) and "class-ann32" not in readme
+    page = next(c for c in calls if c.startswith("report") and "index.html" in c)
+    assert "class-ann32" not in page and "--plot" not in page
 
 
 def test_fmn_calibration_sets_the_minimal_curve_beside_the_committed_fixed_eps_worst_case(tmp_path, monkeypatch, capsys):
