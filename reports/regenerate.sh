@@ -96,7 +96,7 @@ answer=()
 for name in class-ann20-vs-cnn20 class-ann32-vs-cnn32; do
     [ ! -f "reports/$name.json" ] || answer+=(--answer "reports/$name.json")
 done
-[ "${#answer[@]}" -lt 4 ] || answer+=(--plot reports/class-depth.png)
+[ "${#answer[@]}" -lt 4 ] || answer+=(--plot reports/class-depth.png)  # two or more answers (two words each)
 "$R" report "${answer[@]}" --sweep reports/paper.toml --sweep reports/eps-sweep.toml --sweep reports/settings.toml --checks \
     --store "$STORE" --format html --intervals -o reports/index.html
 
