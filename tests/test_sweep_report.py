@@ -597,6 +597,23 @@ def test_a_depth_axis_groups_the_rows_with_each_depths_deltas(world):
     assert latex.index("14 & ANN-14") > latex.index("$\\Delta$ ANN $-$ CNN")
 
 
+def test_a_depth_block_stays_integer_while_a_model_has_not_run_yet(world):
+    """A partial run (a model of the sweep without cells yet, as when a new depth joins a preset): the known depths
+    still read 8, not 8.0, and the model not yet run stands under "other" with its cells missing."""
+    tmp, sweep = world
+    text = sweep.read_text().replace('bn = ["eval", "train"]', 'bn = "eval"').replace("seed = [0, 1]", "seed = 0")
+    sweep.write_text(text.replace('rows = ["model", "bn"]', 'rows = ["depth", "model"]').replace(
+        'columns = ["attack", "eps_label"]', 'columns = ["attack"]').replace('eps = ["4/255", "8/255"]', 'eps = ["8/255"]'))
+    with Store.open(tmp / "d.sqlite") as db:
+        run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
+        save_checkpoint(tmp / "later.pt", make_tiny("adder", n=2)[0].model)
+        sweep.write_text(sweep.read_text().replace('{ref = "gone.pt", label = "gone"}', '{ref = "later.pt", label = "later"}'))
+        report = rep.build(db, load_sweep(sweep))
+    assert list(report.wide.index)[:2] == [(8, "ANN"), (8, "CNN")] and (("other", "later") in list(report.wide.index))
+    md = rep.render(report, "md")
+    assert "| 8 " in md and "8.0" not in md
+
+
 def test_failed_cells_and_skipped_models_are_reported_as_such(finished):
     tmp, sweep, store, report = finished
     p = report.provenance

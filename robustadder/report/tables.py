@@ -111,7 +111,8 @@ def build(store: Store, sweep: SweepConfig | SweepPlan | ReportPlan, *, n: int |
     rows, cols = _layout(plan, data)
     if "depth" in rows + cols:  # an axis of the model, not of the grid: read from what the store says of it
         depth = {label: (m.info.get("depth") or "other") for label, m in plan.models.items()}
-        data = data.assign(depth=data["model"].map(depth).fillna("other"))
+        # looked up one by one: a mapping's misses would be NaN, turning every depth into a float (20.0)
+        data = data.assign(depth=[depth.get(label, "other") for label in data["model"]])
     if "attack" not in rows + cols:
         data = data[data["attack"] != WORST]
     if "eps_label" in rows and "attack" in cols:  # clean accuracy has no eps: show it on every eps row
