@@ -641,6 +641,9 @@ def test_presets_parse():
     paper = load_sweep(rep.preset_path("paper"))
     assert [a.label for a in paper.attacks] == ["Clean", "FGSM", "BIM-7", "PGD-7", "MIM-5", "R-FGSM-5"]
     assert all(a.eps == pytest.approx(8 / 255) for a in paper.attacks if a.name != "none")
+    # the paper's two depths, laid out as its table: a ResNet-20 and a ResNet-32 block, ANN and CNN in each
+    assert {"ANN-20", "CNN-20", "ANN-32", "CNN-32"} <= {m.label for m in paper.models}
+    assert paper.report["rows"] == ["depth", "model"]
     eps = load_sweep(rep.preset_path("eps"))
     assert sorted({round(a.eps * 255) for a in eps.attacks}) == [1, 2, 4, 8, 16]
     assert {a.label for a in eps.attacks} == {"PGD-20", "AutoAttack"}
