@@ -562,6 +562,15 @@ def test_eps_in_numeric_order_and_bold_only_for_a_unique_best(world):
                 assert not mask.loc[peers, c].any()
 
 
+def _as_depth_table(sweep, gone='{ref = "gone.pt", label = "gone"}'):
+    """The `world` sweep as the paper's depth table (rows depth × model, one eps, BN and seed), `gone` in the
+    missing model's place."""
+    text = sweep.read_text().replace('{ref = "gone.pt", label = "gone"}', gone)
+    text = text.replace('bn = ["eval", "train"]', 'bn = "eval"').replace("seed = [0, 1]", "seed = 0")
+    sweep.write_text(text.replace('rows = ["model", "bn"]', 'rows = ["depth", "model"]').replace(
+        'columns = ["attack", "eps_label"]', 'columns = ["attack"]').replace('eps = ["4/255", "8/255"]', 'eps = ["8/255"]'))
+
+
 def test_a_depth_axis_groups_the_rows_with_each_depths_deltas(world):
     """`rows = ["depth", "model"]` (the paper's ResNet-20 / -32 blocks): each model only under its own depth, the
     ANN − CNN rows inside their depth's block, the best model bold per depth."""
@@ -573,11 +582,7 @@ def test_a_depth_axis_groups_the_rows_with_each_depths_deltas(world):
     for kind, seed in (("adder", 2), ("conv", 3)):
         torch.manual_seed(seed)
         save_checkpoint(tmp / f"{kind}14.pt", CifarResNet(14, kind).eval())
-    text = sweep.read_text().replace('{ref = "gone.pt", label = "gone"}',
-                                     '{ref = "adder14.pt", label = "ANN-14"}, {ref = "conv14.pt", label = "CNN-14"}')
-    text = text.replace('bn = ["eval", "train"]', 'bn = "eval"').replace("seed = [0, 1]", "seed = 0")
-    sweep.write_text(text.replace('rows = ["model", "bn"]', 'rows = ["depth", "model"]').replace(
-        'columns = ["attack", "eps_label"]', 'columns = ["attack"]').replace('eps = ["4/255", "8/255"]', 'eps = ["8/255"]'))
+    _as_depth_table(sweep, '{ref = "adder14.pt", label = "ANN-14"}, {ref = "conv14.pt", label = "CNN-14"}')
     with Store.open(tmp / "d.sqlite") as db:
         run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
         report = rep.build(db, load_sweep(sweep))
@@ -601,13 +606,11 @@ def test_a_depth_block_stays_integer_while_a_model_has_not_run_yet(world):
     """A partial run (a model of the sweep without cells yet, as when a new depth joins a preset): the known depths
     still read 8, not 8.0, and the model not yet run stands under "other" with its cells missing."""
     tmp, sweep = world
-    text = sweep.read_text().replace('bn = ["eval", "train"]', 'bn = "eval"').replace("seed = [0, 1]", "seed = 0")
-    sweep.write_text(text.replace('rows = ["model", "bn"]', 'rows = ["depth", "model"]').replace(
-        'columns = ["attack", "eps_label"]', 'columns = ["attack"]').replace('eps = ["4/255", "8/255"]', 'eps = ["8/255"]'))
+    _as_depth_table(sweep)
     with Store.open(tmp / "d.sqlite") as db:
         run_sweep(plan_sweep(load_sweep(sweep), data=tmp, store=db), db, progress=False)
         save_checkpoint(tmp / "later.pt", make_tiny("adder", n=2)[0].model)
-        sweep.write_text(sweep.read_text().replace('{ref = "gone.pt", label = "gone"}', '{ref = "later.pt", label = "later"}'))
+        _as_depth_table(sweep, '{ref = "later.pt", label = "later"}')
         report = rep.build(db, load_sweep(sweep))
     assert list(report.wide.index)[:2] == [(8, "ANN"), (8, "CNN")] and (("other", "later") in list(report.wide.index))
     md = rep.render(report, "md")
