@@ -7,6 +7,7 @@
 #   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh            # every model
 #   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh ann20-seed1 # only the named ones
 #   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh ann32 cnn32 # the ResNet-32 pair (issue 39)
+#   ROBUSTADDER_DATA=../shared/data bash models/train_zoo.sh ann32-seed1 cnn32-seed1 ann32-seed2 cnn32-seed2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-30}
@@ -38,3 +39,8 @@ train ann32 0 --arch resnet32 --kind adder
 train cnn32 0 --arch resnet32 --kind conv
 train ann32-awn 0 --arch resnet32 --kind adder --awn
 train cnn32-awn 0 --arch resnet32 --kind conv --awn
+# training seeds of ann32 and cnn32 (the depth-32 class answer about architectures, as issue 36's at depth 20)
+train ann32-seed1 1 --arch resnet32 --kind adder
+train cnn32-seed1 1 --arch resnet32 --kind conv
+train ann32-seed2 2 --arch resnet32 --kind adder
+train cnn32-seed2 2 --arch resnet32 --kind conv
