@@ -14,7 +14,8 @@ rows of ANN-20 vs CNN-20 of the same architecture: clean evaluation of 1,000 ima
 per adder gradient, with untrained weights and with the zoo's trained pair (the kernel's paths depend on
 the weights). The per-layer inputs are
 uniform in [0, 1], like the ReLU outputs adder layers read, so the cpu backend takes its sign-split paths;
-``general path`` rows time the paths a sample with a negative input takes.
+``general path`` rows time the paths a sample with a negative input takes, ``trained layer`` rows the zoo's
+trained ``ann20`` on the inputs and output gradients of an attack step (the paths depend on the data).
 """
 
 from __future__ import annotations
@@ -378,6 +379,70 @@ def general_path_rows(batch_size: int = 128, repeats: int = 9) -> list[dict]:
     return rows
 
 
+def _test_images(n: int, data) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` CIFAR-10 test images and labels, or random images (labels 0) where the data is not here."""
+    from .data import load_cifar10
+    from .errors import UserError
+
+    try:
+        x, y = load_cifar10("test", data).first(n).tensors()
+        return x, y, "CIFAR-10 test images"
+    except UserError:
+        x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        return x, torch.zeros(n, dtype=torch.long), "random images"
+
+
+def trained_layer_rows(batch_size: int = 128, repeats: int = 9, data=None) -> list[dict]:
+    """The cpu backend against ``F.conv2d`` on the zoo's trained ``ann20``, layer by layer, as an attack step sees it.
+
+    Its weights, the inputs its layers read and the output gradients an attack step back-propagates. The per-layer
+    rows above feed uniform [0, 1] inputs and 5·N(0, 1) weights. The sign-split gradient folds every term whose
+    weight lies above the largest input of a tile, and a trained layer's ReLU inputs reach further than 1 (in the
+    zoo's ann20 the largest input of a 64-position tile has a median of 0.9-1.9 per layer, and a long tail), so a
+    trained layer compares more terms than the synthetic case: these rows time what an attack on a trained model
+    costs, layer by layer (the first layer of each distinct shape; the CIFAR-10 test images where present, else
+    random images, said in ``weights``). Empty when the zoo's ``ann20`` is not on this machine.
+    """
+    from .models.zoo import load_zoo
+
+    zoo = load_zoo()
+    if "ann20" not in zoo or not zoo["ann20"].present():
+        return []
+    model = zoo["ann20"].load().model.eval()
+    set_backend(model, "cpu")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, y, source = _test_images(batch_size, data)
+    names = {m: n for n, m in model.named_modules()}
+    cases: dict[tuple, list] = {}
+
+    def capture(module: Adder2d, inputs, out) -> None:
+        xi = inputs[0].detach()
+        key = (xi.shape[1], xi.shape[2], module.out_channels, module.kernel_size, module.stride, module.padding)
+        if key not in cases:
+            cases[key] = [LayerShape(names[module], *key), xi.clone(), module.adder.detach().clone()]
+            out.register_hook(lambda g: cases[key].append(g.detach().clone()) if len(cases[key]) == 3 else None)
+
+    handles = [m.register_forward_hook(capture) for m in adder_layers(model)]
+    xb = x.clone().requires_grad_()
+    torch.autograd.grad(F.cross_entropy(model(xb), y), xb)
+    for h in handles:
+        h.remove()
+    rows = []
+    for shape, xi, w, g in cases.values():
+        label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
+        conv = _conv_fns(xi, w, g, shape.stride, shape.padding)
+        fns = _op_fns("cpu", xi, w, g, shape.stride, shape.padding)
+        for op in OPS:
+            ms, conv_ms = _time_pair(fns[op], conv[op], torch.device("cpu"), repeats, 20.0)
+            rows.append(
+                {"layer": label, "op": f"trained layer {op}", "weights": f"zoo ann20 ({source})", "backend": "cpu",
+                 "ms": round(ms, 4), "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3),
+                 "peak_mib": None}
+            )  # fmt: skip
+    return rows
+
+
 def compile_rows() -> list[dict]:
     """First-use cost of the CPU kernel: a cold compile into an empty cache, then a cached load.
 
@@ -413,16 +478,9 @@ def end_to_end_rows(
     timed through the surrogate and the exact adder gradient, as ``grad=both`` attacks run both. Uses the
     CIFAR-10 test images when the data is available, random images otherwise.
     """
-    from .data import load_cifar10
-    from .errors import UserError
     from .models.zoo import load_zoo
 
-    try:
-        x, y = load_cifar10("test", data).first(n_images).tensors()
-        source = "CIFAR-10 test images"
-    except UserError:
-        x, source = torch.rand(n_images, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "random images"
-        y = torch.zeros(n_images, dtype=torch.long)
+    x, y, source = _test_images(n_images, data)
     dev = torch.device(device)
     x, y = x.to(dev), y[:batch_size].to(dev)
     pairs = {"untrained": {kind: create_model(f"resnet20_{kind}") for kind in ("adder", "conv")}}

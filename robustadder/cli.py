@@ -340,7 +340,7 @@ def bench_cmd() -> None:
     "Default: the fast backend of the device plus reference and official.",
 )
 @click.option("--repeats", type=int, default=9, show_default=True, help="Timed repeats of fast ops (median).")
-@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 for the end-to-end rows.")
+@click.option("--data", type=click.Path(), default=None, help="CIFAR-10 for the end-to-end and trained-layer rows.")
 @click.option("--imagenet/--no-imagenet", default=True, show_default=True,
               help="Also time an ImageNet ResNet-50 AdderNet forward (batch 8) against the conv ResNet-50.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of rows on stdout.")
@@ -359,6 +359,7 @@ def bench_kernels(batch_size, device, backends, repeats, data, imagenet, as_json
     rows = bench.kernel_rows(batch_size, names, device, repeats, progress=say)
     if not on_gpu and "cpu" in names:
         rows += bench.general_path_rows(batch_size, repeats)
+        rows += bench.trained_layer_rows(batch_size, repeats, data)
         rows += bench.deterministic_conv_rows(batch_size, repeats)
         rows += bench.compile_rows()
     # a GPU evaluates the whole test set in about the time a CPU takes for a tenth of it

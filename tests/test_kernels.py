@@ -467,3 +467,26 @@ def test_benchmark_times_the_attack_step_of_the_trained_zoo_pair_through_both_gr
     assert all(r["op"].startswith("clean eval, 4 ") or r["op"].endswith("batch 2") for r in rows)
     assert modes[1:3] == [{"surrogate"}, {"exact"}]
     assert all(r["ratio_to_conv"] == 2.0 for r in rows)
+
+
+def test_benchmark_times_the_trained_layers_on_the_inputs_and_gradients_of_an_attack_step(monkeypatch):
+    """The sign-split paths fold more terms on uniform [0, 1] inputs than on a trained layer's ReLU outputs: the
+    trained-layer rows time the zoo's ann20 on its own weights, layer inputs and back-propagated output gradients."""
+    import robustadder.bench as bench
+    from robustadder.models.zoo import load_zoo
+    from robustadder.nn import adder_layers
+
+    seen = []
+    real = bench._op_fns
+    monkeypatch.setattr(bench, "_op_fns", lambda name, x, w, g, *rest: seen.append((x, w, g)) or real(name, x, w, g, *rest))
+    rows = bench.trained_layer_rows(batch_size=2, repeats=1)
+    shapes = bench.resnet20_layer_shapes()
+    assert len(rows) == len(bench.OPS) * len(shapes)  # the zoo's files are committed
+    assert {r["op"] for r in rows} == {f"trained layer {op}" for op in bench.OPS}
+    assert all(r["weights"].startswith("zoo ann20 (") for r in rows)
+    trained = [layer.adder.detach() for layer in adder_layers(load_zoo()["ann20"].load().model)]
+    for (x, w, g), shape in zip(seen, shapes, strict=True):
+        assert any(torch.equal(w, t) for t in trained)  # the trained weights, not random ones
+        assert x.shape[1:] == (shape.c, shape.h, shape.h) and bool((x >= 0).all()) and bool((x == 0).any())  # ReLU outputs
+        assert g.shape[1] == shape.o and g.abs().sum() > 0  # a back-propagated output gradient
+    _assert_timed_against_conv(rows)
