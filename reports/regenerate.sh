@@ -62,7 +62,7 @@ done
 # the class-level answer (issue 36): ANN-20 against CNN-20 as classes of training seeds, on minimal perturbations
 # (FMN, both adder gradients) enveloped with PGD-20x2 at 1, 2, 4, 8/255; then the calibration of that curve against
 # the committed PGD + AutoAttack worst case of the seed-0 pair (same images, cells reused). Its compute time is kept.
-# The same answer at depth 32 (issue 39) once ann32 and cnn32 are in the zoo.
+# The same answer at depth 32 (issue 39) once ann32 and cnn32 are in the zoo, with the training seeds both classes ship.
 N_CLASS=${N_CLASS:-1000}  # 0: skip
 class_answer() {  # NAME GROUP-ARGS...: reports/NAME.{md,png,json} and the cells' compute time in reports/NAME.time
     local name=$1 start=$SECONDS cost
@@ -73,12 +73,6 @@ class_answer() {  # NAME GROUP-ARGS...: reports/NAME.{md,png,json} and the cells
     cost=$(sed -n 's/^Compute: \(.*\) of cell time.*/\1/p' "reports/$name.md")
     echo "${cost:-?} of cell compute ($(( (SECONDS - start) / 60 )) min wall in this run), $(nproc) CPU cores, $(date -u +%Y-%m-%d)" \
         > "reports/$name.time"
-}
-in_zoo() {  # whether every named model is one of the zoo's own, its weights committed (models/NAME.pt)
-    local name
-    for name in "$@"; do
-        grep -q "^\[models\.$name\]" models/zoo.toml 2>/dev/null && [ -f "models/$name.pt" ] || return 1
-    done
 }
 if [ "$N_CLASS" != 0 ] && [ "$RENDER_ONLY" != 1 ]; then
     class_answer class-ann20-vs-cnn20 "${REF_CLASSES[@]}"
@@ -140,7 +134,7 @@ notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
         echo "| \`check\` of $model | \`check-$model.md\` | first $N_CHECK | |"
     done
     [ "$N_CLASS" = 0 ] || [ ! -f reports/class-ann20-vs-cnn20.time ] || echo "| class-level answer, ANN-20 vs CNN-20 (3 training seeds each) and its calibration against AutoAttack | \`class-ann20-vs-cnn20.{md,json,png}\`, \`class-calibration.md\` | first $N_CLASS | $(cat reports/class-ann20-vs-cnn20.time) |"
-    [ "$N_CLASS" = 0 ] || [ ! -f reports/class-ann32-vs-cnn32.time ] || echo "| class-level answer at depth 32, ANN-32 vs CNN-32 (one training run each), and the median minimal eps across depths | \`class-ann32-vs-cnn32.{md,json,png}\`, \`class-depth.png\` | first $N_CLASS | $(cat reports/class-ann32-vs-cnn32.time) |"
+    [ "$N_CLASS" = 0 ] || [ ! -f reports/class-ann32-vs-cnn32.time ] || echo "| class-level answer at depth 32, ANN-32 vs CNN-32 ($([ "$REF_RUNS_32" = 1 ] && echo "one training run" || echo "$REF_RUNS_32 training seeds") each), and the median minimal eps across depths | \`class-ann32-vs-cnn32.{md,json,png}\`, \`class-depth.png\` | first $N_CLASS | $(cat reports/class-ann32-vs-cnn32.time) |"
     echo "| all tables, plots and checks | \`index.html\` | | |"
     echo "| operation counts and energy | \`models-ops.txt\` | | |"
     echo

@@ -183,10 +183,25 @@ def test_regenerate_adds_the_depth_32_answer_once_both_models_are_in_the_zoo(tmp
     assert page.startswith("report --answer reports/class-ann20-vs-cnn20.json --answer reports/class-ann32-vs-cnn32.json "
                            "--plot reports/class-depth.png --sweep")  # fmt: skip
     assert "class-ann32-vs-cnn32.{md,json,png}" in readme and "class-depth.png" in readme
+    assert "ANN-32 vs CNN-32 (one training run each)" in readme
     readme, calls = _regenerate(tmp_path / "one", None, plan, zoo=("ann32",), N_CHECK="0", N_COMPARE="0")
     assert not any(c.startswith(depth32) for c in calls) and "class-ann32" not in readme
     page = next(c for c in calls if c.startswith("report") and "index.html" in c)
     assert "class-ann32" not in page and "--plot" not in page
+
+
+def test_regenerate_answers_at_depth_32_with_every_training_seed_both_classes_ship(tmp_path):
+    """The depth-32 answer is about architectures once the zoo ships training seeds of both classes: seed K joins
+    both groups when ann32-seedK and cnn32-seedK are both in the zoo (a seed of one class alone would compare
+    unequal samples of training runs), and reports/README.md says how many runs each class has."""
+    plan = "paper 30, to run 0\neps-sweep 40, to run 0\nsettings 24, to run 0\n"
+    zoo = ("ann20", "ann32", "cnn32", "ann32-seed1", "cnn32-seed1", "ann32-seed2")
+    readme, calls = _regenerate(tmp_path, None, plan, zoo=zoo, N_CHECK="0", N_COMPARE="0")
+    depth32 = [c for c in calls if "ANN-32" in c]
+    assert len(depth32) == 2
+    groups = "compare --group ANN-32=ann32,ann32-seed1 --group CNN-32=cnn32,cnn32-seed1 --n 1000"
+    assert all(c.startswith(groups) for c in depth32)
+    assert "ANN-32 vs CNN-32 (2 training seeds each)" in readme
 
 
 def test_fmn_calibration_sets_the_minimal_curve_beside_the_committed_fixed_eps_worst_case(tmp_path, monkeypatch, capsys):
