@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ def resolve_attacks(
     unused = sorted(set(params) - used)
     if unused:
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
+    for cfg in configs:
+        if cfg.step_note:
+            print(cfg.step_note, file=sys.stderr)
     return configs
 
 

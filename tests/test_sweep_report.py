@@ -664,3 +664,22 @@ def test_smoke_preset_runs(shared_data, thirdparty, tmp_path):
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["report", "--store", str(store), "--preset", "smoke"])
     assert result.exit_code == 0 and "ANN-20 (third party)" in result.output
+
+
+def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(world):
+    """A user-given step beyond eps is allowed but weakens the attack (a step can cross the whole ball): `eval` says so
+    on stderr and `sweep` in its plan, for the grid points where it exceeds the budget and no other."""
+    tmp, _ = world
+    args = ["--model", str(tmp / "ann.pt"), "--n", "6", "--data", str(tmp), "--store", str(tmp / "e.sqlite")]
+    big = CliRunner().invoke(main, ["eval", *args, "--attack", "pgd:steps=1", "--eps", "1/255", "--step-size", "2/255"])
+    assert big.exit_code == 0, big.output
+    assert "note: PGD-1 at 1/255: its step 2/255 exceeds the budget" in big.stderr
+    default = CliRunner().invoke(main, ["eval", *args, "--attack", "pgd:steps=1", "--eps", "1/255"])
+    assert default.exit_code == 0 and "exceeds the budget" not in default.stderr
+    sweep = tmp / "step.toml"
+    sweep.write_text('name = "step"\nn = 6\nmodels = ["ann.pt"]\neps = ["1/255", "8/255"]\n'
+                     '[[attacks]]\nname = "pgd"\nsteps = 2\nalpha = "2/255"\n')  # fmt: skip
+    plan = CliRunner().invoke(main, ["sweep", str(sweep), "--dry-run", "--store", str(tmp / "d.sqlite"), "--data", str(tmp)])
+    assert plan.exit_code == 0, plan.output
+    notes = [line for line in plan.output.splitlines() if "exceeds the budget" in line]
+    assert len(notes) == 1 and notes[0].strip().startswith("note: PGD-2 at 1/255: its step 2/255")

@@ -202,6 +202,19 @@ class AttackConfig:
         return alpha is not None and self.eps > 0 and alpha > self.eps + 1e-12
 
     @property
+    def step_note(self) -> str | None:
+        """What ``eval`` and ``sweep`` say of a step larger than the budget; None where the step is not.
+
+        Such a step can jump across the whole ball and the projection undoes most of it: the attack moves like
+        iterated FGSM and can be weaker than with the default step, so a robust accuracy it leaves looks higher.
+        """
+        if not self.step_exceeds_eps:
+            return None
+        step, eps = (format_eps(v) if self.norm == "Linf" else f"{v:g}" for v in (self.params["alpha"], self.eps))
+        return (f"note: {self.label} at {eps}: its step {step} exceeds the budget (a step can cross the whole ball, and "
+                "the attack can be weaker than with the default step)")  # fmt: skip
+
+    @property
     def randomized(self) -> bool:
         """Whether the attack draws random numbers, i.e. whether its result can depend on the seed."""
         r = self.definition.randomized
