@@ -76,10 +76,13 @@ def resolve_attacks(
     unused = sorted(set(params) - used)
     if unused:
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
-    for cfg in configs:
-        if cfg.step_note:
-            print(cfg.step_note, file=sys.stderr)
+    for note in dict.fromkeys(c.step_note for c in configs if c.step_note and c.step_note not in _SAID):
+        _SAID.add(note)  # once per process: compare and compare --group resolve the same attacks per model and eps
+        print(note, file=sys.stderr)
     return configs
+
+
+_SAID: set[str] = set()  # the step notes resolve_attacks has printed
 
 
 

@@ -666,9 +666,12 @@ def test_smoke_preset_runs(shared_data, thirdparty, tmp_path):
     assert result.exit_code == 0 and "ANN-20 (third party)" in result.output
 
 
-def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(world):
+def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(world, monkeypatch):
     """A user-given step beyond eps is allowed but weakens the attack (a step can cross the whole ball): `eval` says so
     on stderr and `sweep` in its plan, for the grid points where it exceeds the budget and no other."""
+    import robustadder.api as api
+
+    monkeypatch.setattr(api, "_SAID", set())  # said once per process
     tmp, _ = world
     args = ["--model", str(tmp / "ann.pt"), "--n", "6", "--data", str(tmp), "--store", str(tmp / "e.sqlite")]
     big = CliRunner().invoke(main, ["eval", *args, "--attack", "pgd:steps=1", "--eps", "1/255", "--step-size", "2/255"])
@@ -683,3 +686,18 @@ def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(wor
     assert plan.exit_code == 0, plan.output
     notes = [line for line in plan.output.splitlines() if "exceeds the budget" in line]
     assert len(notes) == 1 and notes[0].strip().startswith("note: PGD-2 at 1/255: its step 2/255")
+
+
+def test_compare_says_a_step_larger_than_the_budget_once(world, monkeypatch):
+    """compare resolves its attacks per model and eps: the note is said once, for the eps it exceeds."""
+    import robustadder.api as api
+
+    monkeypatch.setattr(api, "_SAID", set())
+    tmp, _ = world
+    result = CliRunner().invoke(main, ["compare", str(tmp / "ann.pt"), str(tmp / "cnn.pt"), "--n", "6", "--data", str(tmp),
+                                       "--store", str(tmp / "c.sqlite"), "--eps", "1/255,4/255",
+                                       "--attack", "pgd:steps=1,alpha=2/255"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "exceeds the budget" in line]
+    assert notes == ["note: PGD-1 at 1/255: its step 2/255 exceeds the budget (a step can cross the whole ball, and the "
+                     "attack can be weaker than with the default step)"]  # fmt: skip
