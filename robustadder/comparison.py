@@ -324,7 +324,9 @@ def verdict(pair: pd.DataFrame, clean: dict[str, float], dtype: str) -> str:
         tail = f"; no significant difference at {', '.join(rest['eps_label'])}" if not rest.empty else ""
         head = f"{a} vs {b}: " + "; ".join(parts) + tail + f" (n = {int(pair['n'].iloc[0])})"
     common = pair[pair["p_holm_common"] < ALPHA]
-    if common.empty:
+    if not (pair["n_common_clean"] > 0).any():
+        matched = "no sample is classified correctly by every model, so robustness on common samples is not compared"
+    elif common.empty:
         matched = "among the samples every model classifies correctly, no significant difference"
     else:
         r = common.iloc[0]
@@ -359,7 +361,8 @@ def _pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
         "p (McNemar)": [f"{v:.2g}" for v in pairs["p_value"]],
         "p (Holm)": [f"{v:.2g}" for v in pairs["p_holm"]],
         "Δ on common clean-correct": [
-            f"{v:+.1f} (n={n})" for v, n in zip(pairs["difference_common"], pairs["n_common_clean"], strict=True)
+            f"{v:+.1f} (n={n})" if n else "– (n=0)"
+            for v, n in zip(pairs["difference_common"], pairs["n_common_clean"], strict=True)
         ],
         "Δ clean": [f"{v:+.1f}" for v in pairs["clean_difference"]],
     })  # fmt: skip

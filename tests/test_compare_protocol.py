@@ -299,3 +299,18 @@ def test_report_refuses_to_write_over_the_store_it_reads(tmp_path):
                              capture_output=True, text=True)  # fmt: skip
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert output.read_bytes() == before
+
+
+def test_a_pair_without_a_sample_both_classify_correctly_says_so_instead_of_nan(tmp_path):
+    """With no sample that both models classify correctly, the common-sample difference is not a number to show
+    ('+nan') and 'no significant difference' among those samples would claim a test that was never run."""
+    from robustadder.comparison import compare, render
+
+    models, data = save_tiny_world(tmp_path, n=12, ann=("adder", 0), cnn=("conv", 0))
+    table = compare([models["ann"], models["cnn"]], labels=["ANN", "CNN"], eps=["1/255"], attacks=["fgsm"], data=data,
+                    n=12, store=tmp_path / "s.sqlite", progress=False)  # fmt: skip
+    assert (table.attrs["pairs"]["n_common_clean"] == 0).all()  # the case under test: the CNN gets none right
+    text = render(table, "text")
+    assert "nan" not in text and "– (n=0)" in text
+    assert "no sample is classified correctly by every model" in table.attrs["verdicts"][0]
+    assert "among the samples every model classifies correctly" not in table.attrs["verdicts"][0]
