@@ -701,3 +701,23 @@ def test_compare_says_a_step_larger_than_the_budget_once(world, monkeypatch):
     notes = [line for line in result.stderr.splitlines() if "exceeds the budget" in line]
     assert notes == ["note: PGD-1 at 1/255: its step 2/255 exceeds the budget (a step can cross the whole ball, and the "
                      "attack can be weaker than with the default step)"]  # fmt: skip
+
+
+def test_the_energy_tables_worst_case_of_a_report_with_one_attack_is_that_attacks_accuracy(world):
+    """With one attack in the report there are no worst-case cells to read: the worst case over one attack is its own
+    robust accuracy, per model (it showed '–'); with several attacks only the worst-case cells count."""
+    from robustadder import evaluate
+
+    tmp, _ = world
+    store = tmp / "one.sqlite"
+    for name in ("ann", "cnn"):
+        evaluate(str(tmp / f"{name}.pt"), "pgd:steps=2", eps="2/255", n=12, data=tmp, store=store, batch_size=6,
+                 progress=False)  # fmt: skip
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    main_rows = {r.split("|")[1].strip(): r.split("|")[2].strip().strip("*") for r in result.stdout.splitlines()
+                 if r.startswith(("| ann.pt", "| cnn.pt")) and r.count("|") == 3}  # fmt: skip
+    energy_rows = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in result.stdout.splitlines()
+                   if r.startswith(("| ann.pt", "| cnn.pt")) and r.count("|") > 3}  # fmt: skip
+    assert set(main_rows) == set(energy_rows) == {"ann.pt", "cnn.pt"}
+    assert all(float(energy_rows[m]) == pytest.approx(float(main_rows[m]), abs=0.01) for m in main_rows)

@@ -327,6 +327,8 @@ def energy_table(report: Report) -> pd.DataFrame:
         if len(eps_values) == 1:
             long_all = report.long
             worst = long_all[(long_all["model"] == label) & (long_all["attack"] == WORST) & (long_all["status"] == "done")]
+            if worst.empty and long.loc[long["attack_name"] != "none", "attack"].nunique() == 1:
+                worst = mine[mine["attack_name"] != "none"]  # the report's one attack: the worst case is its own
             if (worst["bn"] == "eval").any():
                 worst = worst[worst["bn"] == "eval"]
             row[f"worst case at {format_eps(eps_values[0], 'Linf')} (%)"] = (
