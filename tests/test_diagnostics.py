@@ -203,3 +203,30 @@ def test_auto_eps_is_the_smallest_informative_budget(trained, tmp_path):
         assert 20.0 <= shares[chosen] <= 80.0
         assert all(not 20.0 <= v <= 80.0 for k, v in shares.items() if float(k.split("/")[0]) < report.eps * 255)
     assert "eps chosen by rule" in report.to_markdown()
+
+
+def _frame(robust: list[bool]):
+    """Per-sample rows of a cell whose samples are all clean-correct (``robust``: adversarially correct too)."""
+    import pandas as pd
+
+    n = len(robust)
+    return pd.DataFrame({"sample_id": range(n), "clean_correct": [True] * n, "adv_correct": robust})
+
+
+def test_a_check_fails_only_on_a_difference_beyond_sampling_noise(monkeypatch):
+    """An attack beating another by more than the threshold in points fails the check only when the paired difference
+    is significant: one sample of 12 is 8.3 points and no evidence of masking (a warning that says so); thirty of 200
+    that FGSM fools and PGD does not are."""
+    import robustadder.diagnostics as d
+
+    pgd = _frame([True] * 2 + [False] * 10)
+    one_more = _frame([True] + [False] * 11)  # R-FGSM fools one sample PGD left robust
+    small = d._check_single_step(pgd, one_more, pgd, steps=5)
+    assert small.verdict == "warn" and "not significant (paired McNemar p = 1" in small.summary
+    strong_pgd, weak_fgsm = _frame([True] * 100 + [False] * 100), _frame([True] * 70 + [False] * 130)
+    large = d._check_single_step(weak_fgsm, strong_pgd, strong_pgd, steps=5)
+    assert large.verdict == "fail" and "not significant" not in large.summary
+    monkeypatch.setattr(d, "_loss_trace", lambda *a, **k: ([1.0] * 8, [50.0] * 8, None, None))  # a flat trace
+    for pgd_k, pgd_2k, verdict in ((pgd, one_more, "warn"), (strong_pgd, weak_fgsm, "fail")):
+        result = d._check_convergence(None, lambda *a, same=pgd_k: same, pgd_k, pgd_2k, 1 / 255, 5)
+        assert result.verdict == verdict and ("not significant" in result.summary) == (verdict == "warn")
