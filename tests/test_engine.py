@@ -280,7 +280,8 @@ def test_other_sqlite_database(tmp_path):
     [
         (["--eps", "-8/255"], "must not be negative"),
         (["--eps", "nan"], "finite"),
-        (["--eps", "8"], "absurd"),
+        (["--eps", "8"], "absurd for Linf on [0, 1] images (at most 1); did you mean 8/255?"),
+        (["--eps", "300/255"], "absurd for Linf on [0, 1] images (at most 1)\n"),  # not 'did you mean 300/255/255?'
         (["--eps", "eight"], "must be a number"),
         (["--attack", "pgd", "--steps", "0"], "steps must be >= 1"),
         (["--attack", "deepfool"], "unknown attack"),

@@ -104,7 +104,8 @@ def parse_eps(value: Any, norm: str) -> float:
         raise UserError(f"eps must not be negative (got {value})")
     if eps > MAX_EPS[norm]:
         raise UserError(
-            f"eps {value} is absurd for {norm} on [0, 1] images (at most {MAX_EPS[norm]:.4g}); did you mean {value}/255?"
+            f"eps {value} is absurd for {norm} on [0, 1] images (at most {MAX_EPS[norm]:.4g})"
+            + (f"; did you mean {value}/255?" if "/" not in str(value) and eps / 255 <= MAX_EPS[norm] else "")
         )
     return eps
 
