@@ -192,8 +192,8 @@ class Evaluation(ReadsThrough):
             if self.worst_case is not None:
                 entry["worst_case_robust_accuracy"] = round(self.worst_case, 4)
             if "minimal_distance" in s:  # a minimal attack: its distances, beside its robust accuracy at eps
-                entry["minimal_distance"] = {k: (v if isinstance(v, str) else _round_or_none(float(v), 8))
-                                             for k, v in s["minimal_distance"].items()}  # fmt: skip
+                entry["minimal_distance"] = {k: (v if isinstance(v, (str, int)) else _round_or_none(float(v), 8))
+                                             for k, v in s["minimal_distance"].items()}  # fmt: skip (n stays a count)
             result["attacks"].append(entry)
         if self.worst_case is not None:
             result["worst_case_robust_accuracy"] = round(self.worst_case, 4)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -185,6 +187,8 @@ def test_eval_reads_a_minimal_attack_at_the_requested_eps_and_reports_its_distan
     d = dist.minimal_distances(rows)
     assert fmn["eps"] == pytest.approx(1 / 255) and fmn["minimal_distance"]["median"] == pytest.approx(float(d.median()))
     assert fmn["robust_accuracy"] == pytest.approx(100.0 * (d > 1 / 255).mean())  # fooled within 1/255 only
+    reported = json.loads(frame.render("json"))["attacks"][0]["minimal_distance"]
+    assert reported["n"] == 12 and isinstance(reported["n"], int)  # a count, not 12.0
     worst = frame.attrs["worst_case_robust_accuracy"]
     fgsm_robust = frame[frame["attack_name"] == "fgsm"].set_index("sample_id")
     robust = (d > 1 / 255) & (fgsm_robust["clean_correct"] & fgsm_robust["adv_correct"]).reindex(d.index)
