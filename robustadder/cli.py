@@ -603,6 +603,10 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
         raise UserError("--checks renders in --format md or html")
     if answers and fmt not in ("md", "html"):
         raise UserError("--answer renders in --format md or html")
+    resolved = [Path(a).resolve() for a in answers]
+    if len(set(resolved)) < len(resolved):
+        raise UserError(f"--answer {next(a for a, r in zip(answers, resolved, strict=True) if resolved.count(r) > 1)} "
+                        "is given twice; pass each answer once")  # fmt: skip
     leads = [_read_answer(path) for path in answers]
     from .groups import across_html, across_markdown, plot_medians
 

@@ -157,6 +157,9 @@ def test_a_report_page_leads_with_the_class_answer_of_a_group_json(tmp_path):
         ["report", "--store", str(store), "--answer", str(tmp_path / "not.json"), "--format", "html"])
     assert "--answer renders in --format md or html" in _one_line(
         ["report", "--store", str(store), "--answer", str(tmp_path / "g.json"), "--format", "csv"])
+    # the same answer twice (by another spelling of its path) would be compared with itself across "depths"
+    assert "is given twice; pass each answer once" in _one_line(
+        ["report", "--store", str(store), "--answer", str(tmp_path / "g.json"), "--answer", str(tmp_path / "." / "g.json")])
 
 
 def _answer(groups: dict[str, list[tuple[str, float]]]) -> dict:
