@@ -43,6 +43,8 @@ from .models import (
 from .store import Store
 from .summary import CONFIDENCE, attack_summary, ci_text, percent, worst_case_accuracy
 
+_SAID: set[str] = set()  # the step notes resolve_attacks has printed (AttackConfig.step_note)
+
 
 def resolve_attacks(
     attacks: str | AttackConfig | Sequence[str | AttackConfig],
@@ -80,10 +82,6 @@ def resolve_attacks(
         _SAID.add(note)  # once per process: compare and compare --group resolve the same attacks per model and eps
         print(note, file=sys.stderr)
     return configs
-
-
-_SAID: set[str] = set()  # the step notes resolve_attacks has printed
-
 
 
 def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Settings, dataset: ImageSet) -> None:
@@ -191,9 +189,9 @@ class Evaluation(ReadsThrough):
             }  # fmt: skip
             if self.worst_case is not None:
                 entry["worst_case_robust_accuracy"] = round(self.worst_case, 4)
-            if "minimal_distance" in s:  # a minimal attack: its distances, beside its robust accuracy at eps
+            if "minimal_distance" in s:  # a minimal attack: its distances (n stays a count), beside its accuracy at eps
                 entry["minimal_distance"] = {k: (v if isinstance(v, (str, int)) else _round_or_none(float(v), 8))
-                                             for k, v in s["minimal_distance"].items()}  # fmt: skip (n stays a count)
+                                             for k, v in s["minimal_distance"].items()}  # fmt: skip
             result["attacks"].append(entry)
         if self.worst_case is not None:
             result["worst_case_robust_accuracy"] = round(self.worst_case, 4)
