@@ -688,6 +688,25 @@ def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(wor
     assert len(notes) == 1 and notes[0].strip().startswith("note: PGD-2 at 1/255: its step 2/255")
 
 
+@pytest.mark.parametrize(
+    "attack, note",
+    [
+        ("bim:steps=3", "BIM-3 at 2/255: 3 steps of 0.5/255 reach at most 1.5/255 from the clean image, short of the budget"),
+        ("mim:steps=2", "MIM-2 at 2/255: 2 steps of 0.5/255 reach at most 1/255"),
+        ("pgd:steps=3,random_start=false", "PGD-3 at 2/255: 3 steps of 0.5/255 reach at most 1.5/255"),
+        ("pgd:steps=3", None),  # its random start reaches into the whole ball
+        ("bim:steps=4", None),
+        ("bim:steps=2,alpha=1/255", None),
+    ],
+)
+def test_steps_that_cannot_reach_the_budget_are_said(attack, note):
+    """BIM-3 at the default step eps/4 ends at most 3/4 of the way to the budget: a weaker attack than its eps says."""
+    from robustadder.api import resolve_attacks
+
+    cfg = resolve_attacks(attack, eps="2/255")[0]
+    assert (cfg.step_note is None) if note is None else cfg.step_note.startswith(f"note: {note}")
+
+
 def test_compare_says_a_step_larger_than_the_budget_once(world, monkeypatch):
     """compare resolves its attacks per model and eps: the note is said once, for the eps it exceeds."""
     import robustadder.api as api

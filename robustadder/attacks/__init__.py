@@ -204,16 +204,24 @@ class AttackConfig:
 
     @property
     def step_note(self) -> str | None:
-        """What ``eval`` and ``sweep`` say of a step larger than the budget; None where the step is not.
+        """What ``eval`` and ``sweep`` say of a step that does not fit the budget; None where it fits.
 
-        Such a step can jump across the whole ball and the projection undoes most of it: the attack moves like
-        iterated FGSM and can be weaker than with the default step, so a robust accuracy it leaves looks higher.
+        A step larger than the budget can jump across the whole ball and the projection undoes most of it: the
+        attack moves like iterated FGSM. Steps that together fall short of the budget (BIM-3 at the default eps/4,
+        an attack without a random start) cannot reach its boundary: the attack works inside a smaller ball. Either
+        way it is weaker than the budget allows, and a robust accuracy it leaves looks higher.
         """
-        if not self.step_exceeds_eps:
-            return None
-        step, eps = (format_eps(v) if self.norm == "Linf" else f"{v:g}" for v in (self.params["alpha"], self.eps))
-        return (f"note: {self.label} at {eps}: its step {step} exceeds the budget (a step can cross the whole ball, and "
-                "the attack can be weaker than with the default step)")  # fmt: skip
+        alpha, steps = self.params.get("alpha"), self.params.get("steps")
+        fmt = format_eps if self.norm == "Linf" else (lambda v: f"{v:g}")
+        if self.step_exceeds_eps:
+            return (f"note: {self.label} at {fmt(self.eps)}: its step {fmt(alpha)} exceeds the budget (a step can cross "
+                    "the whole ball, and the attack can be weaker than with the default step)")  # fmt: skip
+        starts_inside = self.name in ("bim", "mim") or (self.name == "pgd" and not self.params.get("random_start"))
+        if starts_inside and alpha and steps and steps * alpha < self.eps - 1e-12:
+            return (f"note: {self.label} at {fmt(self.eps)}: {steps} steps of {fmt(alpha)} reach at most "
+                    f"{fmt(steps * alpha)} from the clean image, short of the budget (give at least "
+                    f"{math.ceil(self.eps / alpha - 1e-9)} steps or a larger step)")  # fmt: skip
+        return None
 
     @property
     def randomized(self) -> bool:
