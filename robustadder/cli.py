@@ -339,7 +339,7 @@ def bench_cmd() -> None:
     help="Comma-separated: cpu, triton, reference, official (the official formula). "
     "Default: the fast backend of the device plus reference and official.",
 )
-@click.option("--repeats", type=int, default=9, show_default=True, help="Timed repeats of fast ops (median).")
+@click.option("--repeats", type=int, default=9, show_default=True, help="Timed repeats of fast ops and attack steps (median).")
 @click.option("--data", type=click.Path(), default=None, help="CIFAR-10 for the end-to-end and trained-layer rows.")
 @click.option("--imagenet/--no-imagenet", default=True, show_default=True,
               help="Also time an ImageNet ResNet-50 AdderNet forward (batch 8) against the conv ResNet-50.")  # fmt: skip
@@ -363,7 +363,7 @@ def bench_kernels(batch_size, device, backends, repeats, data, imagenet, as_json
         rows += bench.deterministic_conv_rows(batch_size, repeats)
         rows += bench.compile_rows()
     # a GPU evaluates the whole test set in about the time a CPU takes for a tenth of it
-    rows += bench.end_to_end_rows(10000 if on_gpu else 1000, batch_size, fast, device, data)
+    rows += bench.end_to_end_rows(10000 if on_gpu else 1000, batch_size, fast, device, data, repeats)
     if imagenet:
         rows += bench.imagenet_rows(8, fast, device)
     info = bench.machine_info(device)

@@ -451,17 +451,19 @@ def test_benchmark_times_the_attack_step_of_the_trained_zoo_pair_through_both_gr
     import robustadder.bench as bench
     from robustadder.nn import adder_layers
 
-    untrained, modes = [], []
+    untrained, modes, timed = [], [], []
     real_create = bench.create_model
     monkeypatch.setattr(bench, "create_model", lambda name: untrained.append(real_create(name)) or untrained[-1])
 
     def fake_pair(fn, base, device, repeats, budget_s):  # each op once; the adder gradient it ran with
         fn(), base()
         modes.append({layer.grad_mode for m in untrained for layer in adder_layers(m)})
+        timed.append(repeats)
         return 2.0, 1.0
 
     monkeypatch.setattr(bench, "_time_pair", fake_pair)
-    rows = bench.end_to_end_rows(n_images=4, batch_size=2, backend="cpu")
+    rows = bench.end_to_end_rows(n_images=4, batch_size=2, backend="cpu", repeats=11)
+    assert timed == [3, 11, 11] * 2  # the headline attack step as often as asked, a clean pass of 1,000 images a third
     assert [r["weights"] for r in rows] == ["untrained"] * 3 + ["zoo ann20 / cnn20"] * 3  # the zoo's files are committed
     assert [r["op"].split(",")[0] for r in rows] == ["clean eval", "fwd+input grad(surrogate)", "fwd+input grad(exact)"] * 2
     assert all(r["op"].startswith("clean eval, 4 ") or r["op"].endswith("batch 2") for r in rows)
