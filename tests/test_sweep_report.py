@@ -740,3 +740,20 @@ def test_the_energy_tables_worst_case_of_a_report_with_one_attack_is_that_attack
                    if r.startswith(("| ann.pt", "| cnn.pt")) and r.count("|") > 3}  # fmt: skip
     assert set(main_rows) == set(energy_rows) == {"ann.pt", "cnn.pt"}
     assert all(float(energy_rows[m]) == pytest.approx(float(main_rows[m]), abs=0.01) for m in main_rows)
+
+
+def test_a_transfer_attacks_source_digest_fits_the_latex_column(world):
+    """The caption names a transfer attack's source weights by 12 hex digits, as it names the models' weights: the
+    full 64-digit digest cannot break across lines and ran 158 pt past the column."""
+    from robustadder import evaluate
+
+    tmp, _ = world
+    store = tmp / "transfer.sqlite"
+    evaluate(str(tmp / "ann.pt"), f"transfer:source={tmp / 'cnn.pt'},steps=2", eps="2/255", n=12, data=tmp, store=store,
+             batch_size=6, progress=False)  # fmt: skip
+    result = CliRunner().invoke(main, ["report", "--store", str(store), "--format", "latex"])
+    assert result.exit_code == 0, result.output
+    digest = re.search(r"source_sha256=([0-9a-f]+)", result.stdout).group(1)
+    assert len(digest) == 12
+    log = compile_latex(tmp, result.stdout, "transfer")
+    assert "Overfull \\hbox" not in log

@@ -274,7 +274,10 @@ def attack_protocols(attacks) -> list[str]:
         if "restarts" in p:
             r = p.pop("restarts")
             parts.append(f"{r} restart{'s' if r != 1 else ''}")
-        parts += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(p.items())]
+        # a digest by its first 12 hex digits, as the weights are named in captions: the full 64 do not break across
+        # lines and ran 158 pt past a LaTeX column (the full digest stays in the stored cell's config: the CSV's cell_id)
+        parts += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v[:12]}" if k.endswith("_sha256") and isinstance(v, str)
+                  else f"{k}={v}" for k, v in sorted(p.items())]  # fmt: skip
         out.append(f"{label}: " + ", ".join(parts))
     return out
 
