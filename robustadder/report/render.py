@@ -25,7 +25,10 @@ def to_markdown(report: Report, *, intervals: bool = False) -> str:
     text, means = _display(report, "md", intervals)
     mask = best_mask(means)
     text = text.mask(mask, "**" + text.astype(str) + "**")
-    body = escape.frame_labels(_flat_columns(text), escape.markdown).reset_index().to_markdown(index=False)
+    # the cells are formatted strings ("0.00", "+8.33"): tabulate would parse a column of them back into numbers and
+    # print "0" and "16.67" beside "0.00", dropping a difference's sign
+    table = escape.frame_labels(_flat_columns(text), escape.markdown).reset_index()
+    body = table.to_markdown(index=False, disable_numparse=True)
     energy = escape.frame_text(energy_table(report), escape.markdown, ["model", "variant"])
     energy = energy.astype(object).where(energy.notna(), "–").to_markdown(index=False, floatfmt=".2f")
     footer = "\n".join(f"- {line}" for line in provenance_lines(report, escape.markdown))
