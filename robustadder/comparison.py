@@ -400,7 +400,8 @@ def render(result: Comparison | pd.DataFrame, fmt: str) -> str:
         md = escape.markdown
         tables = [escape.frame_text(shown, md).to_markdown(disable_numparse=True),
                   escape.frame_text(shown_pairs, md).to_markdown(index=False, disable_numparse=True)]  # fmt: skip
-        return "\n".join([tables[0], "", tables[1], "", *[f"- {md(v)}" for v in verdicts], "", md(caption), ""])
+        # a page leads with the answer: the verdicts, then the tables they rest on and how they were measured
+        return "\n".join([*[f"- {md(v)}" for v in verdicts], "", tables[0], "", tables[1], "", md(caption), ""])
     if fmt == "latex":
         from .report.latex import latex_float
 
@@ -415,10 +416,9 @@ def render(result: Comparison | pd.DataFrame, fmt: str) -> str:
             "<!doctype html><meta charset='utf-8'><title>robustadder compare</title>"
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
             "td,th{padding:.2em .6em;border-bottom:1px solid #ccc;text-align:right}</style>"
-            f"<h1>Robustness comparison</h1><p>{esc(caption)}</p>"
+            f"<h1>Robustness comparison</h1><ul>{items}</ul><p>{esc(caption)}</p>"
             f"{escape.frame_text(shown, esc).style.to_html(table_uuid='models')}"
             f"<h2>Pairs</h2>{escape.frame_text(shown_pairs, esc).style.hide(axis='index').to_html(table_uuid='pairs')}"
-            f"<ul>{items}</ul>"
         )
     raise UserError(f"unknown format '{fmt}' (text, md, latex, csv, html, json)")
 

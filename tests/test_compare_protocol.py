@@ -111,6 +111,10 @@ def test_compare_api_end_to_end(tmp_path):
     assert len(table.attrs["verdicts"]) == 1 and table.attrs["verdicts"][0].startswith("ANN vs CNN")
     for fmt in ("text", "md", "latex", "csv", "html", "json"):
         assert render(table, fmt)
+    # a page leads with the answer: the verdict before the tables it rests on
+    assert render(table, "md").startswith("- ANN vs CNN")
+    html = render(table, "html")
+    assert html.index("<li>ANN vs CNN") < html.index("<table")
     # the LaTeX compiles and fits a NeurIPS column (booktabs tables, boxed and scaled only when wider)
     log = compile_latex(tmp_path, render(table, "latex"), "compare")
     assert "Overfull \\hbox" not in log
