@@ -420,7 +420,7 @@ def _check_single_step(fgsm, rfgsm, pgd, steps) -> CheckResult:
         + (_noise_note(p) if beats and p >= SIGNIFICANCE else "")
     )
     return CheckResult("single-step", "single-step attacks do not beat iterative ones", verdict, summary,
-                       {"robust_accuracy": acc, "fooled_outside_pgd": outside})  # fmt: skip
+                       {"robust_accuracy": acc, "fooled_outside_pgd": outside, "p_value": p if beats else None})  # fmt: skip
 
 
 # -- 2 ------------------------------------------------------------------------------------------------------
@@ -496,7 +496,7 @@ def _check_convergence(r, cell, pgd, pgd2, eps, steps) -> CheckResult:
     return CheckResult("convergence", "more steps and restarts change little", verdict, summary,
                        {"robust_accuracy": {"steps": a, "double_steps": b, "restarts_x4": c},
                         "loss_trace": [round(v, 5) for v in trace], "still_correct_trace": [round(v, 3) for v in correct],
-                        "tail_drop_pp": drift})  # fmt: skip
+                        "tail_drop_pp": drift, "p_value": p if worst > HARD_PP else None})  # fmt: skip
 
 
 # -- 4 ------------------------------------------------------------------------------------------------------

@@ -223,9 +223,10 @@ def test_a_check_fails_only_on_a_difference_beyond_sampling_noise(monkeypatch):
     one_more = _frame([True] + [False] * 11)  # R-FGSM fools one sample PGD left robust
     small = d._check_single_step(pgd, one_more, pgd, steps=5)
     assert small.verdict == "warn" and "not significant (paired McNemar p = 1" in small.summary
+    assert small.evidence["p_value"] == 1.0  # the number behind the verdict, for --json readers
     strong_pgd, weak_fgsm = _frame([True] * 100 + [False] * 100), _frame([True] * 70 + [False] * 130)
     large = d._check_single_step(weak_fgsm, strong_pgd, strong_pgd, steps=5)
-    assert large.verdict == "fail" and "not significant" not in large.summary
+    assert large.verdict == "fail" and "not significant" not in large.summary and large.evidence["p_value"] < 0.05
     monkeypatch.setattr(d, "_loss_trace", lambda *a, **k: ([1.0] * 8, [50.0] * 8, None, None))  # a flat trace
     for pgd_k, pgd_2k, verdict in ((pgd, one_more, "warn"), (strong_pgd, weak_fgsm, "fail")):
         result = d._check_convergence(None, lambda *a, same=pgd_k: same, pgd_k, pgd_2k, 1 / 255, 5)
