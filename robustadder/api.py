@@ -43,7 +43,7 @@ from .models import (
 from .store import Store
 from .summary import CONFIDENCE, attack_summary, ci_text, percent, worst_case_accuracy
 
-_SAID: set[str] = set()  # the step notes resolve_attacks has printed (AttackConfig.step_note)
+_SAID: set[str] = set()  # the step notes this process has printed (AttackConfig.step_note)
 
 
 def resolve_attacks(
@@ -78,10 +78,18 @@ def resolve_attacks(
     unused = sorted(set(params) - used)
     if unused:
         raise UserError(f"option '{unused[0]}' applies to none of the attacks given ({', '.join(map(str, items))})")
-    for note in dict.fromkeys(c.step_note for c in configs if c.step_note and c.step_note not in _SAID):
-        _SAID.add(note)  # once per process: compare and compare --group resolve the same attacks per model and eps
-        print(note, file=sys.stderr)
     return configs
+
+
+def _say_step_notes(configs: Sequence[AttackConfig]) -> None:
+    """Each attack's step note (:attr:`AttackConfig.step_note`) on stderr, once per process.
+
+    Once: compare and compare --group evaluate the same attacks per model and eps. Said when the work starts,
+    after every input was validated: an error a user causes stays one line on stderr, with no note above it.
+    """
+    for note in dict.fromkeys(c.step_note for c in configs if c.step_note and c.step_note not in _SAID):
+        _SAID.add(note)
+        print(note, file=sys.stderr)
 
 
 def _say_estimate(db: Store, loaded: LoadedModel, model, configs, settings: Settings, dataset: ImageSet) -> None:
@@ -331,6 +339,7 @@ def evaluate(
     try:
         if context().is_main:
             announce(loaded)  # not only with progress: a conversion is never silent (stderr, once)
+            _say_step_notes(configs)
         if progress and context().is_main:
             _say_estimate(db, loaded, prepared, configs, settings, images)
         if db.run_id is None:

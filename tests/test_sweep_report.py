@@ -757,3 +757,16 @@ def test_a_transfer_attacks_source_digest_fits_the_latex_column(world):
     assert len(digest) == 12
     log = compile_latex(tmp, result.stdout, "transfer")
     assert "Overfull \\hbox" not in log
+
+
+def test_a_step_note_never_comes_above_a_user_error(world, monkeypatch):
+    """An error a user causes is one line on stderr: the step note is said when the work starts, not before an input
+    that fails validation (found by the property test over eval options: BIM-1 with --n beyond the data)."""
+    import robustadder.api as api
+
+    monkeypatch.setattr(api, "_SAID", set())
+    tmp, _ = world
+    result = CliRunner().invoke(main, ["eval", "--model", str(tmp / "ann.pt"), "--data", str(tmp), "--store",
+                                       str(tmp / "n.sqlite"), "--attack", "bim:steps=1", "--n", "100000"])  # fmt: skip
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "exceeds the 12 samples" in result.stderr and "note:" not in result.stderr
