@@ -271,8 +271,28 @@ def _layer_case(shape: LayerShape, batch_size: int, gen: torch.Generator, weight
     w = (weight_scale * torch.randn(shape.o, shape.c, shape.k, shape.k, generator=gen)).to(device)
     ho = (shape.h + 2 * shape.padding - shape.k) // shape.stride + 1
     g = torch.randn(batch_size, shape.o, ho, ho, generator=gen).to(device)
-    label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
-    return x, w, g, label
+    return x, w, g, _shape_label(shape)
+
+
+def _shape_label(shape: LayerShape) -> str:
+    return f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
+
+
+def _cpu_op_rows(shape: LayerShape, x, w, g, repeats: int, prefix: str, **extra: str) -> list[dict]:
+    """The cpu backend's three ops on one layer's tensors against ``F.conv2d``'s, timed alternately: a row per op.
+
+    ``op`` is ``prefix`` and the op's name; ``extra`` columns follow it.
+    """
+    conv = _conv_fns(x, w, g, shape.stride, shape.padding)
+    fns = _op_fns("cpu", x, w, g, shape.stride, shape.padding)
+    rows = []
+    for op in OPS:
+        ms, conv_ms = _time_pair(fns[op], conv[op], torch.device("cpu"), repeats, 20.0)
+        rows.append(
+            {"layer": _shape_label(shape), "op": f"{prefix} {op}", **extra, "backend": "cpu", "ms": round(ms, 4),
+             "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3), "peak_mib": None}
+        )  # fmt: skip
+    return rows
 
 
 def kernel_rows(
@@ -366,16 +386,9 @@ def general_path_rows(batch_size: int = 128, repeats: int = 9) -> list[dict]:
     gen = torch.Generator().manual_seed(0)
     rows = []
     for shape in resnet20_layer_shapes():
-        x, w, g, label = _layer_case(shape, batch_size, gen, 5.0, torch.device("cpu"))
+        x, w, g, _ = _layer_case(shape, batch_size, gen, 5.0, torch.device("cpu"))
         x[:, 0, 0, 0] = -x[:, 0, 0, 0] - 1e-3  # one negative input per sample
-        conv = _conv_fns(x, w, g, shape.stride, shape.padding)
-        fns = _op_fns("cpu", x, w, g, shape.stride, shape.padding)
-        for op in OPS:
-            ms, conv_ms = _time_pair(fns[op], conv[op], torch.device("cpu"), repeats, 20.0)
-            rows.append(
-                {"layer": label, "op": f"general path {op}", "backend": "cpu", "ms": round(ms, 4),
-                 "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3), "peak_mib": None}
-            )  # fmt: skip
+        rows += _cpu_op_rows(shape, x, w, g, repeats, "general path")
     return rows
 
 
@@ -428,19 +441,8 @@ def trained_layer_rows(batch_size: int = 128, repeats: int = 9, data=None) -> li
     torch.autograd.grad(F.cross_entropy(model(xb), y), xb)
     for h in handles:
         h.remove()
-    rows = []
-    for shape, xi, w, g in cases.values():
-        label = f"{shape.name} {shape.c}x{shape.h}x{shape.h}->{shape.o} k{shape.k} s{shape.stride}"
-        conv = _conv_fns(xi, w, g, shape.stride, shape.padding)
-        fns = _op_fns("cpu", xi, w, g, shape.stride, shape.padding)
-        for op in OPS:
-            ms, conv_ms = _time_pair(fns[op], conv[op], torch.device("cpu"), repeats, 20.0)
-            rows.append(
-                {"layer": label, "op": f"trained layer {op}", "weights": f"zoo ann20 ({source})", "backend": "cpu",
-                 "ms": round(ms, 4), "conv_ms": round(conv_ms, 4), "ratio_to_conv": round(ms / conv_ms, 3),
-                 "peak_mib": None}
-            )  # fmt: skip
-    return rows
+    return [row for shape, xi, w, g in cases.values()
+            for row in _cpu_op_rows(shape, xi, w, g, repeats, "trained layer", weights=f"zoo ann20 ({source})")]  # fmt: skip
 
 
 def compile_rows() -> list[dict]:
