@@ -87,7 +87,7 @@ def _say_step_notes(configs: Sequence[AttackConfig]) -> None:
     Once: compare and compare --group evaluate the same attacks per model and eps. Said when the work starts,
     after every input was validated: an error a user causes stays one line on stderr, with no note above it.
     """
-    for note in dict.fromkeys(c.step_note for c in configs if c.step_note and c.step_note not in _SAID):
+    for note in dict.fromkeys(note for note in (c.step_note for c in configs) if note and note not in _SAID):
         _SAID.add(note)
         print(note, file=sys.stderr)
 

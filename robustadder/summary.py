@@ -81,6 +81,7 @@ def attack_summary(frame: pd.DataFrame, seconds: float | None = None, budget: tu
     clean = frame["clean_correct"].astype(bool)
     n_clean = int(clean.sum())
     fooled = int((clean & ~frame["adv_correct"].astype(bool)).sum())
+    linf, l2 = _within(frame["linf"], budget, "Linf"), _within(frame["l2"], budget, "L2")
     clean_ci = proportion_interval(n_clean, len(frame))
     robust_ci = proportion_interval(int(robust.sum()), len(frame))
     return {
@@ -90,10 +91,10 @@ def attack_summary(frame: pd.DataFrame, seconds: float | None = None, budget: tu
         "robust_accuracy": 100.0 * float(robust.mean()) if len(frame) else float("nan"),
         "robust_accuracy_ci": list(robust_ci),
         "attack_success_rate": 100.0 * fooled / n_clean if n_clean else float("nan"),
-        "mean_linf": float(_within(frame["linf"], budget, "Linf").mean()),
-        "mean_l2": float(_within(frame["l2"], budget, "L2").mean()),
-        "max_linf": float(_within(frame["linf"], budget, "Linf").max()),
-        "max_l2": float(_within(frame["l2"], budget, "L2").max()),
+        "mean_linf": float(linf.mean()),
+        "mean_l2": float(l2.mean()),
+        "max_linf": float(linf.max()),
+        "max_l2": float(l2.max()),
         "seconds": float(seconds if seconds is not None else frame.groupby("batch")["batch_seconds"].first().sum()),
     }
 

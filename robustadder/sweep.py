@@ -286,7 +286,7 @@ class SweepPlan:
             spent = sum(store.cell(c.cell_id).seconds for c in done)
             lines.append(f"  compute time of the done cells, as measured when they ran: {format_duration(spent)}")
         lines += [f"  skipped model {model}: {reason}" for model, reason in self.skipped.items()]
-        lines += [f"  {a.step_note}" for a in cfg.attacks if a.step_note]
+        lines += [f"  {note}" for note in (a.step_note for a in cfg.attacks) if note]
         return lines
 
     def dry_run_lines(self, store: Store | None = None) -> list[str]:
