@@ -603,19 +603,17 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
         raise UserError("--checks renders in --format md or html")
     if answers and fmt not in ("md", "html"):
         raise UserError("--answer renders in --format md or html")
-    resolved = [Path(a).resolve() for a in answers]
-    if len(set(resolved)) < len(resolved):
-        raise UserError(f"--answer {next(a for a, r in zip(answers, resolved, strict=True) if resolved.count(r) > 1)} "
-                        "is given twice; pass each answer once")  # fmt: skip
+    twice = _given_twice(answers, key=lambda a: Path(a).resolve())  # any spelling of the same file
+    if twice is not None:
+        raise UserError(f"--answer {twice} is given twice; pass each answer once")
     leads = [_read_answer(path) for path in answers]
     from .groups import across_html, across_markdown, plot_medians
 
     if len(sources) > 1 and fmt in ("csv", "latex"):
         raise UserError(f"--format {fmt} renders one table; pass one --preset or --sweep")
     configs = [load_sweep(path) for path in sources]
-    names = [c.name for c in configs]
-    if len(set(names)) < len(names):
-        dup = next(x for x in names if names.count(x) > 1)
+    dup = _given_twice([c.name for c in configs])
+    if dup is not None:
         raise UserError(f"sweep '{dup}' is given twice; pass each sweep once")
     from .diagnostics import CheckReport
 
@@ -693,6 +691,17 @@ def check_cmd(model_name, weights, normalization, n, eps, steps, queries, source
         click.echo(report.render("json" if as_json else fmt))
     if strict and report.failed:
         sys.exit(1)
+
+
+def _given_twice(items: Sequence, key: Callable = lambda item: item):
+    """The first item whose ``key`` an earlier item shares (what a command names twice), or None."""
+    seen = set()
+    for item in items:
+        k = key(item)
+        if k in seen:
+            return item
+        seen.add(k)
+    return None
 
 
 def _read_answer(path: str):
@@ -833,9 +842,9 @@ def _compare_groups(models, groups, eps_values, attacks, labels, normalization, 
     if labels or normalization:
         raise UserError("--label and --normalization apply to MODELS; a group names its models itself")
     parsed = [parse_group(g) for g in groups]
-    names = [label for label, _ in parsed]
-    if len(set(names)) != len(names):
-        raise UserError(f"group {next(x for x in names if names.count(x) > 1)} is given twice")
+    dup = _given_twice([label for label, _ in parsed])
+    if dup is not None:
+        raise UserError(f"group {dup} is given twice")
     reads = _read_by(tuple(m for _, members in parsed for m in members), dataset, data, store_path)
     guard_outputs(reads, output, plot_path)
     if fmt not in ("text", "md", "json", "html"):
