@@ -666,12 +666,17 @@ def test_smoke_preset_runs(shared_data, thirdparty, tmp_path):
     assert result.exit_code == 0 and "ANN-20 (third party)" in result.output
 
 
-def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(world, monkeypatch):
-    """A user-given step beyond eps is allowed but weakens the attack (a step can cross the whole ball): `eval` says so
-    on stderr and `sweep` in its plan, for the grid points where it exceeds the budget and no other."""
+@pytest.fixture
+def unsaid_notes(monkeypatch):
+    """A step note is said once per process: each test starts as a fresh process would."""
     import robustadder.api as api
 
-    monkeypatch.setattr(api, "_SAID", set())  # said once per process
+    monkeypatch.setattr(api, "_SAID", set())
+
+
+def test_a_step_larger_than_the_budget_is_said_by_eval_and_by_the_sweep_plan(world, unsaid_notes):
+    """A user-given step beyond eps is allowed but weakens the attack (a step can cross the whole ball): `eval` says so
+    on stderr and `sweep` in its plan, for the grid points where it exceeds the budget and no other."""
     tmp, _ = world
     args = ["--model", str(tmp / "ann.pt"), "--n", "6", "--data", str(tmp), "--store", str(tmp / "e.sqlite")]
     big = CliRunner().invoke(main, ["eval", *args, "--attack", "pgd:steps=1", "--eps", "1/255", "--step-size", "2/255"])
@@ -707,11 +712,8 @@ def test_steps_that_cannot_reach_the_budget_are_said(attack, note):
     assert (cfg.step_note is None) if note is None else cfg.step_note.startswith(f"note: {note}")
 
 
-def test_compare_says_a_step_larger_than_the_budget_once(world, monkeypatch):
+def test_compare_says_a_step_larger_than_the_budget_once(world, unsaid_notes):
     """compare resolves its attacks per model and eps: the note is said once, for the eps it exceeds."""
-    import robustadder.api as api
-
-    monkeypatch.setattr(api, "_SAID", set())
     tmp, _ = world
     result = CliRunner().invoke(main, ["compare", str(tmp / "ann.pt"), str(tmp / "cnn.pt"), "--n", "6", "--data", str(tmp),
                                        "--store", str(tmp / "c.sqlite"), "--eps", "1/255,4/255",
@@ -759,12 +761,9 @@ def test_a_transfer_attacks_source_digest_fits_the_latex_column(world):
     assert "Overfull \\hbox" not in log
 
 
-def test_a_step_note_never_comes_above_a_user_error(world, monkeypatch):
+def test_a_step_note_never_comes_above_a_user_error(world, unsaid_notes):
     """An error a user causes is one line on stderr: the step note is said when the work starts, not before an input
     that fails validation (found by the property test over eval options: BIM-1 with --n beyond the data)."""
-    import robustadder.api as api
-
-    monkeypatch.setattr(api, "_SAID", set())
     tmp, _ = world
     result = CliRunner().invoke(main, ["eval", "--model", str(tmp / "ann.pt"), "--data", str(tmp), "--store",
                                        str(tmp / "n.sqlite"), "--attack", "bim:steps=1", "--n", "100000"])  # fmt: skip
