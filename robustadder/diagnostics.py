@@ -133,16 +133,15 @@ class CheckReport:
         return json_safe(data)
 
     def to_markdown(self) -> str:
-        """Markdown section: table of checks, evidence, verdict line."""
+        """Markdown section: the verdict first (the answer a reader came for), then the table of checks and evidence."""
         md = escape.markdown
         rows = [{"check": md(r.title), "verdict": r.verdict.upper(), "evidence": md(r.summary)} for r in self.results]
         table = pd.DataFrame(rows).to_markdown(index=False)
         st = self.settings
         return (
-            f"### Gradient-masking checks: {md(self.model)}\n\n"
+            f"### Gradient-masking checks: {md(self.model)}\n\n**Verdict:** {md(self.verdict)}\n\n"
             f"{md(self.arch)}, weights {self.weights_sha256[:12]}, {self.n} test images, eps {self.eps * 255:.4g}/255, "
-            f"BN {st['bn']}, attack gradient {st['grad']}, backend {md(st['backend'])}.{md(self._eps_note())}\n\n{table}\n\n"
-            f"**Verdict:** {md(self.verdict)}\n"
+            f"BN {st['bn']}, attack gradient {st['grad']}, backend {md(st['backend'])}.{md(self._eps_note())}\n\n{table}\n"
         )
 
     def to_latex(self) -> str:
@@ -189,9 +188,9 @@ class CheckReport:
         )
         return (
             f"<section><h2 id='{self.anchor}'>Gradient-masking checks: {escape.html(self.model)}</h2>"
+            f"<p><b>Verdict:</b> {escape.html(self.verdict)}</p>"
             f"<p>{escape.html(self.arch)}, {self.n} test images, eps {self.eps * 255:.4g}/255</p>"
-            f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table>"
-            f"<p><b>Verdict:</b> {escape.html(self.verdict)}</p></section>"
+            f"<table class='results'><tr><th>check</th><th>verdict</th><th>evidence</th></tr>{rows}</table></section>"
         )
 
 

@@ -117,6 +117,8 @@ def test_a_check_report_renders_itself_in_every_format(tmp_path):
                          "backend": "cpu"}, results, 12.5)  # fmt: skip
     assert report.render("md") == report.to_markdown() and json.loads(report.render("json"))["failed"] == ["eps"]
     assert report.render("html") == report.to_html() and "&lt;b&gt;" in report.to_html()
+    for page, table in ((report.to_markdown(), "| check"), (report.to_html(), "<table")):  # the answer first
+        assert "masking suspected" in page and page.index("Verdict:") < page.index(table), page
     tex = report.render("latex")
     assert "my\\_model \\#1" in tex and "63.5 \\%" in tex and "masking suspected" in tex
     compile_latex(tmp_path, tex)
