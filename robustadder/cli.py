@@ -650,7 +650,7 @@ def report_cmd(store, presets, sweeps, fmt, output, n, intervals, wide, with_che
     emit(text, output, reads, plot_path, lambda f: plot_medians(leads, format=f), nl=False)
 
 
-@main.command("check")
+@main.command("check", short_help="Gradient-masking checks with a verdict on the robustness claim.")
 @click.option("--model", "model_name", required=True, help=MODEL_HELP)
 @model_options
 @click.option("--n", "n", type=int, default=200, show_default=True, help="Test images (first N, original order).")

@@ -17,6 +17,23 @@ def test_the_cli_and_help_start_without_importing_torch():
     assert helped.returncode == 0 and "compare" in helped.stdout
 
 
+def test_every_command_s_line_in_the_help_reads_whole():
+    """click cuts a docstring's first line at its first period: "Gradient-masking checks (Carlini et al." was check's."""
+    import click
+
+    from robustadder.cli import main
+
+    def commands(group, path=()):
+        for name, cmd in group.commands.items():
+            yield (*path, name), cmd
+            if isinstance(cmd, click.Group):
+                yield from commands(cmd, (*path, name))
+
+    for path, cmd in commands(main):
+        line = cmd.get_short_help_str(limit=200)
+        assert line.count("(") == line.count(")") and not line.endswith(("et al.", "e.g.", "i.e.")), (path, line)
+
+
 def test_the_api_functions_are_there_when_asked_for():
     import robustadder
 
