@@ -41,10 +41,11 @@ done
 done
 [ "$RENDER_ONLY" = 1 ] || "$R" sweep reports/eps-sweep.toml --store "$STORE"
 
-# reports read the store alone (the sweeps above recorded their grids); md and html with the intervals
+# reports read the store alone (the sweeps above recorded their grids); md, html and csv with the intervals, the
+# LaTeX a paper table of means (its caption says so; the intervals of the same cells are in the md beside it)
 for preset in paper eps-sweep settings; do
     "$R" report --sweep "reports/$preset.toml" --store "$STORE" --format md --intervals -o "reports/$preset.md"
-    "$R" report --sweep "reports/$preset.toml" --store "$STORE" --format latex -o "reports/$preset.tex"
+    "$R" report --sweep "reports/$preset.toml" --store "$STORE" --format latex --no-intervals -o "reports/$preset.tex"
     "$R" report --sweep "reports/$preset.toml" --store "$STORE" --format csv -o "reports/$preset.csv"
 done
 "$R" models --ops > reports/models-ops.txt

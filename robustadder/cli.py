@@ -575,7 +575,8 @@ def sweep_cmd(config, dry_run, n, store, dataset, data, force) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write to FILE instead of stdout.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help="The number of test images the sweep was run with [default: the sweep file's n].")  # fmt: skip
-@click.option("--intervals", is_flag=True, help="Show the 95 % Wilson interval of every accuracy (md, latex, html).")
+@click.option("--intervals/--no-intervals", default=True, show_default=True,
+              help="The 95 % Wilson interval beside every accuracy (md, latex, html); --no-intervals: means only.")
 @click.option("--wide", is_flag=True, help="LaTeX: a table* fit to \\textwidth instead of \\columnwidth.")
 @click.option("--checks", "with_checks", is_flag=True, help="Include the stored gradient-masking check reports (md, html).")
 @click.option("--answer", "answers", multiple=True, type=click.Path(dir_okay=False),

@@ -10,7 +10,7 @@ from .tables import _NAMES, Report, _display, _is_delta, best_mask
 
 
 # -- LaTeX --------------------------------------------------------------------------------------------------------
-def to_latex(report: Report, *, label: str | None = None, wide: bool = False, intervals: bool = False) -> str:
+def to_latex(report: Report, *, label: str | None = None, wide: bool = False, intervals: bool = True) -> str:
     r"""A booktabs table that fits ``\columnwidth`` (``\textwidth`` in a ``table*`` with ``wide``).
 
     The tabular is set in a box and scaled down only when it is wider than the column, so no page

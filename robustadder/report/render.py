@@ -18,8 +18,8 @@ from .provenance import provenance_lines
 from .tables import FORMATS, Report, _display, _flat_columns, best_mask, csv_table, energy_table
 
 
-def to_markdown(report: Report, *, intervals: bool = False) -> str:
-    """Markdown table, energy table and provenance footer."""
+def to_markdown(report: Report, *, intervals: bool = True) -> str:
+    """Markdown table (each accuracy with its 95 % interval; ``intervals=False``: means only), energy table, provenance."""
     from ..ops import ENERGY_SOURCE
 
     text, means = _display(report, "md", intervals)
@@ -63,7 +63,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "report"
 
 
-def to_html(reports: list[Report], title: str = "robustadder report", extra_html: str = "", *, intervals: bool = False,
+def to_html(reports: list[Report], title: str = "robustadder report", extra_html: str = "", *, intervals: bool = True,
             extra_toc: list[tuple[str, str]] | None = None, lead_html: str = "") -> str:  # fmt: skip
     """A self-contained HTML page: ``lead_html`` first (the answer), then contents, per report its table, plots, provenance.
 
@@ -123,7 +123,7 @@ def _html_escape(text: str) -> str:
     return escape.html(text)
 
 
-def render(report: Report, fmt: str, *, intervals: bool = False, wide: bool = False) -> str:
+def render(report: Report, fmt: str, *, intervals: bool = True, wide: bool = False) -> str:
     """One report in one format."""
     if fmt == "csv":
         return to_csv(report)

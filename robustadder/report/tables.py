@@ -225,7 +225,7 @@ def _is_delta(key: Any) -> bool:
     return any(str(k).startswith("Δ") for k in (key if isinstance(key, tuple) else (key,)))
 
 
-def _display(report: Report, fmt: str, intervals: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _display(report: Report, fmt: str, intervals: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cell strings ("mean", "± std" only where seeds differ, "[low, high]" with ``intervals``) and the means."""
     wide = report.wide
     means = wide.xs("mean", axis=1, level=-1)

@@ -31,12 +31,12 @@ GROUPS = ["compare", "--group", "ANN=ann20,ann20-awn", "--group", "CNN=cnn20,cnn
           "--attack", "pgd:steps=2", "--n", str(N), "--eps", "1/255,2/255", "--data", "{data}", "--store", "{store}"]  # fmt: skip
 REPORT = ["report", "--sweep", "{sweep}", "--store", "{store}"]
 COMMANDS: dict[str, list[str]] = {
-    "report.md": [*REPORT, "--format", "md"],
+    "report.md": [*REPORT, "--format", "md", "--no-intervals"],  # --intervals is the default since 2026-12-07
     "report-intervals.md": [*REPORT, "--format", "md", "--intervals"],
     "report.csv": [*REPORT, "--format", "csv"],
-    "report.tex": [*REPORT, "--format", "latex"],
+    "report.tex": [*REPORT, "--format", "latex", "--no-intervals"],
     "report-wide-intervals.tex": [*REPORT, "--format", "latex", "--wide", "--intervals"],
-    "report-checks.md": [*REPORT, "--format", "md", "--checks"],
+    "report-checks.md": [*REPORT, "--format", "md", "--checks", "--no-intervals"],
     "report-checks.html": [*REPORT, "--format", "html", "--checks", "--intervals"],
     "compare.txt": COMPARE,
     "compare.md": [*COMPARE, "--format", "md"],
