@@ -787,3 +787,14 @@ def test_a_report_shows_every_accuracy_with_its_interval_unless_told_not_to(worl
         assert shown.exit_code == bare.exit_code == 0, shown.output + bare.output
         assert re.search(cell, shown.stdout), shown.stdout
         assert not re.search(interval, bare.stdout), bare.stdout
+
+
+def test_a_sweep_without_a_description_leaves_no_dangling_separator(finished):
+    """A sweep file may leave out its description: the provenance read "sweep: mini (mini.toml) — " and the page
+    had an empty paragraph and a contents entry "mini: "."""
+    _, _, _, report = finished
+    report.provenance["description"] = ""
+    lines = rep.provenance_lines(report, str)
+    assert any(line == "sweep: mini (mini.toml)" for line in lines), lines
+    page = rep.to_html([report, report])
+    assert "<p></p>" not in page and ">mini: <" not in page and ">mini<" in page

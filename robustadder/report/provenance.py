@@ -22,7 +22,7 @@ def provenance_lines(report: Report, esc: Callable[[Any], str] = escape.one_line
     p = report.provenance
     d = p["data"]
     lines = [
-        f"sweep: {esc(p['sweep'])} ({esc(p['sweep_file'])}) — {esc(p['description'])}",
+        f"sweep: {esc(p['sweep'])} ({esc(p['sweep_file'])})" + (f" — {esc(p['description'])}" if p["description"] else ""),
         f"samples: the first {p['n_samples']} {esc(dataset_title(d.get('dataset')))} test images "
         f"(ids {d['first_id']}..{d['last_id']}, {_order(d)}); "
         f"data {esc(d['name'])}, samples sha256 {d['sha256']}",

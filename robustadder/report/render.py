@@ -94,14 +94,14 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
         energy = energy_style.format(precision=2, na_rep="–").to_html()
         head = (
             f"<h2 id='{anchor}'>{_html_escape(report.provenance['sweep'])}</h2>"
-            f"<p>{_html_escape(report.provenance['description'])}</p>"
+            + (f"<p>{_html_escape(report.provenance['description'])}</p>" if report.provenance["description"] else "")
         )
         sections.append(
             f"<section>{head}<div class='scroll'>{styler.to_html()}</div><h3>Accuracy, robustness and energy per "
             f"inference</h3><div class='scroll'>{energy}</div>{figs}"
             f"<ul class='provenance'>{prov}</ul></section>"
         )
-        toc.append((anchor, f"{report.provenance['sweep']}: {report.provenance['description']}"))
+        toc.append((anchor, ": ".join(filter(None, (report.provenance["sweep"], report.provenance["description"])))))
     toc += extra_toc or []
     contents = "".join(f"<li><a href='#{a}'>{_html_escape(t)}</a></li>" for a, t in toc)
     css = (
