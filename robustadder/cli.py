@@ -472,6 +472,7 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     training images for a dataset that states none); the checkpoint records the dataset, which eval,
     check and compare then use by default.
     """
+    from .summary import ci_text
     from .train import TrainConfig, Trainer
 
     ctx = click.get_current_context()
@@ -487,7 +488,8 @@ def train_cmd(arch, kind, awn, epochs, batch_size, lr, momentum, weight_decay, e
     if meta is None:
         click.echo(f"stopped after epoch {trainer.epoch}/{epochs}; continue with --resume (state: {trainer.state_path})")
         return
-    click.echo(f"wrote {out}: {meta['arch']}, test accuracy {meta['accuracy']:.2f} % on {meta['accuracy_n']} images, "
+    click.echo(f"wrote {out}: {meta['arch']}, test accuracy {meta['accuracy']:.2f} % {ci_text(meta['accuracy_ci'])} "
+               f"on {meta['accuracy_n']} images, "
                f"{meta['seconds_per_epoch']:.0f} s/epoch, weights sha256 {meta['weights_sha256'][:12]}")  # fmt: skip
     click.echo(f"metrics: {trainer.metrics_path}")
 

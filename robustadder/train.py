@@ -36,6 +36,7 @@ from .errors import UserError
 from .fileio import atomic_write
 from .models import REGISTRY, CifarResNet, save_checkpoint
 from .nn import AWN_FORMS, adder_layers, awn_layers, awn_raw_weight, set_awn_form, set_backend, set_grad_mode
+from .summary import proportion_interval
 
 STATE_FORMAT = "robustadder-train-state"
 TRAIN_SHAPE = (3, 32, 32)  # the CIFAR ResNets' input; image folders are read at this size
@@ -432,7 +433,8 @@ class Trainer:
         meta = {
             "dataset": self.dataset.name,
             "accuracy": round(accuracy, 2),
-            "accuracy_n": len(self.test),
+            "accuracy_n": len(self.test),  # an estimate on these images: its 95 % Wilson interval beside it
+            "accuracy_ci": [round(v, 2) for v in proportion_interval(round(accuracy * len(self.test) / 100), len(self.test))],
             "recipe": recipe,
             "epochs_trained": self.epoch,
             "train_seconds": round(sum(m["seconds"] for m in self.metrics), 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from robustadder.errors import UserError
 from robustadder.models import create_model, load_checkpoint
 from robustadder.nn import adder2d, adder_layers, awn_layers, awn_raw_weight, awn_weight, set_awn_form
+from robustadder.summary import proportion_interval
 from robustadder.train import TrainConfig, Trainer, augment, bn_statistics
 
 
@@ -45,6 +47,10 @@ def test_short_training_decreases_the_loss(tiny_cifar, tmp_path):
     assert meta["accuracy_n"] == 40 and meta["recipe"]["epochs"] == 4 and meta["dataset"] == "cifar10"
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert loaded.arch.name == "resnet20_conv" and loaded.meta["accuracy"] == meta["accuracy"]
+    # the accuracy on 40 images is an estimate: the checkpoint keeps its 95 % Wilson interval
+    correct = round(meta["accuracy"] * 40 / 100)
+    assert loaded.meta["accuracy_ci"] == [round(v, 2) for v in proportion_interval(correct, 40)]
+    assert loaded.meta["accuracy_ci"][0] <= meta["accuracy"] <= loaded.meta["accuracy_ci"][1]
     header = (tmp_path / "c.metrics.csv").read_text().splitlines()[0]
     assert header == "epoch,train_loss,train_accuracy,test_accuracy,lr,seconds,bn_abs_mean,bn_abs_mean_max,bn_var_mean"
 
@@ -213,6 +219,7 @@ def test_new_awn_training_uses_weight_normalization_and_old_awn_states_resume_as
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).meta["awn_variant"]["form"] == "norm"
+    assert re.search(r"test accuracy \d+\.\d\d % \[\d+\.\d, \d+\.\d\] on 40 images", result.output), result.output
     refused = CliRunner().invoke(main, ["train", "--kind", "adder", "--awn-form", "norm", "--out", str(tmp_path / "z.pt")])
     assert refused.exit_code == 2 and "--awn-form applies to AWN models: add --awn" in refused.output
     old = Trainer(config(awn=True, awn_form="standardize", epochs=2), tmp_path / "o.pt", tiny_cifar)
