@@ -156,7 +156,10 @@ class GroupComparison:
         )
 
     def render(self, fmt: str) -> str:
-        """text, md, json or html (the per-model table, the class sentences, the protocol)."""
+        """text, md, json or html: the class sentences, the per-model table, the protocol.
+
+        md and html lead with the sentences (the answer); text ends with them, where a terminal leaves them in view.
+        """
         if fmt == "json":
             return json.dumps(self.to_json(), indent=1)
         if fmt == "text":
@@ -164,8 +167,8 @@ class GroupComparison:
         if fmt == "md":
             md = escape.markdown
             table = self._display(md).to_markdown(index=False, disable_numparse=True)
-            return "\n".join([table, "", *[f"- {md(s)}" for s in self.sentences()], "", md(self.protocol),
-                              *[md(n) for n in self.notes], ""])  # fmt: skip
+            return "\n".join([*[f"- {md(s)}" for s in self.sentences()], "", table, "", md(self.protocol),
+                              *[md(n) for n in self.notes], ""])  # the answer first, as the page's  # fmt: skip
         if fmt == "html":
             from .report import to_html
 

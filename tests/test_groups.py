@@ -152,6 +152,7 @@ def test_a_report_page_leads_with_the_class_answer_of_a_group_json(tmp_path):
     assert first in html
     md = CliRunner().invoke(main, ["report", "--store", str(store), "--answer", str(tmp_path / "g.json")])
     assert md.exit_code == 0 and md.stdout.startswith(result.render("md"))
+    assert md.stdout.startswith("- ANN&lt;script&gt;&amp; vs CNN: "), md.stdout  # the Markdown page, too, leads with the answer
     (tmp_path / "not.json").write_text('{"models": []}')
     assert "is not the JSON of 'compare --group --json'" in _one_line(
         ["report", "--store", str(store), "--answer", str(tmp_path / "not.json"), "--format", "html"])
