@@ -386,7 +386,7 @@ def render(result: Comparison | pd.DataFrame, fmt: str) -> str:
             "verdicts": verdicts, "settings": result.settings, "protocol": result.protocol,
         }, indent=1)  # fmt: skip
     if fmt == "csv":
-        merged = table.merge(pairs, how="outer", left_on=["model", "eps"], right_on=["a", "eps"], suffixes=("", "_pair"))
+        merged = table.merge(pairs, how="left", left_on=["model", "eps"], right_on=["a", "eps"], suffixes=("", "_pair"))
         return escape.csv_frame(merged).to_csv(index=False, float_format="%.6g")
     shown, shown_pairs = _display(table), _pairs_display(pairs)
     settings = result.settings

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -122,6 +125,10 @@ def test_compare_api_end_to_end(tmp_path):
     again = compare([ann, cnn], labels=["ANN", "CNN"], eps=["2/255", "8/255"], attacks=["fgsm", "pgd:steps=2"], data=data, n=16,
                     store=tmp_path / "s.sqlite", batch_size=8, progress=False)  # fmt: skip
     assert again["robust_accuracy"].tolist() == table["robust_accuracy"].tolist()
+    # every format lists the models in the order given (the CSV's outer merge sorted them by label)
+    flipped = compare([cnn, ann], labels=["CNN", "ANN"], eps=["2/255", "8/255"], attacks=["fgsm", "pgd:steps=2"], data=data,
+                      n=16, store=tmp_path / "s.sqlite", batch_size=8, progress=False)  # fmt: skip
+    assert pd.read_csv(io.StringIO(render(flipped, "csv")))["model"].tolist() == ["CNN", "CNN", "ANN", "ANN"]
 
 
 def test_compare_says_its_plan_and_each_model_and_eps_on_stderr(tmp_path, capsys):
