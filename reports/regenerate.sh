@@ -108,11 +108,23 @@ vector_isa() {  # the kernel's code path depends on it (adder_cpu.cc), and so do
     elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then echo "AVX2, no AVX-512"
     else echo "no AVX2"; fi
 }
+answer() {  # what a reader came for, first: the class sentences each class-*.md leads with, each check's verdict
+    local f ans=""
+    for f in reports/class-ann20-vs-cnn20.md reports/class-ann32-vs-cnn32.md; do
+        [ ! -f "$f" ] || ans+=$(sed -n '/^$/q; /^- /p' "$f")$'\n'
+    done
+    for f in reports/check-*.md; do
+        [ ! -f "$f" ] || ans+=$(sed -n "s/^\*\*Verdict:\*\* \([^;]*\);.*/- gradient-masking checks of ${f#reports/check-}: \1/p" "$f" | sed 's/\.md: /: /')$'\n'
+    done
+    ans=$(grep -v '^$' <<< "$ans" || true)
+    [ -z "$ans" ] || printf '%s\n\n%s\n\n' "## The answer (measured by the run below)" "$ans"
+}
 NOTES="<!-- notes: written by hand, kept by regenerate.sh -->"
 notes=$(sed -n "/^$NOTES\$/,\$p" reports/README.md 2>/dev/null || true)
 {
     echo "# Reference reports"
     echo
+    answer
     echo "The project's own run of the sweep presets (\`attacks/\`) on the zoo models (\`models/zoo.toml\`) and"
     echo "the third-party checkpoint of \`../shared/checkpoints\`, and the gradient-masking checks of each model."
     echo "Every number in these files was measured by that run; regenerate them all (results accumulate in"

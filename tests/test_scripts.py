@@ -98,7 +98,13 @@ case "$1" in
             echo "  done $(sed -n "s/^$name //p" "$PLAN"), skipped 0"
             echo "  compute time of the done cells, as measured when they ran: 3.0 min"
         fi ;;
-    report|compare) while [ $# -gt 0 ]; do [ "$1" = -o ] && echo "rendered" > "$2"; shift; done ;;
+    check) printf '### Gradient-masking checks: %s\n\n**Verdict:** %s; best 1 %%\n' "$3" \
+        "masking suspected: eps — the claim does NOT survive" ;;
+    report|compare)  # a Markdown output leads with its answer, as compare's does
+        out=""; md=0
+        while [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; [ "$1" = md ] && md=1; shift; done
+        if [ -n "$out" ] && [ $md = 1 ]; then printf -- '- the answer of %s\n\n| table |\n' "$(basename "$out")" > "$out"
+        elif [ -n "$out" ]; then echo "rendered" > "$out"; fi ;;
     models) echo "ops" ;;
 esac
 """
@@ -168,6 +174,21 @@ def test_regenerate_runs_the_sweeps_and_writes_no_notes_it_was_not_given(tmp_pat
     assert page.startswith("report --answer reports/class-ann20-vs-cnn20.json --sweep")  # the answer leads the page
     assert calls.index(page) > calls.index(classes[-1])
     assert "notes" not in readme and "partial" not in readme and readme.startswith("# Reference reports\n")
+
+
+def test_regenerate_leads_reports_readme_with_the_answer(tmp_path):
+    """reports/README.md starts with what a reader came for: the class sentences each class-level answer leads with and
+    each model's gradient-masking verdict, above the table of what ran."""
+    plan = "paper 30, to run 0\neps-sweep 40, to run 0\nsettings 24, to run 0\n"
+    readme, _ = _regenerate(tmp_path, None, plan, zoo=("ann20", "ann32", "cnn32"), N_CHECK="5", N_COMPARE="0")
+    head = readme[: readme.index("| part |")]
+    assert head.startswith("# Reference reports\n\n## The answer"), head
+    for line in ("- the answer of class-ann20-vs-cnn20.md", "- the answer of class-ann32-vs-cnn32.md",
+                 "- gradient-masking checks of ann20: masking suspected: eps — the claim does NOT survive"):  # fmt: skip
+        assert f"\n{line}\n" in head, (line, head)
+    assert "best 1 %" not in head  # the verdict up to its first ';'
+    readme, _ = _regenerate(tmp_path / "none", None, plan, N_CHECK="0", N_COMPARE="0", N_CLASS="0")
+    assert "## The answer" not in readme  # nothing measured, nothing to say
 
 
 def test_regenerate_adds_the_depth_32_answer_once_both_models_are_in_the_zoo(tmp_path):
