@@ -741,7 +741,7 @@ def test_the_energy_tables_worst_case_of_a_report_with_one_attack_is_that_attack
     energy_rows = {r.split("|")[1].strip(): r.split("|")[-2].strip() for r in result.stdout.splitlines()
                    if r.startswith(("| ann.pt", "| cnn.pt")) and r.count("|") > 3}  # fmt: skip
     assert set(main_rows) == set(energy_rows) == {"ann.pt", "cnn.pt"}
-    assert all(float(energy_rows[m]) == pytest.approx(float(main_rows[m].split()[0]), abs=0.01) for m in main_rows)
+    assert all(float(energy_rows[m].split()[0]) == pytest.approx(float(main_rows[m].split()[0]), abs=0.01) for m in main_rows)
 
 
 def test_a_transfer_attacks_source_digest_fits_the_latex_column(world):
@@ -773,7 +773,8 @@ def test_a_step_note_never_comes_above_a_user_error(world, unsaid_notes):
 
 def test_a_report_shows_every_accuracy_with_its_interval_unless_told_not_to(world):
     """A robust accuracy over a few hundred samples is an estimate: the report prints it with its 95 % interval by
-    default (it printed the bare mean unless given --intervals); --no-intervals gives a paper table of means."""
+    default (it printed the bare mean unless given --intervals, and the energy table's accuracies bare even with it);
+    --no-intervals gives a paper table of means."""
     from robustadder import evaluate
 
     tmp, _ = world
@@ -787,6 +788,10 @@ def test_a_report_shows_every_accuracy_with_its_interval_unless_told_not_to(worl
         assert shown.exit_code == bare.exit_code == 0, shown.output + bare.output
         assert re.search(cell, shown.stdout), shown.stdout
         assert not re.search(interval, bare.stdout), bare.stdout
+    # the energy table's accuracies too (clean, and the worst case at the report's one eps)
+    md = CliRunner().invoke(main, ["report", "--store", str(store)]).stdout
+    energy = next(line for line in md.splitlines() if line.startswith("| ann.pt") and line.count("|") > 3)
+    assert len(re.findall(r"\d+\.\d\d " + interval, energy)) == 2, energy
 
 
 def test_a_sweep_without_a_description_leaves_no_dangling_separator(finished):

@@ -29,7 +29,7 @@ def to_markdown(report: Report, *, intervals: bool = True) -> str:
     # print "0" and "16.67" beside "0.00", dropping a difference's sign
     table = escape.frame_labels(_flat_columns(text), escape.markdown).reset_index()
     body = table.to_markdown(index=False, disable_numparse=True)
-    energy = escape.frame_text(energy_table(report), escape.markdown, ["model", "variant"])
+    energy = escape.frame_text(energy_table(report, intervals), escape.markdown, ["model", "variant"])
     energy = energy.astype(object).where(energy.notna(), "–").to_markdown(index=False, floatfmt=".2f")
     footer = "\n".join(f"- {line}" for line in provenance_lines(report, escape.markdown))
     return (
@@ -89,7 +89,7 @@ def to_html(reports: list[Report], title: str = "robustadder report", extra_html
             for name, png in plots(report)
         )
         prov = "".join(f"<li>{line}</li>" for line in provenance_lines(report, escape.html))
-        energy_frame = escape.frame_text(energy_table(report), escape.html, ["model", "variant"])
+        energy_frame = escape.frame_text(energy_table(report, intervals), escape.html, ["model", "variant"])
         energy_style = energy_frame.style.hide(axis="index").set_uuid(f"{anchor}-energy")
         energy = energy_style.format(precision=2, na_rep="–").to_html()
         head = (

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..attacks import format_eps
 from ..store import Store
+from ..summary import ci_text
 from ..sweep import SETTING_KEYS, SweepConfig, SweepPlan, load_sweep
 from .plan import (
     ACCURACY_COLUMNS,
@@ -303,13 +304,23 @@ def _flat_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def energy_table(report: Report) -> pd.DataFrame:
+def energy_table(report: Report, intervals: bool = False) -> pd.DataFrame:
     """Per model: operations and energy per inference (counted when the sweep ran) next to its accuracy.
 
     The clean accuracy is that of any of the model's cells (every cell records it; BN in eval mode where
     the sweep has it). A worst-case robust accuracy is shown only when the sweep has one eps: a mean
-    over budgets would be a number of no budget.
+    over budgets would be a number of no budget. With ``intervals`` each accuracy is text with its 95 % interval
+    (for a mean over seeds, the envelope of the seeds' intervals), as in the main table.
     """
+
+    def accuracy(rows: pd.DataFrame, kind: str) -> float | str:
+        if rows.empty:
+            return np.nan
+        mean = float(rows[f"{kind}_accuracy"].mean())  # rounded with the table (.round(2)) when it stays a number
+        if not intervals or rows[f"{kind}_ci_low"].isna().all():
+            return mean
+        return f"{mean:.2f} {ci_text((rows[f'{kind}_ci_low'].min(), rows[f'{kind}_ci_high'].max()))}"
+
     long = report.long[report.long["status"] == "done"]
     eps_values = sorted(long.loc[long["attack_name"] != "none", "eps"].unique())
     rows = []
@@ -322,7 +333,7 @@ def energy_table(report: Report) -> pd.DataFrame:
             "model": label, "variant": entry.info.get("variant", ""),
             "additions (M)": ops.get("adds", np.nan) / 1e6, "multiplications (M)": ops.get("muls", np.nan) / 1e6,
             "energy (µJ)": ops.get("energy_uj", np.nan),
-            "clean acc (%)": mine["clean_accuracy"].iloc[0] if len(mine) else np.nan,
+            "clean acc (%)": accuracy(mine.iloc[:1], "clean"),
         }  # fmt: skip
         if len(eps_values) == 1:
             long_all = report.long
@@ -331,9 +342,7 @@ def energy_table(report: Report) -> pd.DataFrame:
                 worst = mine[mine["attack_name"] != "none"]  # the report's one attack: the worst case is its own
             if (worst["bn"] == "eval").any():
                 worst = worst[worst["bn"] == "eval"]
-            row[f"worst case at {format_eps(eps_values[0], 'Linf')} (%)"] = (
-                worst["robust_accuracy"].mean() if len(worst) else np.nan
-            )
+            row[f"worst case at {format_eps(eps_values[0], 'Linf')} (%)"] = accuracy(worst, "robust")
         rows.append(row)
     return pd.DataFrame(rows).round(2)
 
