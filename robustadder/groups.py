@@ -11,8 +11,8 @@ and answers for the classes:
 * per model, the robustness curve from the envelope (Wilson bands), its median distance with a bootstrap
   interval, its area under the curve to 16/255, and how many samples a fixed-eps attack broke below FMN's
   distance;
-* per pair of classes, the difference of the classes' mean areas with a two-level bootstrap interval
-  (training runs, then samples) beside the spread between runs inside each class, in one sentence
+* per pair of classes, the difference of the classes' mean areas with a t interval over training runs and
+  samples beside the spread between runs inside each class, in one sentence
   (:class:`robustadder.distances.ClassComparison`).
 
 Every cell goes through the store: a rerun is free and an interrupted run resumes.
@@ -90,7 +90,7 @@ class GroupComparison:
         classes = [
             {"a": c.names[0], "b": c.names[1], "members": [list(m) for m in c.members], "n": c.n, "limit": c.limit,
              "area": dict(c.areas), "class_area": list(c.class_area), "difference": c.difference, "ci": list(c.ci),
-             "spread": list(c.spread), "separates_runs": c.separates_runs,
+             "df": c.df, "spread": list(c.spread), "separates_runs": c.separates_runs,
              "spread_rivals_difference": c.spread_rivals_difference, "sentence": c.sentence()}
             for c in self.classes
         ]  # fmt: skip
@@ -132,7 +132,7 @@ class GroupComparison:
             ClassComparison(
                 names=(c["a"], c["b"]), members=tuple(tuple(m) for m in c["members"]), n=c["n"], limit=c["limit"],
                 areas=c["area"], class_area=tuple(c["class_area"]), difference=c["difference"], ci=tuple(c["ci"]),
-                spread=tuple(nan if s is None else s for s in c["spread"]),
+                spread=tuple(nan if s is None else s for s in c["spread"]), df=nan if c.get("df") is None else c["df"],
             )
             for c in data["classes"]
         ]  # fmt: skip
@@ -288,7 +288,7 @@ def compare_groups(
         for b in labels[i + 1 :]:
             classes.append(compare_classes(
                 {name: d for (g, name), d in dists.items() if g == a}, {name: d for (g, name), d in dists.items() if g == b},
-                names=(a, b), limit=limit, seed=seed,
+                names=(a, b), limit=limit,
             ))  # fmt: skip
     below = int(models["broken_below"].sum())
     if below:
@@ -312,7 +312,8 @@ def compare_groups(
         + f") enveloped with {', '.join(attacks)} at {', '.join(format_eps(e) for e in eps_values)}; robust accuracy "
         "at eps is the share of samples whose distance exceeds eps (95 % Wilson intervals); area under the curve "
         f"to {limit * 255:.3g}/255 in percent of the range (the mean of the distances capped there); class difference "
-        "with a two-level bootstrap interval (training runs within each class, then samples) at 95 %."
+        "with a 95 % t interval whose variance adds the spread between training runs and the sampling of the test "
+        "images (Welch-Satterthwaite degrees of freedom)."
     )
     return GroupComparison({k: [m.name for m in v] for k, v in loaded.items()}, models, pd.concat(curves, ignore_index=True),
                            classes, settings, protocol, notes)  # fmt: skip
