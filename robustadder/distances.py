@@ -257,6 +257,8 @@ class ClassComparison:
         # as +0.2 [0.0, 0.3] looked like an interval that reaches 0
         numbers = (f"area under the robustness curve to {self.limit * 255:.3g}/255: {a} {self.class_area[0]:.2f} vs "
                    f"{b} {self.class_area[1]:.2f}, difference {self.difference:+.2f} points [{lo:.2f}, {hi:.2f}]")  # fmt: skip
+        if self.separates_runs and math.isfinite(self.df):  # what an interval of a few runs per class rests on
+            numbers += f" (t, {self.df:.1f} df)"
         if not self.separates_runs:
             return (f"{a} vs {b}: {numbers}; with one trained model in a class this compares training runs, not "
                     "architectures: it cannot separate the architecture from the run (train more seeds)")

@@ -153,6 +153,8 @@ def test_a_class_of_one_model_says_it_cannot_separate_architecture_from_run():
     b3 = {f"cnn20-seed{k}": pd.Series(rng.uniform(0, 4 / 255, 100) + k / 255, index=ids) for k in range(3)}
     three = dist.compare_classes(a3, b3, names=("ANN-20", "CNN-20"))
     assert three.separates_runs and "training runs" in three.sentence()
+    # the interval says what it rests on where runs are few: its t's degrees of freedom (a class of one: the samples)
+    assert f"(t, {three.df:.1f} df)" in three.sentence() and " df)" not in one.sentence()
     assert three.spread[1] > three.spread[0]
     if three.spread_rivals_difference:
         assert "as large as the difference between the classes" in three.sentence()
