@@ -109,12 +109,13 @@ vector_isa() {  # the kernel's code path depends on it (adder_cpu.cc), and so do
     else echo "no AVX2"; fi
 }
 answer() {  # what a reader came for, first: the class sentences each class-*.md leads with, each check's verdict
-    local f ans=""
+    local f name ans=""
     for f in reports/class-ann20-vs-cnn20.md reports/class-ann32-vs-cnn32.md; do
         [ ! -f "$f" ] || ans+=$(sed -n '/^$/q; /^- /p' "$f")$'\n'
     done
     for f in reports/check-*.md; do
-        [ ! -f "$f" ] || ans+=$(sed -n "s/^\*\*Verdict:\*\* \([^;]*\);.*/- gradient-masking checks of ${f#reports/check-}: \1/p" "$f" | sed 's/\.md: /: /')$'\n'
+        name=${f#reports/check-}
+        [ ! -f "$f" ] || ans+=$(sed -n "s/^\*\*Verdict:\*\* \([^;]*\);.*/- gradient-masking checks of ${name%.md}: \1/p" "$f")$'\n'
     done
     ans=$(grep -v '^$' <<< "$ans" || true)
     [ -z "$ans" ] || printf '%s\n\n%s\n\n' "## The answer (measured by the run below)" "$ans"

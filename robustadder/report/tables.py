@@ -248,13 +248,13 @@ def _display(report: Report, fmt: str, intervals: bool = True) -> tuple[pd.DataF
             if pd.notna(s):
                 cell += f"{{\\scriptsize$\\pm${s:.2f}}}" if latex else f" ± {s:.2f}"
             if intervals and pd.notna(lows.iat[r, c]):
-                lo, hi = lows.iat[r, c], highs.iat[r, c]
+                ci = ci_text((lows.iat[r, c], highs.iat[r, c]))
                 if latex:
-                    cell += f" {{\\scriptsize[{lo:.1f}, {hi:.1f}]}}"
+                    cell += f" {{\\scriptsize{ci}}}"
                 elif fmt == "html":  # on a line of its own: a page of interval columns stays narrow
-                    cell += f"<br><span class='ci'>[{lo:.1f}, {hi:.1f}]</span>"
+                    cell += f"<br><span class='ci'>{ci}</span>"
                 else:
-                    cell += f" [{lo:.1f}, {hi:.1f}]"
+                    cell += f" {ci}"
             text.iat[r, c] = cell
     return text, means
 
